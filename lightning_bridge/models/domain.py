@@ -1,0 +1,128 @@
+"""DomainModule: trains a graph or MF recommender on BPR over InfoSharing's ID embeddings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from lightning_bridge.models.ranking import RankingEvaluator, top_k_items
+from lightning_bridge.modules.encoders import MF, LightGCN
+from lightning_bridge.modules.info_sharing import InfoSharing, InitName
+
+
+class DomainModule(L.LightningModule):
+    """The domain-specific model alone (the domain-only baseline), or the domain half of a BridgeModule.
+
+    Args:
+        num_users: linked from the data.
+        num_items: linked from the data.
+        encoder: ``lightgcn`` or ``mf``.
+        num_layers: LightGCN propagation layers.
+        embedding_dim: width of InfoSharing's tables (when this module builds them).
+        init: initialisation of InfoSharing's tables.
+        init_std: standard deviation (or range) for ``normal`` / ``uniform`` initialisation.
+        reg_weight: L2 weight on the batch's ego embeddings, ``reg_weight * ||e||^2 / (2 * batch)``.
+        optimizer: built over this module's parameters.
+        scheduler: optional LR scheduler, stepped every epoch.
+        ks: cutoffs of the ranking metrics.
+        predict_top_k: items per user written by ``predict``.
+        info_sharing: the shared tables, injected by BridgeModule; built here when None.
+    """
+
+    train_batch_kinds = ("domain",)
+
+    def __init__(self, num_users: int, num_items: int, encoder: Literal["lightgcn", "mf"] = "lightgcn",
+                 num_layers: int = 3, embedding_dim: int = 64, init: InitName = "xavier_uniform",
+                 init_std: float = 0.1, reg_weight: float = 1e-4, optimizer: OptimizerCallable = torch.optim.Adam,
+                 scheduler: LRSchedulerCallable | None = None, ks: tuple[int, ...] = (5, 10, 20),
+                 predict_top_k: int = 20, info_sharing: InfoSharing | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["info_sharing", "optimizer", "scheduler"])
+        if encoder == "lightgcn":
+            self.encoder = LightGCN(num_layers)
+        elif encoder == "mf":
+            self.encoder = MF()
+        else:
+            raise ValueError(f"model.encoder must be 'lightgcn' or 'mf', got {encoder!r}")
+        self.info = info_sharing or InfoSharing(num_users, num_items, embedding_dim, init, init_std)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.evaluator = RankingEvaluator(ks)
+        self._frozen_vectors: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ---- the maths, also called by BridgeModule --------------------------------------------------------
+    def attach_data(self, datamodule) -> None:
+        """Reads the training graph; checks that the data matches the sizes this model was built with."""
+        if datamodule is None:
+            raise RuntimeError("DomainModule needs a lightning_bridge DataModule (it reads the training graph)")
+        expected = (self.hparams.num_users, self.hparams.num_items)
+        if (datamodule.num_users, datamodule.num_items) != expected:
+            raise ValueError(f"the data has {datamodule.num_users} users and {datamodule.num_items} items but "
+                             f"the model was built for {expected[0]} and {expected[1]}")
+        self.encoder.set_graph(*datamodule.train_graph(), *expected)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """BPR plus L2 on the batch's ego embeddings; the graph is propagated once for the whole batch."""
+        users, pos, neg = batch["users"], batch["pos"], batch["neg"]
+        user_vec, item_vec = self.encoder(self.info)
+        u, p, n = user_vec[users], item_vec[pos], item_vec[neg]
+        bpr = F.softplus(-((u * p).sum(-1) - (u * n).sum(-1))).mean()
+        ego = self.info.user.weight[users].square().sum() + self.info.item.weight[pos].square().sum() \
+            + self.info.item.weight[neg].square().sum()
+        return bpr + self.hparams.reg_weight * ego / (2 * len(users))
+
+    def freeze_vectors(self) -> None:
+        """Propagates once and keeps the result, so evaluation does not repeat it for every user batch."""
+        with torch.no_grad():
+            self._frozen_vectors = self.encoder(self.info)
+
+    def release_vectors(self) -> None:
+        self._frozen_vectors = None
+
+    def scores(self, users: torch.Tensor) -> torch.Tensor:
+        """(B, num_items) scores of every item for each user."""
+        user_vec, item_vec = self._frozen_vectors or self.encoder(self.info)
+        return user_vec[users] @ item_vec.T
+
+    # ---- Lightning hooks -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        self.attach_data(self.trainer.datamodule)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train/domain_loss", loss, prog_bar=True, batch_size=len(batch["users"]))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.freeze_vectors()
+
+    on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluator.update("val", self.scores(batch["users"]), batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluator.update("test", self.scores(batch["users"]), batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.evaluator.compute("val", "domain"))
+        self.release_vectors()
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.evaluator.compute("test", "domain"))
+        self.release_vectors()
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return top_k_items(self.scores(batch["users"]), batch, self.hparams.predict_top_k)
+
+    def on_predict_epoch_end(self) -> None:
+        self.release_vectors()
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

@@ -1,0 +1,49 @@
+"""The information sharing module: the one place where the domain model and the LM meet."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+InitName = Literal["normal", "xavier_uniform", "xavier_normal", "uniform"]
+
+
+class InfoSharing(nn.Module):
+    """User and item ID embedding tables shared by the domain model and the language model.
+
+    The domain encoder reads these rows as its ego embeddings; the LM reads them (through a projection) as the
+    input vectors of its ID tokens. Both sides' optimizers update the same tensors, which is how behaviour
+    patterns and text knowledge flow between the two models.
+    """
+
+    def __init__(self, num_users: int, num_items: int, dim: int = 64, init: InitName = "normal",
+                 init_std: float = 0.1) -> None:
+        super().__init__()
+        if num_users <= 0 or num_items <= 0 or dim <= 0:
+            raise ValueError(f"InfoSharing needs positive sizes, got num_users={num_users}, "
+                             f"num_items={num_items}, dim={dim}")
+        self.num_users, self.num_items, self.dim = num_users, num_items, dim
+        self.user = nn.Embedding(num_users, dim)
+        self.item = nn.Embedding(num_items, dim)
+        for table in (self.user, self.item):
+            _initialise(table.weight, init, init_std)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both whole tables, as (user_weight, item_weight)."""
+        return self.user.weight, self.item.weight
+
+
+def _initialise(weight: torch.Tensor, init: str, std: float) -> None:
+    if init == "normal":
+        nn.init.normal_(weight, std=std)
+    elif init == "xavier_uniform":
+        nn.init.xavier_uniform_(weight)
+    elif init == "xavier_normal":
+        nn.init.xavier_normal_(weight)
+    elif init == "uniform":
+        nn.init.uniform_(weight, -std, std)
+    else:
+        raise ValueError(f"InfoSharing init must be one of normal, xavier_uniform, xavier_normal, uniform; "
+                         f"got {init!r}")

@@ -1,0 +1,111 @@
+"""Split invariants, the BPR sampler and the evaluation batches."""
+
+import numpy as np
+import pytest
+
+from lightning_bridge.data.batches import BPRTriples, LMExamples, ShardedBatches, UserHistories
+from lightning_bridge.data.interactions import (
+    Interactions,
+    leave_one_out,
+    ratio_split,
+    write_recbole_benchmark,
+)
+from lightning_bridge.data.sources import DataFormatError, RawData
+from lightning_bridge.data.synthetic import synthetic_raw
+
+
+@pytest.fixture(scope="module")
+def inter() -> Interactions:
+    return Interactions.from_raw(synthetic_raw(num_users=80, num_items=50, seed=3))
+
+
+def _pairs(inter, rows):
+    return set(zip(inter.users[rows].tolist(), inter.items[rows].tolist(), strict=True))
+
+
+def test_leave_one_out_invariants(inter):
+    split = leave_one_out(inter)
+    assert len(split.train) + len(split.valid) + len(split.test) == len(inter.users)
+    # one test and one validation item per user
+    assert np.array_equal(np.sort(inter.users[split.test]), np.arange(inter.num_users))
+    assert np.array_equal(np.sort(inter.users[split.valid]), np.arange(inter.num_users))
+    assert not _pairs(inter, split.train) & (_pairs(inter, split.valid) | _pairs(inter, split.test))
+    # time order: every train interaction precedes the user's validation one, which precedes the test one
+    for u in range(inter.num_users):
+        t_train = inter.timestamps[split.train][inter.users[split.train] == u]
+        t_valid = inter.timestamps[split.valid][inter.users[split.valid] == u]
+        t_test = inter.timestamps[split.test][inter.users[split.test] == u]
+        assert t_train.max() <= t_valid[0] <= t_test[0]
+
+
+def test_ratio_split_invariants(inter):
+    split = ratio_split(inter, (0.8, 0.1, 0.1), "time")
+    assert len(split.train) + len(split.valid) + len(split.test) == len(inter.users)
+    assert len(np.intersect1d(split.train, split.test)) == 0
+    counts = np.bincount(inter.users, minlength=inter.num_users)
+    train_counts = np.bincount(inter.users[split.train], minlength=inter.num_users)
+    assert np.all(train_counts >= np.floor(0.8 * counts))
+
+
+def test_too_short_users_are_an_error():
+    raw = RawData(users=np.array(["a", "a", "b", "b", "b"]), items=np.array(["x", "y", "x", "y", "z"]),
+                  ratings=np.ones(5, np.float32), timestamps=np.arange(5), item_text={}, item_titles={},
+                  user_text={}, source="mem")
+    with pytest.raises(DataFormatError, match=r"1 users have fewer.*raw ids: a"):
+        leave_one_out(Interactions.from_raw(raw))
+
+
+def test_threshold_that_leaves_nothing_is_an_error():
+    raw = synthetic_raw(num_users=10, num_items=30, seed=0)
+    with pytest.raises(DataFormatError, match="no interactions left"):
+        Interactions.from_raw(raw, rating_threshold=5.0)
+
+
+def test_sampler_never_returns_a_positive_and_is_reproducible(inter):
+    split = leave_one_out(inter)
+    users, items = inter.users[split.train], inter.items[split.train]
+    data = BPRTriples(users, items, inter.num_items, batch_size=64, seed=7)
+    positives = set(zip(users.tolist(), items.tolist(), strict=True))
+    for epoch in range(3):
+        for b in range(len(data)):
+            batch = data[(epoch, b)]
+            assert not positives & set(zip(batch["users"].tolist(), batch["neg"].tolist(), strict=True))
+            assert set(zip(batch["users"].tolist(), batch["pos"].tolist(), strict=True)) <= positives
+    again = BPRTriples(users, items, inter.num_items, batch_size=64, seed=7)
+    assert all((again[(1, 2)][k] == data[(1, 2)][k]).all() for k in ("users", "pos", "neg"))
+    assert not (data[(1, 0)]["neg"] == data[(2, 0)]["neg"]).all()
+
+
+def test_sharded_batches_split_work_between_ranks():
+    sampler = ShardedBatches(num_batches=7, even=False)
+    sampler.set_epoch(3)
+    assert list(sampler) == [(3, b) for b in range(7)]
+    sampler.num_replicas, sampler.rank = 2, 1
+    assert list(sampler) == [(3, 1), (3, 3), (3, 5)]
+    sampler.even = True
+    assert list(sampler) == [(3, 1), (3, 3), (3, 5)] and len(sampler) == 3
+
+
+def test_histories_and_lm_examples(inter):
+    split = leave_one_out(inter)
+    hist = UserHistories(inter.users[split.train], inter.items[split.train], inter.timestamps[split.train],
+                         inter.num_users)
+    recent = hist.recent(np.array([0]), np.array([3]), 5)
+    assert recent[0, :2].tolist() == [-1, -1]
+    assert recent[0, 2:].tolist() == hist.items[hist.indptr[0]: hist.indptr[0] + 3].tolist()
+    examples = LMExamples(hist, history_len=4, per_user=2, batch_size=16, seed=0)
+    batch = examples[(0, 0)]
+    for u, h, t in zip(batch["users"], batch["history"], batch["targets"][:, 0], strict=True):
+        items = hist.items[hist.indptr[u]: hist.indptr[u + 1]].tolist()
+        seq = [i for i in h.tolist() if i >= 0]
+        pos = items.index(int(t))
+        assert seq == items[max(0, pos - 4): pos] and seq
+
+
+def test_recbole_benchmark_files(inter, tmp_path):
+    split = leave_one_out(inter)
+    paths = write_recbole_benchmark(inter, split, tmp_path, "syn")
+    assert [p.name for p in paths] == ["syn.train.inter", "syn.valid.inter", "syn.test.inter"]
+    lines = paths[2].read_text().splitlines()
+    assert lines[0] == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+    assert len(lines) == 1 + inter.num_users
