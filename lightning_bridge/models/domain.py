@@ -41,7 +41,8 @@ class DomainModule(L.LightningModule):
                  scheduler: LRSchedulerCallable | None = None, ks: tuple[int, ...] = (5, 10, 20),
                  predict_top_k: int = 20, info_sharing: InfoSharing | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["info_sharing", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["info_sharing", "optimizer", "scheduler", "predict_top_k"])
+        self.predict_top_k = predict_top_k  # not a hyperparameter: a checkpoint must not override it
         if encoder == "lightgcn":
             self.encoder = LightGCN(num_layers)
         elif encoder == "mf":
@@ -116,7 +117,7 @@ class DomainModule(L.LightningModule):
         self.release_vectors()
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return top_k_items(self.scores(batch["users"]), batch, self.hparams.predict_top_k)
+        return top_k_items(self.scores(batch["users"]), batch, self.predict_top_k)
 
     def on_predict_epoch_end(self) -> None:
         self.release_vectors()

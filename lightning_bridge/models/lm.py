@@ -63,7 +63,8 @@ class LMModule(L.LightningModule):
                  scheduler: LRSchedulerCallable | None = None, ks: tuple[int, ...] = (5, 10, 20),
                  predict_top_k: int = 20, info_sharing: InfoSharing | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["info_sharing", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["info_sharing", "optimizer", "scheduler", "predict_top_k"])
+        self.predict_top_k = predict_top_k  # not a hyperparameter: a checkpoint must not override it
         backbone_model, self.tokenizer, is_decoder = load_backbone(
             backbone, local_files_only=local_files_only, dtype=dtype,
             gradient_checkpointing=gradient_checkpointing, finetune=finetune, lora_rank=lora_rank,
@@ -129,7 +130,7 @@ class LMModule(L.LightningModule):
         self.log_dict(self.evaluator.compute("test", "lm"))
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return top_k_items(self.scores(batch).float(), batch, self.hparams.predict_top_k)
+        return top_k_items(self.scores(batch).float(), batch, self.predict_top_k)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.trainable_parameters())
