@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from lightning_bridge.models.hparams import save_init_hyperparameters
 from lightning_bridge.models.ranking import RankingEvaluator, top_k_items
 from lightning_bridge.modules.backbone import Finetune, add_id_placeholder, load_backbone
 from lightning_bridge.modules.id_tokens import LMRecommender, Pooling
@@ -63,7 +64,7 @@ class LMModule(L.LightningModule):
                  scheduler: LRSchedulerCallable | None = None, ks: tuple[int, ...] = (5, 10, 20),
                  predict_top_k: int = 20, info_sharing: InfoSharing | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["info_sharing", "optimizer", "scheduler", "predict_top_k"])
+        save_init_hyperparameters(self, ignore=["info_sharing", "optimizer", "scheduler", "predict_top_k"])
         self.predict_top_k = predict_top_k  # not a hyperparameter: a checkpoint must not override it
         backbone_model, self.tokenizer, is_decoder = load_backbone(
             backbone, local_files_only=local_files_only, dtype=dtype,

@@ -1,0 +1,207 @@
+"""BridgeModule: BDLM co-training. One InfoSharing, injected into a DomainModule and an LMModule, which take
+turns updating it under manual optimization."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from lightning_bridge.models.domain import DomainModule
+from lightning_bridge.models.lm import LMModule, slim_state_dict
+from lightning_bridge.models.ranking import top_k_items
+from lightning_bridge.modules.info_sharing import InfoSharing, InitName
+
+Side = Literal["domain", "lm"]
+
+
+class BridgeModule(L.LightningModule):
+    """Alternates domain and LM optimizer steps over one shared InfoSharing; each model still recommends alone.
+
+    Every ``training_step`` makes exactly one optimizer step (domain or LM), so ``global_step``, ``max_steps``
+    and checkpoint cadence keep their usual meaning. Each side's optimizer holds its own state for the shared
+    tables: an LM step never touches the domain optimizer's Adam moments, and vice versa.
+
+    Args:
+        num_users: linked from the data.
+        num_items: linked from the data.
+        domain: the domain model's section (``class_path`` + ``init_args``, the same options as alone).
+        lm: the language model's section (the same options as when it runs alone).
+        embedding_dim: width of the shared tables.
+        init: initialisation of the shared tables.
+        init_std: standard deviation (or range) for ``normal`` / ``uniform`` initialisation.
+        domain_steps: domain steps (or epochs) per cycle of the schedule.
+        lm_steps: LM steps (or epochs) per cycle.
+        schedule_unit: ``step`` alternates optimizer steps; ``epoch`` alternates whole epochs.
+        warmup_domain_epochs: domain-only epochs before the alternation starts.
+        warm_start_checkpoint: a DomainModule checkpoint whose InfoSharing and encoder start this run.
+        mutual_weight: weight of the mutual-learning KL term (0 disables it).
+        mutual_temperature: softmax temperature of both score distributions in the KL term.
+        mutual_direction: ``both``, ``domain_to_lm`` (the LM learns from the domain model) or ``lm_to_domain``.
+        mutual_scope: ``catalogue`` (all items) or ``batch`` (the LM batch's target items).
+        domain_clip: gradient-norm clip for domain steps (None: no clipping).
+        lm_clip: gradient-norm clip for LM steps.
+        predict_with: which model writes ``predict``'s recommendations.
+    """
+
+    train_batch_kinds = ("domain", "lm")
+
+    def __init__(self, num_users: int, num_items: int, domain: Callable[[int, int], DomainModule],
+                 lm: Callable[[int, int], LMModule], embedding_dim: int = 64, init: InitName = "xavier_uniform",
+                 init_std: float = 0.1, domain_steps: int = 4, lm_steps: int = 1,
+                 schedule_unit: Literal["step", "epoch"] = "step", warmup_domain_epochs: int = 0,
+                 warm_start_checkpoint: str | None = None, mutual_weight: float = 0.0,
+                 mutual_temperature: float = 1.0,
+                 mutual_direction: Literal["both", "domain_to_lm", "lm_to_domain"] = "both",
+                 mutual_scope: Literal["catalogue", "batch"] = "catalogue", domain_clip: float | None = None,
+                 lm_clip: float | None = None, predict_with: Side = "domain") -> None:
+        super().__init__()
+        if domain_steps < 0 or lm_steps < 0 or domain_steps + lm_steps == 0:
+            raise ValueError(f"domain_steps and lm_steps must be >= 0 and not both 0, got {domain_steps}, {lm_steps}")
+        if schedule_unit not in ("step", "epoch"):
+            raise ValueError(f"schedule_unit must be 'step' or 'epoch', got {schedule_unit!r}")
+        self.save_hyperparameters(ignore=["domain", "lm"])
+        self.automatic_optimization = False
+        self.info = InfoSharing(num_users, num_items, embedding_dim, init, init_std)
+        self.domain = domain(num_users, num_items, info_sharing=self.info)
+        self.lm = lm(num_users, num_items, info_sharing=self.info)
+        if warm_start_checkpoint:
+            self._warm_start(warm_start_checkpoint)
+        self.strict_loading = False  # frozen backbone weights are left out of checkpoints
+        self._lm_teacher: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
+
+    def _warm_start(self, path: str) -> None:
+        """Loads InfoSharing and the domain encoder from a domain-only run."""
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        wanted = {k: v for k, v in state.items() if k.startswith(("info.", "encoder."))}
+        if not any(k.startswith("info.") for k in wanted):
+            raise ValueError(f"{path}: not a DomainModule checkpoint (no 'info.*' weights)")
+        missing, unexpected = self.domain.load_state_dict(wanted, strict=False)
+        shapes = {k: tuple(v.shape) for k, v in wanted.items() if k.startswith("info.")}
+        if unexpected or any(k.startswith("info.") for k in missing):
+            raise ValueError(f"{path}: its InfoSharing {shapes} does not fit this model "
+                             f"({self.info.num_users} users, {self.info.num_items} items, dim {self.info.dim})")
+
+    # ---- schedule ---------------------------------------------------------------------------------------
+    def side_for_step(self, global_step: int, epoch: int) -> Side:
+        """Which model steps now: a pure function of the step and epoch, so a resumed run picks up the
+        schedule exactly where it stopped."""
+        h = self.hparams
+        if epoch < h.warmup_domain_epochs:
+            return "domain"
+        position = global_step if h.schedule_unit == "step" else epoch - h.warmup_domain_epochs
+        return "domain" if position % (h.domain_steps + h.lm_steps) < h.domain_steps else "lm"
+
+    # ---- training ---------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        self.domain.attach_data(self.trainer.datamodule)
+        self.lm.attach_data(self.trainer.datamodule)
+
+    def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
+        side = self.side_for_step(self.global_step, self.current_epoch)
+        domain_opt, lm_opt = self.optimizers()
+        opt, clip = (domain_opt, self.hparams.domain_clip) if side == "domain" else (lm_opt, self.hparams.lm_clip)
+        part = batch[side]
+        loss = self.domain.loss(part) if side == "domain" else self.lm.loss(part)
+        self.log(f"train/{side}_loss", loss, prog_bar=True, batch_size=len(part["users"]))
+        total = loss + self._mutual_term(side, part)
+        opt.zero_grad()
+        self.manual_backward(total)
+        if clip is not None:
+            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        opt.step()
+        return total
+
+    def _mutual_term(self, side: Side, part: dict[str, torch.Tensor]) -> torch.Tensor:
+        """KL between the two models' score distributions over the same items.
+
+        On an LM step both models score the LM batch's users: the LM learns from the domain model's
+        (detached) distribution, and that LM distribution is kept as the teacher for the following domain
+        steps, which pull the domain model's scores for the same users towards it.
+        """
+        h = self.hparams
+        zero = torch.zeros((), device=self.device)
+        if h.mutual_weight == 0:
+            return zero
+        t = h.mutual_temperature
+        if side == "lm":
+            users = part["users"]
+            columns = part["targets"][:, 0].unique() if h.mutual_scope == "batch" else None
+            lm_scores = self.lm.scores(part)
+            with torch.no_grad():
+                domain_scores = self.domain.scores(users.to(self.device))
+            if columns is not None:
+                lm_scores, domain_scores = lm_scores[:, columns], domain_scores[:, columns]
+            self._lm_teacher = (users, columns, lm_scores.detach())
+            if h.mutual_direction == "lm_to_domain":
+                return zero
+            kl = _kl(domain_scores, lm_scores, t)
+        else:
+            if self._lm_teacher is None or h.mutual_direction == "domain_to_lm":
+                return zero
+            users, columns, teacher = self._lm_teacher
+            student = self.domain.scores(users.to(self.device))
+            kl = _kl(teacher, student if columns is None else student[:, columns], t)
+        self.log("train/mutual_kl", kl, batch_size=len(part["users"]))
+        return h.mutual_weight * t * t * kl
+
+    def configure_optimizers(self):
+        """Each side's own optimizer (and scheduler) from its config section: domain first, then LM."""
+        configs = [self.domain.configure_optimizers(), self.lm.configure_optimizers()]
+        return [c if isinstance(c, dict) else {"optimizer": c} for c in configs]
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()
+
+    # ---- evaluation: each model alone, side by side -----------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self.domain.freeze_vectors()
+
+    on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
+
+    def _evaluate(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        self.domain.evaluator.update(stage, self.domain.scores(batch["users"]), batch)
+        self.lm.evaluator.update(stage, self.lm.scores(batch).float(), batch)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate("val", batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate("test", batch)
+
+    def _log_stage(self, stage: str) -> None:
+        self.log_dict({**self.domain.evaluator.compute(stage, "domain"), **self.lm.evaluator.compute(stage, "lm")})
+        self.domain.release_vectors()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_stage("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_stage("test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        if self.hparams.predict_with == "domain":
+            scores = self.domain.scores(batch["users"])
+            return top_k_items(scores, batch, self.domain.predict_top_k)
+        return top_k_items(self.lm.scores(batch).float(), batch, self.lm.predict_top_k)
+
+    def on_predict_epoch_end(self) -> None:
+        self.domain.release_vectors()
+
+    # ---- checkpoints -----------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = slim_state_dict(self, checkpoint["state_dict"])
+        # what export_domain needs to write a DomainModule checkpoint without loading the LM
+        checkpoint["domain_hyper_parameters"] = dict(self.domain.hparams)
+
+
+def _kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of the temperature-softened score distributions, averaged over rows."""
+    return F.kl_div(F.log_softmax(student_logits.float() / temperature, -1),
+                    F.log_softmax(teacher_logits.float() / temperature, -1), log_target=True,
+                    reduction="batchmean")
