@@ -5,11 +5,10 @@ import csv
 import pytest
 import torch
 import yaml
+from conftest import CONFIGS
 
 from lightning_bridge.cli import main
 from lightning_bridge.data.sources import DataFormatError
-
-from conftest import CONFIGS
 
 TINY = str(CONFIGS / "tiny_domain.yaml")
 

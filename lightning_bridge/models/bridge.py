@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule, slim_state_dict
 from lightning_bridge.models.ranking import top_k_items
+from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
 
 Side = Literal["domain", "lm"]
@@ -105,9 +106,10 @@ class BridgeModule(L.LightningModule):
         domain_opt, lm_opt = self.optimizers()
         opt, clip = (domain_opt, self.hparams.domain_clip) if side == "domain" else (lm_opt, self.hparams.lm_clip)
         part = batch[side]
-        loss = self.domain.loss(part) if side == "domain" else self.lm.loss(part)
+        with step_random_state(self.global_step, self.device):
+            loss = self.domain.loss(part) if side == "domain" else self.lm.loss(part)
+            total = loss + self._mutual_term(side, part)
         self.log(f"train/{side}_loss", loss, prog_bar=True, batch_size=len(part["users"]))
-        total = loss + self._mutual_term(side, part)
         opt.zero_grad()
         self.manual_backward(total)
         if clip is not None:
@@ -197,7 +199,7 @@ class BridgeModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = slim_state_dict(self, checkpoint["state_dict"])
         # what export_domain needs to write a DomainModule checkpoint without loading the LM
-        checkpoint["domain_hyper_parameters"] = dict(self.domain.hparams)
+        checkpoint["domain_hyper_parameters"] = {**self.domain.hparams, "embedding_dim": self.info.dim}
 
 
 def _kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:

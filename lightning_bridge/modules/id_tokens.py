@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from lightning_bridge.modules.info_sharing import InfoSharing
 
 Pooling = Literal["last", "first", "mean"]
+Scoring = Literal["dot", "cosine"]
 USER, ITEM = 0, 1
 
 
@@ -43,15 +44,24 @@ class LMRecommender(nn.Module):
     """A backbone that reads a prompt with ID tokens and scores every item of InfoSharing's item table."""
 
     def __init__(self, backbone: nn.Module, info_dim: int, id_token_id: int, *, is_decoder: bool,
-                 pooling: Pooling | None = None) -> None:
+                 pooling: Pooling | None = None, scoring: Scoring = "dot", temperature: float = 1.0) -> None:
         """`pooling` defaults to "last" for decoders (only the last token has seen the whole prompt) and to
-        "mean" for encoders (how sentence-transformers models such as MiniLM were trained)."""
+        "mean" for encoders (how sentence-transformers models such as MiniLM were trained).
+
+        `scoring` "dot" is the domain model's own score; "cosine" normalises both sides first, which bounds
+        the logits, so `temperature` (which divides the scores) then sets how peaked the softmax can get.
+        """
         super().__init__()
         pooling = pooling or ("last" if is_decoder else "mean")
         if pooling not in ("last", "first", "mean"):
             raise ValueError(f"pooling must be 'last', 'first' or 'mean', got {pooling!r}")
+        if scoring not in ("dot", "cosine"):
+            raise ValueError(f"scoring must be 'dot' or 'cosine', got {scoring!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         hidden_size = backbone.get_input_embeddings().embedding_dim
         self.backbone, self.id_token_id, self.pooling = backbone, id_token_id, pooling
+        self.scoring, self.temperature = scoring, temperature
         self.injector = IDTokenInjector(info_dim, hidden_size)
         self.out_proj = nn.Linear(hidden_size, info_dim)
 
@@ -69,8 +79,12 @@ class LMRecommender(nn.Module):
 
     def scores(self, input_ids: Tensor, attention_mask: Tensor, id_kind: Tensor, id_index: Tensor,
                info: InfoSharing) -> Tensor:
-        """Dot-product scores against every item, (B, num_items): the same ranking as the domain model."""
-        return self(input_ids, attention_mask, id_kind, id_index, info) @ info.item.weight.T
+        """Scores against every item of InfoSharing's table, (B, num_items): full-catalogue ranking, as the
+        domain model does."""
+        query, items = self(input_ids, attention_mask, id_kind, id_index, info), info.item.weight
+        if self.scoring == "cosine":
+            query, items = nn.functional.normalize(query, dim=-1), nn.functional.normalize(items, dim=-1)
+        return query @ items.T / self.temperature
 
 
 def _pool(hidden: Tensor, attention_mask: Tensor, pooling: Pooling) -> Tensor:

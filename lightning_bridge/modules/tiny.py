@@ -1,8 +1,9 @@
 """Microscopic random backbones (litgpt-style) so tests, example configs and CLI smoke runs need no download.
 
 The tokenizer is byte-level with no merges: every string tokenises (one token per byte), nothing is trained,
-so the vocabulary is the same on every machine. Model weights come from torch's RNG, so seeding torch before
-`tiny_backbone` gives the same model every time.
+so the vocabulary is the same on every machine. The weights are drawn from a fixed seed in a forked RNG, so
+every call returns the same model whatever the global seed (and leaves the global RNG untouched): like a
+downloaded model, a tiny backbone can be "reloaded from source" and checkpoints need not hold its weights.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoModel, BertConfig, PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config
 
 TinyKind = Literal["decoder", "encoder"]
 TINY_NAMES: dict[str, TinyKind] = {"tiny-decoder": "decoder", "tiny-encoder": "encoder"}
+TINY_SEED = 0
 
 _DECODER_SPECIALS = ["<|endoftext|>"]  # no pad token on purpose: load_backbone must reuse eos, as for GPT-2
 _ENCODER_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -38,7 +41,9 @@ def tiny_tokenizer(kind: TinyKind) -> PreTrainedTokenizerFast:
 
 
 def tiny_backbone(kind: TinyKind) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """A 2-layer, 32-wide Qwen2 (decoder) or BERT (encoder) base model, random weights, and its tokenizer."""
+    """A 2-layer, 32-wide Qwen2 (decoder) or BERT (encoder) base model, random weights, and its tokenizer.
+
+    The weights are the same on every call (seeded with ``TINY_SEED`` in a forked RNG)."""
     tokenizer = tiny_tokenizer(kind)
     common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, max_position_embeddings=2048)
@@ -49,7 +54,10 @@ def tiny_backbone(kind: TinyKind) -> tuple[PreTrainedModel, PreTrainedTokenizerF
         config = BertConfig(**common, pad_token_id=tokenizer.pad_token_id)
     else:
         raise ValueError(f"tiny backbone kind must be 'decoder' or 'encoder', got {kind!r}")
-    return AutoModel.from_config(config), tokenizer
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = AutoModel.from_config(config)
+    return model, tokenizer
 
 
 def save_tiny_backbone(kind: TinyKind, folder: str | Path) -> Path:

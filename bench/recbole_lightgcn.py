@@ -1,0 +1,160 @@
+"""RecBole 1.2.1's LightGCN on the identical MovieLens-100K split that lightning_bridge trains on.
+
+Runs in its own virtual environment (RecBole pins old numpy/scipy/pandas; see bench/README.md), so it must
+not import lightning_bridge. The split comes from our data module as RecBole benchmark files:
+
+    python -c "from lightning_bridge.data.datamodule import MovieLensDataModule as M; \
+M(export_split_to='bench/split/ml-100k').split"
+    /tmp/recbole-venv/bin/python bench/recbole_lightgcn.py --data_path bench/split
+
+What it measures, the same way as bench/domain_ml100k.py:
+- ``train_s_per_epoch``: median wall time of ``Trainer._train_epoch`` (negative sampling, forward, backward,
+  optimizer step; no validation);
+- ``eval_s``: median wall time of a full-ranking ``Trainer.evaluate`` of every test user with the best
+  weights, the graph propagated afresh each time (RecBole caches the propagated vectors after the first
+  call, so the cache is cleared before each repeat, as our evaluation propagates once per run too).
+
+Masking: RecBole's samplers keep, per phase, the cumulative set of items a user has seen (train; train +
+valid; train + valid + test) and the full-sort loader masks ``used - positives``: the training items at
+validation and the training + validation items at test, the same items that lightning_bridge masks. RecBole
+also masks its padding item 0, which is not one of the 1682 real items.
+
+The last printed line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+if not hasattr(np, "float"):  # RecBole 1.2.1 still names a few removed numpy aliases
+    np.float, np.int, np.bool = float, int, bool  # noqa: NPY001
+
+import torch  # noqa: E402
+from recbole.config import Config  # noqa: E402
+from recbole.data import create_dataset, data_preparation  # noqa: E402
+from recbole.model.general_recommender import LightGCN  # noqa: E402
+from recbole.trainer import Trainer  # noqa: E402
+from recbole.utils import init_logger, init_seed  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_path", default="bench/split", help="folder holding ml-100k/ml-100k.{train,valid,test}.inter")
+    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--learning_rate", type=float, default=2e-3)
+    p.add_argument("--reg_weight", type=float, default=1e-4)
+    p.add_argument("--n_layers", type=int, default=3)
+    p.add_argument("--embedding_size", type=int, default=64)
+    p.add_argument("--train_batch_size", type=int, default=2048)
+    p.add_argument("--eval_users_per_batch", type=int, default=1024,
+                   help="users per full-ranking batch (RecBole counts eval_batch_size in user x item scores)")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--eval_step", type=int, default=5, help="epochs between validations")
+    p.add_argument("--stopping_step", type=int, default=10, help="validations without improvement before stopping")
+    p.add_argument("--eval_repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no_test", action="store_true", help="tuning: report validation only, never touch test")
+    p.add_argument("--workdir", default=None, help="where RecBole writes its log/, saved/ (default: a temp dir)")
+    return p.parse_args(argv)
+
+
+def count_items(folder: Path, name: str) -> int:
+    items = set()
+    for part in ("train", "valid", "test"):
+        with (folder / f"{name}.{part}.inter").open() as f:
+            next(f)
+            items.update(line.split("\t", 2)[1] for line in f)
+    return len(items)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    data_path = str(Path(args.data_path).resolve())
+    workdir = args.workdir or tempfile.mkdtemp(prefix="recbole_run_")
+    os.makedirs(workdir, exist_ok=True)
+    os.chdir(workdir)
+    num_items = count_items(Path(data_path) / args.dataset, args.dataset) + 1  # + RecBole's padding id 0
+    config_dict = {
+        "data_path": data_path,
+        "benchmark_filename": ["train", "valid", "test"],
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "eval_args": {"group_by": "user", "order": "TO", "mode": "full"},
+        "metrics": ["NDCG", "Hit"], "topk": [10], "valid_metric": "NDCG@10",
+        "train_batch_size": args.train_batch_size,
+        "eval_batch_size": args.eval_users_per_batch * num_items,
+        "learning_rate": args.learning_rate, "reg_weight": args.reg_weight, "n_layers": args.n_layers,
+        "embedding_size": args.embedding_size, "epochs": args.epochs, "eval_step": args.eval_step,
+        "stopping_step": args.stopping_step, "seed": args.seed, "reproducibility": True,
+        "use_gpu": False, "show_progress": False, "state": "WARNING", "checkpoint_dir": os.path.join(workdir, "saved"),
+    }
+    argv_kept, sys.argv = sys.argv, sys.argv[:1]  # RecBole also parses sys.argv; it is ours
+    config = Config(model="LightGCN", dataset=args.dataset, config_dict=config_dict)
+    sys.argv = argv_kept
+    config["data_path"] = os.path.join(data_path, args.dataset)  # "ml-100k" is hard-wired to RecBole's own copy
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logging.getLogger().setLevel(logging.WARNING)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    assert dataset.item_num == num_items, (dataset.item_num, num_items)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = LightGCN(config, train_data._dataset).to(config["device"])
+    trainer = Trainer(config, model)
+
+    epoch_times: list[float] = []
+    train_epoch = trainer._train_epoch
+
+    def timed_train_epoch(*a, **kw):
+        t = time.perf_counter()
+        out = train_epoch(*a, **kw)
+        epoch_times.append(time.perf_counter() - t)
+        return out
+
+    trainer._train_epoch = timed_train_epoch
+    best_valid, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
+                                                verbose=False)
+    result = {
+        "library": "recbole==1.2.1", "model": "LightGCN",
+        "valid_ndcg@10": float(best_valid_result["ndcg@10"]), "valid_hr@10": float(best_valid_result["hit@10"]),
+        "epochs": len(epoch_times), "train_s_per_epoch": statistics.median(epoch_times),
+        "train_s_epochs": [round(t, 3) for t in epoch_times],
+        "learning_rate": args.learning_rate, "reg_weight": args.reg_weight, "n_layers": args.n_layers,
+        "embedding_size": args.embedding_size, "train_batch_size": args.train_batch_size,
+        "num_users_evaluated": None, "torch_threads": torch.get_num_threads(),
+    }
+    if not args.no_test:
+        # RecBole's own reload calls torch.load with torch>=2.6's weights_only default and fails on its
+        # checkpoint (which holds the config); the file is the one this run just wrote.
+        checkpoint = torch.load(trainer.saved_model_file, map_location=trainer.device, weights_only=False)
+        model.load_state_dict(checkpoint["state_dict"])
+        model.load_other_parameter(checkpoint.get("other_parameter"))
+        test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+        result["test_ndcg@10"] = float(test_result["ndcg@10"])
+        result["test_hr@10"] = float(test_result["hit@10"])
+        result["num_users_evaluated"] = len(test_data.uid_list)
+        times = []
+        for _ in range(args.eval_repeats):
+            model.restore_user_e = model.restore_item_e = None  # propagate afresh, as a real evaluation does
+            t = time.perf_counter()
+            trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+            times.append(time.perf_counter() - t)
+        result["eval_s"] = statistics.median(times)
+        result["eval_users_per_batch"] = args.eval_users_per_batch
+    result["command"] = " ".join([sys.executable, *sys.argv]) if argv is None else None
+    result["device"] = str(config["device"])
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

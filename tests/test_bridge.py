@@ -1,0 +1,143 @@
+"""Co-training: which parameters each step changes, resume, export, and the CLI end to end."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import CONFIGS
+
+from lightning_bridge.cli import main
+from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.export import export_domain
+from lightning_bridge.models.bridge import BridgeModule
+from lightning_bridge.models.domain import DomainModule
+from lightning_bridge.models.lm import LMModule
+
+TINY = str(CONFIGS / "tiny_bridge.yaml")
+
+
+def _bridge(domain_steps: int, lm_steps: int, encoder: str = "mf") -> BridgeModule:
+    def domain(u, i, **kw):
+        return DomainModule(u, i, encoder=encoder, **kw)
+
+    def lm(u, i, **kw):
+        return LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw)
+
+    return BridgeModule(40, 30, domain=domain, lm=lm, embedding_dim=8, domain_steps=domain_steps,
+                        lm_steps=lm_steps)
+
+
+def _changed_after_one_step(model: BridgeModule, tmp_path: Path) -> set[str]:
+    data = SyntheticDataModule(num_users=40, num_items=30, batch_size=32, lm_batch_size=8, history_len=3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=data)
+    return {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+
+
+def test_domain_step_changes_shared_tables_never_the_lm(tmp_path):
+    changed = _changed_after_one_step(_bridge(domain_steps=1, lm_steps=1), tmp_path)
+    assert {"info.user.weight", "info.item.weight"} <= changed
+    assert not {n for n in changed if n.startswith("lm.") and not n.startswith("lm.info.")}
+
+
+def test_lm_step_changes_lora_projections_and_shared_tables_never_the_domain_encoder(tmp_path):
+    model = _bridge(domain_steps=0, lm_steps=1, encoder="lightgcn")
+    changed = _changed_after_one_step(model, tmp_path)
+    assert {"info.user.weight", "info.item.weight"} <= changed
+    assert any("lora_" in n for n in changed)
+    assert any("injector" in n for n in changed) and any("out_proj" in n for n in changed)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and not frozen & changed
+    # LightGCN and MF hold no parameters of their own: the shared tables are the whole domain model
+    assert not {n for n in changed if n.startswith("domain.") and not n.startswith("domain.info.")}
+
+
+def test_schedule_alternates_with_ratio_and_warmup():
+    model = _bridge(domain_steps=3, lm_steps=1)
+    assert [model.side_for_step(s, epoch=0) for s in range(8)] == ["domain"] * 3 + ["lm"] + ["domain"] * 3 + ["lm"]
+    model.hparams.warmup_domain_epochs = 1
+    assert model.side_for_step(3, epoch=0) == "domain" and model.side_for_step(3, epoch=1) == "lm"
+    model.hparams.schedule_unit = "epoch"
+    assert [model.side_for_step(0, epoch=e) for e in range(1, 6)] == ["domain"] * 3 + ["lm", "domain"]
+
+
+def _args(name: str, *extra: str) -> list[str]:
+    return ["fit", "--config", TINY, "--trainer.logger.init_args.name", name, *extra]
+
+
+def test_resume_at_epoch_boundary_is_bitwise_identical(in_tmp):
+    full = main(_args("full", "--trainer.max_epochs", "3", "--model.init_args.mutual_weight", "0.5"))
+    main(_args("part", "--trainer.max_epochs", "2", "--model.init_args.mutual_weight", "0.5"))
+    part = in_tmp / "logs" / "part" / "version_0"
+    resumed = main(["fit", "--config", str(part / "config.yaml"), "--trainer.max_epochs", "3",
+                    "--ckpt_path", str(part / "checkpoints" / "last.ckpt")])
+    assert resumed.trainer.global_step == full.trainer.global_step
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    for name, value in full_state.items():
+        assert torch.equal(value, resumed_state[name]), name
+    for a, b in zip(full.trainer.optimizers, resumed.trainer.optimizers, strict=True):
+        for sa, sb in zip(a.state.values(), b.state.values(), strict=True):
+            assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resume_from_mid_epoch_checkpoint_continues_at_the_right_step(in_tmp):
+    main(_args("mid", "--trainer.max_steps", "4", "--checkpoint.every_n_train_steps", "4"))
+    run = in_tmp / "logs" / "mid" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    resumed = main(["fit", "--config", str(run / "config.yaml"), "--trainer.max_steps", "10",
+                    "--trainer.max_epochs", "10", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+    assert resumed.trainer.global_step == 10
+
+
+def test_cli_fit_test_predict_and_serve_the_domain_model_alone(in_tmp):
+    fitted = main(_args("e2e", "--test_after_fit", "true", "--trainer.max_epochs", "1"))
+    metrics = fitted.trainer.callback_metrics
+    for key in ("domain/test/ndcg@10", "lm/test/ndcg@10", "domain/test/sparse_ndcg@10", "lm/test/sparse_hr@10"):
+        assert key in metrics, key
+    run = in_tmp / "logs" / "e2e" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    lm_out = in_tmp / "lm.tsv"
+    main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path", str(last),
+          "--model.init_args.predict_with", "lm", "--predictions.path", str(lm_out)])
+    assert len(lm_out.read_text().splitlines()) == 1 + 40 * 20
+
+    exported = export_domain(last, in_tmp / "domain.ckpt")
+    alone = DomainModule.load_from_checkpoint(exported)
+    torch.testing.assert_close(alone.info.item.weight, fitted.model.info.item.weight)
+    domain_config = in_tmp / "domain.yaml"
+    domain_config.write_text((run / "config.yaml").read_text())
+    out = in_tmp / "domain.tsv"
+    served = main(["predict", "--config", str(domain_config), "--model", "lightning_bridge.models.domain.DomainModule",
+                   "--ckpt_path", str(exported), "--predictions.path", str(out)])
+    assert type(served.model) is DomainModule
+    with out.open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert len(rows) == 40 * 20
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_single_process_evaluation(in_tmp):
+    """Co-training under DDP (2 CPU processes, gloo), then the same checkpoint tested by 1 and 2 processes."""
+    script = Path(__file__).parent / "ddp_run.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    common = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp_find_unused_parameters_true"]
+    subprocess.run([sys.executable, str(script), "fit.json", "fit", "--config", TINY, "--trainer.devices", "2",
+                    "--trainer.max_epochs", "1", *common], check=True, env=env, cwd=in_tmp, timeout=600)
+    run = in_tmp / "logs" / "run" / "version_0"
+    test_args = ["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    subprocess.run([sys.executable, str(script), "ddp.json", *test_args, "--trainer.devices", "2", *common],
+                   check=True, env=env, cwd=in_tmp, timeout=600)
+    single = main([*test_args, "--trainer.devices", "1", "--trainer.strategy", "auto"])
+    ddp = json.loads((in_tmp / "ddp.json").read_text())
+    assert json.loads((in_tmp / "fit.json").read_text())["world_size"] == 2
+    for key in ("domain/test/ndcg@10", "lm/test/ndcg@10", "domain/test/sparse_hr@20", "lm/test/mrr@20"):
+        assert ddp[key] == pytest.approx(float(single.trainer.callback_metrics[key]), abs=1e-6), key
