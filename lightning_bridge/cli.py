@@ -27,6 +27,21 @@ class BridgeCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config.fit.test_after_fit:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
+            if self.trainer.is_global_zero:
+                print(summary_table(self.trainer.callback_metrics))
+
+
+SUMMARY_COLUMNS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "sparse_hr@10")
+
+
+def summary_table(metrics: dict) -> str:
+    """The headline test metrics, one row per model that was tested."""
+    rows = [f"{'model':<8}" + "".join(f"{c:>16}" for c in SUMMARY_COLUMNS)]
+    for model in ("domain", "lm"):
+        if f"{model}/test/ndcg@10" in metrics:
+            rows.append(f"{model:<8}" + "".join(f"{float(metrics[f'{model}/test/{c}']):>16.4f}"
+                                                 for c in SUMMARY_COLUMNS))
+    return "\n".join(rows)
 
 
 def main(args: list[str] | None = None) -> BridgeCLI:

@@ -98,8 +98,11 @@ def test_resume_from_mid_epoch_checkpoint_continues_at_the_right_step(in_tmp):
     assert resumed.trainer.global_step == 10
 
 
-def test_cli_fit_test_predict_and_serve_the_domain_model_alone(in_tmp):
+def test_cli_fit_test_predict_and_serve_the_domain_model_alone(in_tmp, capsys):
     fitted = main(_args("e2e", "--test_after_fit", "true", "--trainer.max_epochs", "1"))
+    table = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(table) if line.startswith("model") and "sparse_ndcg@10" in line)
+    assert table[header + 1].startswith("domain") and table[header + 2].startswith("lm")
     metrics = fitted.trainer.callback_metrics
     for key in ("domain/test/ndcg@10", "lm/test/ndcg@10", "domain/test/sparse_ndcg@10", "lm/test/sparse_hr@10"):
         assert key in metrics, key
