@@ -144,3 +144,21 @@ def test_ddp_two_processes_match_single_process_evaluation(in_tmp):
     assert json.loads((in_tmp / "fit.json").read_text())["world_size"] == 2
     for key in ("domain/test/ndcg@10", "lm/test/ndcg@10", "domain/test/sparse_hr@20", "lm/test/mrr@20"):
         assert ddp[key] == pytest.approx(float(single.trainer.callback_metrics[key]), abs=1e-6), key
+
+
+def test_warm_start_loads_the_shared_tables_from_a_domain_checkpoint(in_tmp):
+    domain = main(["fit", "--config", str(CONFIGS / "tiny_domain.yaml"), "--data.num_users", "40",
+                   "--data.num_items", "30", "--model.init_args.embedding_dim", "16", "--trainer.max_epochs", "1"])
+    ckpt = in_tmp / "logs" / "run" / "version_0" / "checkpoints" / "last.ckpt"
+
+    def make_domain(u, i, **kw):
+        return DomainModule(u, i, **kw)
+
+    def make_lm(u, i, **kw):
+        return LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw)
+
+    bridge = BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=16, warm_start_checkpoint=str(ckpt))
+    assert torch.equal(bridge.info.user.weight, domain.model.info.user.weight)
+    assert bridge.lm.info is bridge.info and bridge.domain.info is bridge.info
+    with pytest.raises(ValueError, match="do not fit this model"):
+        BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=8, warm_start_checkpoint=str(ckpt))

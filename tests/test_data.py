@@ -109,3 +109,48 @@ def test_recbole_benchmark_files(inter, tmp_path):
     lines = paths[2].read_text().splitlines()
     assert lines[0] == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
     assert len(lines) == 1 + inter.num_users
+
+
+def _write_atomic(folder, name="toy"):
+    folder.mkdir(parents=True)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    for u in range(6):
+        for k in range(5):
+            lines.append(f"u{u}\ti{(u + k) % 8}\t{1 + k % 5}\t{100 * u + k}")
+    (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
+    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    items += [f"i{i}\tMovie {i}\t199{i}\tDrama Comedy" for i in range(7)]
+    (folder / f"{name}.item").write_text("\n".join(items) + "\n")
+
+
+def test_atomic_datamodule_splits_caches_and_exports(tmp_path):
+    from lightning_bridge.data.datamodule import AtomicFilesDataModule
+
+    folder = tmp_path / "toy"
+    _write_atomic(folder)
+    cache = tmp_path / "cache"
+    data = AtomicFilesDataModule(folder=str(folder), cache_dir=str(cache), export_split_to=str(tmp_path / "out"))
+    assert (data.num_users, data.num_items) == (6, 8)
+    assert len(data.split.test) == 6 and (tmp_path / "out" / "toy.test.inter").exists()
+    assert data.item_text[data.interactions.item_ids.tolist().index("i1")].startswith("Movie 1 (1991)")
+    assert data.item_text[data.interactions.item_ids.tolist().index("i7")] is None  # no .item row
+    assert len(list((cache / "parsed").glob("*.pkl"))) == 1
+    again = AtomicFilesDataModule(folder=str(folder), cache_dir=str(cache))
+    assert np.array_equal(again.interactions.items, data.interactions.items)
+    batch = data.test_dataloader().dataset[(0, 0)]
+    # at test time the validation item is known: it is masked and is the last item of the history
+    user = int(batch["users"][0])
+    masked = set(batch["exclude_cols"][batch["exclude_rows"] == 0].tolist())
+    valid_item = int(data.interactions.items[data.split.valid][data.interactions.users[data.split.valid] == user][0])
+    assert valid_item in masked and int(batch["history"][0, -1]) == valid_item
+    assert int(batch["targets"][0, 0]) not in masked
+
+
+def test_sparse_users_are_the_fifth_with_fewest_training_interactions(tmp_path):
+    from lightning_bridge.data.datamodule import SyntheticDataModule
+
+    data = SyntheticDataModule(num_users=50, num_items=40, cache_dir=str(tmp_path))
+    counts = np.bincount(data.interactions.users[data.split.train], minlength=50)
+    sparse = data.sparse_users
+    assert sparse.sum() == 10
+    assert counts[sparse].max() <= counts[~sparse].min()

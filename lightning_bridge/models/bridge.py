@@ -80,11 +80,12 @@ class BridgeModule(L.LightningModule):
         wanted = {k: v for k, v in state.items() if k.startswith(("info.", "encoder."))}
         if not any(k.startswith("info.") for k in wanted):
             raise ValueError(f"{path}: not a DomainModule checkpoint (no 'info.*' weights)")
-        missing, unexpected = self.domain.load_state_dict(wanted, strict=False)
-        shapes = {k: tuple(v.shape) for k, v in wanted.items() if k.startswith("info.")}
-        if unexpected or any(k.startswith("info.") for k in missing):
-            raise ValueError(f"{path}: its InfoSharing {shapes} does not fit this model "
+        expected = {k: tuple(v.shape) for k, v in self.domain.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in wanted.items()}
+        if any(expected.get(k) != shape for k, shape in found.items()):
+            raise ValueError(f"{path}: its weights {found} do not fit this model "
                              f"({self.info.num_users} users, {self.info.num_items} items, dim {self.info.dim})")
+        self.domain.load_state_dict(wanted, strict=False)
 
     # ---- schedule ---------------------------------------------------------------------------------------
     def side_for_step(self, global_step: int, epoch: int) -> Side:
