@@ -50,7 +50,8 @@ class RecDataModule(L.LightningDataModule):
         history_len: most recent items an LM example or evaluated user carries as context.
         lm_examples_per_user: cap on LM training examples per user per epoch.
         num_workers: DataLoader worker processes.
-        seed: seeds the shuffling, the negatives and the LM examples (with the epoch).
+        seed: seeds the shuffling, the negatives and the LM examples (with the epoch), and a random ratio split;
+            None takes the run's ``seed_everything``.
         cache_dir: where downloads and parsed data are cached.
         export_split_to: if set, writes the split as RecBole benchmark files into this folder.
     """
@@ -59,7 +60,7 @@ class RecDataModule(L.LightningDataModule):
                  ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  ratio_order: Literal["time", "random"] = "time", rating_threshold: float | None = None,
                  batch_size: int = 2048, lm_batch_size: int = 32, eval_batch_size: int = 256,
-                 history_len: int = 20, lm_examples_per_user: int = 8, num_workers: int = 0, seed: int = 42,
+                 history_len: int = 20, lm_examples_per_user: int = 8, num_workers: int = 0, seed: int | None = None,
                  cache_dir: str = DEFAULT_CACHE, export_split_to: str | None = None) -> None:
         super().__init__()
         if split not in ("leave_one_out", "ratio"):
@@ -70,6 +71,7 @@ class RecDataModule(L.LightningDataModule):
             if value < 1:
                 raise ValueError(f"data.{name} must be at least 1, got {value}")
         self.save_hyperparameters()
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         self.cache_dir = Path(os.path.expanduser(cache_dir))
 
     # ---- what each dataset provides -------------------------------------------------------------------
@@ -111,7 +113,7 @@ class RecDataModule(L.LightningDataModule):
         if h.split == "leave_one_out":
             split = leave_one_out(self.interactions)
         else:
-            split = ratio_split(self.interactions, tuple(h.ratios), h.ratio_order, h.seed)
+            split = ratio_split(self.interactions, tuple(h.ratios), h.ratio_order, self.seed)
         log.info("%s: %d users, %d items; %d train, %d validation, %d test interactions", self.name(),
                  self.num_users, self.num_items, len(split.train), len(split.valid), len(split.test))
         if h.export_split_to:
@@ -163,10 +165,10 @@ class RecDataModule(L.LightningDataModule):
     def _train_dataset(self, kind: BatchKind):
         h, inter, rows = self.hparams, self.interactions, self.split.train
         if kind == "domain":
-            return BPRTriples(inter.users[rows], inter.items[rows], self.num_items, h.batch_size, h.seed)
+            return BPRTriples(inter.users[rows], inter.items[rows], self.num_items, h.batch_size, self.seed)
         if kind == "lm":
             return LMExamples(self._histories(rows), h.history_len, h.lm_examples_per_user, h.lm_batch_size,
-                              h.seed)
+                              self.seed)
         raise ValueError(f"unknown training batch kind {kind!r}; expected 'domain' or 'lm'")
 
     def train_dataloader(self):
