@@ -37,14 +37,15 @@ from pathlib import Path
 import numpy as np
 
 if not hasattr(np, "float"):  # RecBole 1.2.1 still names a few removed numpy aliases
-    np.float, np.int, np.bool = float, int, bool  # noqa: NPY001
+    np.float, np.int, np.bool = float, int, bool
 
-import torch  # noqa: E402
-from recbole.config import Config  # noqa: E402
-from recbole.data import create_dataset, data_preparation  # noqa: E402
-from recbole.model.general_recommender import LightGCN  # noqa: E402
-from recbole.trainer import Trainer  # noqa: E402
-from recbole.utils import init_logger, init_seed  # noqa: E402
+import torch
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.model.general_recommender import LightGCN
+from recbole.trainer import Trainer
+from recbole.utils import init_logger, init_seed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,7 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stopping_step", type=int, default=10, help="validations without improvement before stopping")
     p.add_argument("--eval_repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--eval_default_batch", action="store_true",
+                   help="also time evaluation at RecBole's default eval_batch_size (4096 scores: 2 users a batch)")
     p.add_argument("--no_test", action="store_true", help="tuning: report validation only, never touch test")
+    p.add_argument("--crosscheck", default=None,
+                   help="no training: load ego embeddings exported by bench/domain_ml100k.py --export_embeddings "
+                        "into RecBole's LightGCN and evaluate them with RecBole's own evaluator")
     p.add_argument("--workdir", default=None, help="where RecBole writes its log/, saved/ (default: a temp dir)")
     return p.parse_args(argv)
 
@@ -79,6 +86,8 @@ def count_items(folder: Path, name: str) -> int:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data_path = str(Path(args.data_path).resolve())
     workdir = args.workdir or tempfile.mkdtemp(prefix="recbole_run_")
     os.makedirs(workdir, exist_ok=True)
@@ -89,7 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark_filename": ["train", "valid", "test"],
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
         "eval_args": {"group_by": "user", "order": "TO", "mode": "full"},
-        "metrics": ["NDCG", "Hit"], "topk": [10], "valid_metric": "NDCG@10",
+        # the same metrics and cutoffs that lightning_bridge computes at every evaluation
+        "metrics": ["Recall", "MRR", "NDCG", "Hit"], "topk": [5, 10, 20], "valid_metric": "NDCG@10",
+        "metric_decimal_place": 6,
         "train_batch_size": args.train_batch_size,
         "eval_batch_size": args.eval_users_per_batch * num_items,
         "learning_rate": args.learning_rate, "reg_weight": args.reg_weight, "n_layers": args.n_layers,
@@ -111,22 +122,35 @@ def main(argv: list[str] | None = None) -> dict:
     model = LightGCN(config, train_data._dataset).to(config["device"])
     trainer = Trainer(config, model)
 
+    if args.crosscheck:
+        return crosscheck(args, config, dataset, model, trainer, valid_data, test_data)
+
     epoch_times: list[float] = []
+    epoch_cpu: list[float] = []
     train_epoch = trainer._train_epoch
 
     def timed_train_epoch(*a, **kw):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = train_epoch(*a, **kw)
         epoch_times.append(time.perf_counter() - t)
+        epoch_cpu.append(time.process_time() - c)
         return out
 
     trainer._train_epoch = timed_train_epoch
-    best_valid, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
-                                                verbose=False)
+    best_epoch = None
+
+    def remember_best(epoch_idx: int, valid_score: float) -> None:
+        nonlocal best_epoch
+        if valid_score == trainer.best_valid_score:
+            best_epoch = epoch_idx + 1
+    _, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
+                                       verbose=False, callback_fn=remember_best)
     result = {
         "library": "recbole==1.2.1", "model": "LightGCN",
         "valid_ndcg@10": float(best_valid_result["ndcg@10"]), "valid_hr@10": float(best_valid_result["hit@10"]),
+        "best_epoch": best_epoch,
         "epochs": len(epoch_times), "train_s_per_epoch": statistics.median(epoch_times),
+        "train_cpu_s_per_epoch": statistics.median(epoch_cpu),
         "train_s_epochs": [round(t, 3) for t in epoch_times],
         "learning_rate": args.learning_rate, "reg_weight": args.reg_weight, "n_layers": args.n_layers,
         "embedding_size": args.embedding_size, "train_batch_size": args.train_batch_size,
@@ -141,19 +165,57 @@ def main(argv: list[str] | None = None) -> dict:
         test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
         result["test_ndcg@10"] = float(test_result["ndcg@10"])
         result["test_hr@10"] = float(test_result["hit@10"])
+        result["test"] = {k: float(v) for k, v in test_result.items()}
         result["num_users_evaluated"] = len(test_data.uid_list)
-        times = []
+        times, cpu = [], []
         for _ in range(args.eval_repeats):
             model.restore_user_e = model.restore_item_e = None  # propagate afresh, as a real evaluation does
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             trainer.evaluate(test_data, load_best_model=False, show_progress=False)
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
         result["eval_s"] = statistics.median(times)
+        result["eval_cpu_s"] = statistics.median(cpu)
+        if args.eval_default_batch:
+            matched, config["eval_batch_size"] = config["eval_batch_size"], 4096
+            default_loader = FullSortEvalDataLoader(config, test_data._dataset, test_data._sampler, shuffle=False)
+            config["eval_batch_size"] = matched
+            times = []
+            for _ in range(max(1, args.eval_repeats // 2)):
+                model.restore_user_e = model.restore_item_e = None
+                t = time.perf_counter()
+                check = trainer.evaluate(default_loader, load_best_model=False, show_progress=False)
+                times.append(time.perf_counter() - t)
+            assert abs(check["ndcg@10"] - test_result["ndcg@10"]) < 1e-4
+            result["eval_s_default_batch"] = statistics.median(times)
         result["eval_users_per_batch"] = args.eval_users_per_batch
     result["command"] = " ".join([sys.executable, *sys.argv]) if argv is None else None
     result["device"] = str(config["device"])
     print(json.dumps(result))
     return result
+
+
+def crosscheck(args, config, dataset, model, trainer, valid_data, test_data) -> dict:
+    """RecBole's metrics for lightning_bridge's trained embeddings: with the same split, graph and masking they
+    must equal lightning_bridge's own validation and test metrics."""
+    saved = np.load(args.crosscheck)
+    assert int(saved["num_layers"]) == args.n_layers, "pass --n_layers as trained"
+    user_row = {raw: i for i, raw in enumerate(saved["user_ids"].tolist())}
+    item_row = {raw: i for i, raw in enumerate(saved["item_ids"].tolist())}
+    with torch.no_grad():
+        for field, rows, table, emb in (("user_id", user_row, model.user_embedding, saved["user_emb"]),
+                                        ("item_id", item_row, model.item_embedding, saved["item_emb"])):
+            tokens = dataset.field2id_token[field]
+            table.weight.zero_()  # row 0 is RecBole's padding id, masked in evaluation
+            for rid in range(1, len(tokens)):
+                table.weight[rid] = torch.from_numpy(emb[rows[str(tokens[rid])]])
+    out = {"crosscheck": args.crosscheck}
+    for name, loader in (("valid", valid_data), ("test", test_data)):
+        model.restore_user_e = model.restore_item_e = None
+        res = trainer.evaluate(loader, load_best_model=False, show_progress=False)
+        out.update({f"{name}_{k}": float(v) for k, v in res.items()})
+    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":

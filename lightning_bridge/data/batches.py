@@ -42,6 +42,9 @@ class ShardedBatches(DistributedSampler):
         return len(self._mine())
 
 
+DENSE_SEEN_MAX_CELLS = 1 << 25
+
+
 def _batch_bounds(b: int, batch_size: int, total: int) -> slice:
     return slice(b * batch_size, min((b + 1) * batch_size, total))
 
@@ -59,6 +62,13 @@ class BPRTriples(Dataset):
         self.users, self.items = users.astype(np.int64), items.astype(np.int64)
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.positive_keys = np.unique(self.users * num_items + self.items)
+        # A dense (user, item) bitmap answers "seen in training?" in O(1) per draw; the sorted keys are the
+        # fallback for catalogues too large for one (above 2^25 cells, 32 MB).
+        self._seen: np.ndarray | None = None
+        num_users = int(self.users.max()) + 1 if len(self.users) else 0
+        if num_users * num_items <= DENSE_SEEN_MAX_CELLS:
+            self._seen = np.zeros((num_users, num_items), dtype=bool)
+            self._seen[self.users, self.items] = True
         counts = np.bincount(self.users)
         if (counts >= num_items).any():
             raise ValueError(f"user {int(np.argmax(counts))} interacted with every item in training; "
@@ -83,9 +93,12 @@ class BPRTriples(Dataset):
         neg = rng.integers(0, self.num_items, size=len(users))
         todo = np.arange(len(users))
         while len(todo):
-            keys = users[todo] * self.num_items + neg[todo]
-            where = np.searchsorted(self.positive_keys, keys).clip(max=len(self.positive_keys) - 1)
-            todo = todo[self.positive_keys[where] == keys]
+            if self._seen is not None:
+                todo = todo[self._seen[users[todo], neg[todo]]]
+            else:
+                keys = users[todo] * self.num_items + neg[todo]
+                where = np.searchsorted(self.positive_keys, keys).clip(max=len(self.positive_keys) - 1)
+                todo = todo[self.positive_keys[where] == keys]
             neg[todo] = rng.integers(0, self.num_items, size=len(todo))
         return neg
 
@@ -147,8 +160,9 @@ class EvalUsers(Dataset):
         for row, t in enumerate(targets):
             padded[row, : len(t)] = t
         rows = np.repeat(np.arange(len(users)), counts)
-        cols = np.concatenate([self.known.items[self.known.indptr[u]: self.known.indptr[u + 1]]
-                               for u in users]) if len(users) else np.zeros(0, np.int64)
+        # every known item of every user in the batch, without a Python loop over users
+        starts = np.repeat(self.known.indptr[users] - (np.cumsum(counts) - counts), counts)
+        cols = self.known.items[starts + np.arange(len(rows))]
         return {
             "users": torch.from_numpy(users),
             "targets": torch.from_numpy(padded),

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_bridge.models.domain import DomainModule
-from lightning_bridge.models.lm import LMModule, slim_state_dict
+from lightning_bridge.models.lm import LMModule, complete_slim_state_dict, slim_state_dict
 from lightning_bridge.models.ranking import top_k_items
 from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
@@ -71,7 +71,6 @@ class BridgeModule(L.LightningModule):
         self.lm = lm(num_users, num_items, info_sharing=self.info)
         if warm_start_checkpoint:
             self._warm_start(warm_start_checkpoint)
-        self.strict_loading = False  # frozen backbone weights are left out of checkpoints
         self._lm_teacher: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
 
     def _warm_start(self, path: str) -> None:
@@ -201,6 +200,9 @@ class BridgeModule(L.LightningModule):
         checkpoint["state_dict"] = slim_state_dict(self, checkpoint["state_dict"])
         # what export_domain needs to write a DomainModule checkpoint without loading the LM
         checkpoint["domain_hyper_parameters"] = {**self.domain.hparams, "embedding_dim": self.info.dim}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        complete_slim_state_dict(self, checkpoint["state_dict"])
 
 
 def _kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -87,9 +87,8 @@ class LMModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.evaluator = RankingEvaluator(ks)
         self.prompts: PromptBuilder | None = None
-        # Frozen backbone weights are reloaded from their source, so checkpoints leave them out;
-        # on_load_checkpoint still refuses a checkpoint that lacks anything else.
-        self.strict_loading = False
+        # Checkpoints leave out the frozen backbone weights (reloaded from their source); on_load_checkpoint
+        # puts this model's own copies back, so loading stays strict for everything else.
 
     # ---- the maths, also called by BridgeModule --------------------------------------------------------
     def attach_data(self, datamodule) -> None:
@@ -169,7 +168,7 @@ class LMModule(L.LightningModule):
         checkpoint["state_dict"] = slim_state_dict(self, checkpoint["state_dict"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_slim_state_dict(self, checkpoint["state_dict"])
+        complete_slim_state_dict(self, checkpoint["state_dict"])
 
     def save_adapter(self, folder: str | Path) -> None:
         """Writes the LoRA adapter with peft's ``save_pretrained`` (``PeftModel.from_pretrained`` reads it)."""
@@ -200,14 +199,16 @@ def slim_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
     return {k: v for k, v in state.items() if k not in frozen}
 
 
-def check_slim_state_dict(module: torch.nn.Module, state: dict[str, Any]) -> None:
-    """Raises unless ``state`` holds every trainable parameter and buffer of ``module`` and nothing unknown:
-    a slim checkpoint may lack frozen weights, and only those (``strict_loading`` is off to allow that)."""
-    expected = set(module.state_dict())
-    missing = sorted(expected - frozen_parameter_names(module) - set(state))
-    unexpected = sorted(set(state) - expected)
+def complete_slim_state_dict(module: torch.nn.Module, state: dict[str, Any]) -> None:
+    """Fills a slim ``state`` (in place) with ``module``'s own frozen weights, so that a strict
+    ``load_state_dict`` follows; raises first, naming the keys, if anything else is missing or unknown."""
+    own = module.state_dict()
+    frozen = frozen_parameter_names(module)
+    missing = sorted(set(own) - frozen - set(state))
+    unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise RuntimeError(f"the checkpoint does not fit {type(module).__name__}: "
                            f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
                            f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}. "
                            "Load it with the config it was trained with (its run folder's config.yaml).")
+    state.update({k: v for k, v in own.items() if k in frozen and k not in state})

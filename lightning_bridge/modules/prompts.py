@@ -44,8 +44,9 @@ class PromptBuilder:
         self.max_length, self.num_items = max_length, len(item_text)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         encode = _encoder(tokenizer)
-        # Byte-level BPE (GPT-2, Qwen) glues separately encoded pieces together, so a text that follows an ID
-        # token needs its own leading space; WordPiece and SentencePiece add that boundary themselves.
+        # Byte-level BPE (GPT-2, Qwen) glues separately encoded pieces together, so an item's text, which
+        # follows its ID token, needs its own leading space; WordPiece and SentencePiece add that themselves.
+        # (The template's literals carry their own spaces.)
         space = " " if _glues_pieces(tokenizer) else ""
         missing = sum(1 for t in item_text if not t)
         if missing:
@@ -55,7 +56,7 @@ class PromptBuilder:
         prefix, suffix = _special_tokens_around(tokenizer)
         literals = [p for kind, p in self.parts if kind == "text"]
         pieces = ([t[:max_item_tokens] for t in encode([space + t if t else "" for t in item_text])]
-                  + [t[:max_item_tokens] for t in encode([space + t if t else "" for t in users])]
+                  + [t[:max_item_tokens] for t in encode([t or "" for t in users])]
                   + encode(literals) + [encode([item_separator])[0], prefix, suffix, [id_token_id], []])
 
         # Segment ids: items, then users, then the named pieces below.

@@ -1,0 +1,109 @@
+"""The shortcuts that make the domain model fast give the same answers as the plain computations."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_bridge.data import batches as batches_module
+from lightning_bridge.data.batches import BPRTriples, EvalUsers, UserHistories
+from lightning_bridge.models.domain import DomainModule, _squared_rows
+from lightning_bridge.modules.encoders import LightGCN, normalized_biadjacency
+
+
+@pytest.fixture
+def graph():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 30, 200), rng.integers(0, 20, 200)
+    return users, items, 30, 20
+
+
+def test_graph_is_built_once_per_edge_set(graph, monkeypatch):
+    users, items, num_users, num_items = graph
+    model = LightGCN(2)
+    model.set_graph(users, items, num_users, num_items)
+    first = model._graph
+    model.set_graph(users.copy(), items.copy(), num_users, num_items)
+    assert model._graph is first  # same edges: nothing rebuilt
+    model.set_graph(users[1:], items[1:], num_users, num_items)
+    assert model._graph is not first
+
+
+def test_biadjacency_dedupes_pairs_and_matches_dense(graph):
+    users, items, num_users, num_items = graph
+    dense = np.zeros((num_users, num_items))
+    dense[users, items] = 1
+    du, di = dense.sum(1), dense.sum(0)
+    expected = dense / np.sqrt(np.outer(np.where(du > 0, du, 1), np.where(di > 0, di, 1)))
+    got = normalized_biadjacency(users, items, num_users, num_items).to_dense().double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_lightgcn_gradient_for_only_one_output(graph):
+    from lightning_bridge.modules.info_sharing import InfoSharing
+
+    users, items, num_users, num_items = graph
+    torch.manual_seed(0)
+    info = InfoSharing(num_users, num_items, dim=4)
+    model = LightGCN(3)
+    model.set_graph(users, items, num_users, num_items)
+    _, item_vec = model(info)
+    item_vec.sum().backward()  # the user output gets no gradient: backward must still work
+    assert info.user.weight.grad is not None and info.item.weight.grad is not None
+
+
+def test_squared_rows_counts_equal_gather():
+    torch.manual_seed(0)
+    table = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
+    for rows in (torch.randint(0, 10, (40,)), torch.randint(0, 10, (3,))):  # counted and gathered paths
+        expected = table[rows].square().sum()
+        (g_expected,) = torch.autograd.grad(expected, table)
+        got = _squared_rows(table, rows)
+        (g_got,) = torch.autograd.grad(got, table)
+        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(g_got, g_expected)
+
+
+def test_domain_loss_is_bpr_plus_l2(graph):
+    users, items, num_users, num_items = graph
+
+    class Data:
+        pass
+
+    data = Data()
+    data.num_users, data.num_items = num_users, num_items
+    data.train_graph = lambda: (users, items)
+    model = DomainModule(num_users, num_items, num_layers=2, embedding_dim=8, reg_weight=0.1).double()
+    model.attach_data(data)
+    batch = {"users": torch.tensor([0, 1, 1, 5]), "pos": torch.tensor([2, 3, 3, 7]), "neg": torch.tensor([4, 4, 9, 0])}
+    user_vec, item_vec = model.encoder(model.info)
+    u, p, n = user_vec[batch["users"]], item_vec[batch["pos"]], item_vec[batch["neg"]]
+    bpr = F.softplus(-((u * p).sum(-1) - (u * n).sum(-1))).mean()
+    ego = model.info.user.weight[batch["users"]].square().sum() + model.info.item.weight[batch["pos"]].square().sum() \
+        + model.info.item.weight[batch["neg"]].square().sum()
+    torch.testing.assert_close(model.loss(batch), bpr + 0.1 * ego / 8)
+
+
+def test_dense_and_sorted_negative_samplers_agree(graph, monkeypatch):
+    users, items, _, num_items = graph
+    dense = BPRTriples(users, items, num_items, batch_size=50, seed=3)
+    monkeypatch.setattr(batches_module, "DENSE_SEEN_MAX_CELLS", 0)
+    keyed = BPRTriples(users, items, num_items, batch_size=50, seed=3)
+    assert dense._seen is not None and keyed._seen is None
+    for a, b in zip(dense.epoch_triples(4), keyed.epoch_triples(4), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_eval_batches_mask_every_known_item(graph):
+    users, items, num_users, _ = graph
+    known = UserHistories(users, items, np.arange(len(users)), num_users)
+    eval_users = np.array([0, 3, 7, 29])
+    data = EvalUsers(eval_users, [np.array([1])] * 4, known, history_len=5, sparse=np.zeros(num_users, bool),
+                     batch_size=3)
+    rows, cols = [], []
+    for b in range(len(data)):
+        batch = data[(0, b)]
+        rows += (batch["exclude_rows"].numpy() + 3 * b).tolist()
+        cols += batch["exclude_cols"].numpy().tolist()
+    expected = [(r, i) for r, u in enumerate(eval_users) for i in known.items[known.indptr[u]: known.indptr[u + 1]]]
+    assert list(zip(rows, cols, strict=True)) == expected
