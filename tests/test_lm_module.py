@@ -158,6 +158,20 @@ def test_param_groups_and_slim_state() -> None:
     model.load_state_dict(slim)  # strict
 
 
+def test_modules_train_in_train_mode_and_dropout_can_be_switched_off() -> None:
+    """from_pretrained hands back eval-mode models; Lightning would keep them so (and drop dropout)."""
+    model = LMModule(6, 5, backbone="tiny-encoder", embedding_dim=8)
+    assert all(m.training for m in model.modules())
+    assert model.recommender.backbone.base_model.model.config.hidden_dropout_prob == 0.1  # BERT's default
+    quiet = LMModule(6, 5, backbone="tiny-encoder", embedding_dim=8, backbone_dropout=0.0, lora_dropout=0.0)
+    config = quiet.recommender.backbone.base_model.model.config
+    assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == 0.0
+    inputs = {"input_ids": torch.tensor([[2, 40, 41, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+              "id_kind": torch.full((1, 4), -1), "id_index": torch.zeros(1, 4, dtype=torch.long)}
+    train_mode = quiet.recommender.scores(**inputs, info=quiet.info)
+    torch.testing.assert_close(quiet.eval().recommender.scores(**inputs, info=quiet.info), train_mode)
+
+
 # ---- the real CLI -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):

@@ -38,6 +38,7 @@ class LMModule(L.LightningModule):
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
         lora_target_modules: module names to adapt (default: every attention and MLP linear layer).
+        backbone_dropout: replaces every dropout probability of the backbone's config (None: keep them).
         pooling: ``last`` (decoder default), ``mean`` (encoder default) or ``first``.
         scoring: ``dot`` (the domain model's score) or ``cosine``.
         temperature: the scores are divided by it (with ``cosine`` it sets how sharp the softmax can get).
@@ -65,7 +66,8 @@ class LMModule(L.LightningModule):
                  dtype: Literal["float32", "bfloat16", "float16"] = "float32",
                  gradient_checkpointing: bool = False, finetune: Finetune = "lora", lora_rank: int = 8,
                  lora_alpha: int = 16, lora_dropout: float = 0.05, lora_target_modules: list[str] | None = None,
-                 pooling: Pooling | None = None, scoring: Scoring = "dot", temperature: float = 1.0,
+                 backbone_dropout: float | None = None, pooling: Pooling | None = None, scoring: Scoring = "dot",
+                 temperature: float = 1.0,
                  template: str = DEFAULT_TEMPLATE, item_separator: str = ";", max_length: int = 128,
                  max_item_tokens: int = 24, embedding_dim: int = 64, init: InitName = "xavier_uniform",
                  init_std: float = 0.1, optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -79,7 +81,8 @@ class LMModule(L.LightningModule):
         backbone_model, self.tokenizer, is_decoder = load_backbone(
             backbone, local_files_only=local_files_only, dtype=dtype,
             gradient_checkpointing=gradient_checkpointing, finetune=finetune, lora_rank=lora_rank,
-            lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=lora_target_modules)
+            lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=lora_target_modules,
+            dropout=backbone_dropout)
         id_token = add_id_placeholder(self.tokenizer)
         self.info = info_sharing or InfoSharing(num_users, num_items, embedding_dim, init, init_std)
         self.recommender = LMRecommender(backbone_model, self.info.dim, id_token, is_decoder=is_decoder,
@@ -87,6 +90,9 @@ class LMModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.evaluator = RankingEvaluator(ks)
         self.prompts: PromptBuilder | None = None
+        # from_pretrained returns the backbone in eval mode, and Lightning keeps each module's mode as it
+        # finds it: without this, training would silently run without dropout.
+        self.train()
         # Checkpoints leave out the frozen backbone weights (reloaded from their source); on_load_checkpoint
         # puts this model's own copies back, so loading stays strict for everything else.
 

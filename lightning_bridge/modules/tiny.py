@@ -40,18 +40,21 @@ def tiny_tokenizer(kind: TinyKind) -> PreTrainedTokenizerFast:
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
-def tiny_backbone(kind: TinyKind) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+def tiny_backbone(kind: TinyKind, dropout: float | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """A 2-layer, 32-wide Qwen2 (decoder) or BERT (encoder) base model, random weights, and its tokenizer.
 
-    The weights are the same on every call (seeded with ``TINY_SEED`` in a forked RNG)."""
+    The weights are the same on every call (seeded with ``TINY_SEED`` in a forked RNG); ``dropout`` replaces
+    the config's dropout probabilities."""
     tokenizer = tiny_tokenizer(kind)
     common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, max_position_embeddings=2048)
     if kind == "decoder":
-        config = Qwen2Config(**common, num_key_value_heads=2, tie_word_embeddings=False,
+        drop = {} if dropout is None else {"attention_dropout": dropout}
+        config = Qwen2Config(**common, **drop, num_key_value_heads=2, tie_word_embeddings=False,
                              eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
     elif kind == "encoder":
-        config = BertConfig(**common, pad_token_id=tokenizer.pad_token_id)
+        drop = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        config = BertConfig(**common, **drop, pad_token_id=tokenizer.pad_token_id)
     else:
         raise ValueError(f"tiny backbone kind must be 'decoder' or 'encoder', got {kind!r}")
     with torch.random.fork_rng(devices=[]):
