@@ -93,8 +93,6 @@ class LMModule(L.LightningModule):
         # from_pretrained returns the backbone in eval mode, and Lightning keeps each module's mode as it
         # finds it: without this, training would silently run without dropout.
         self.train()
-        # Checkpoints leave out the frozen backbone weights (reloaded from their source); on_load_checkpoint
-        # puts this model's own copies back, so loading stays strict for everything else.
 
     # ---- the maths, also called by BridgeModule --------------------------------------------------------
     def attach_data(self, datamodule) -> None:
@@ -171,9 +169,11 @@ class LMModule(L.LightningModule):
 
     # ---- slim checkpoints and adapters -----------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Leaves out the frozen backbone weights: they are reloaded from their source."""
         checkpoint["state_dict"] = slim_state_dict(self, checkpoint["state_dict"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Puts this model's own frozen weights back, so loading stays strict for everything else."""
         complete_slim_state_dict(self, checkpoint["state_dict"])
 
     def save_adapter(self, folder: str | Path) -> None:

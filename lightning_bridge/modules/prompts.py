@@ -41,7 +41,7 @@ class PromptBuilder:
         if max_item_tokens < 0:
             raise ValueError(f"max_item_tokens must be >= 0, got {max_item_tokens}")
         self.parts = _parse_template(template)
-        self.max_length, self.num_items = max_length, len(item_text)
+        self.max_length = max_length
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         encode = _encoder(tokenizer)
         # Byte-level BPE (GPT-2, Qwen) glues separately encoded pieces together, so an item's text, which
