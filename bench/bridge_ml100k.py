@@ -2,6 +2,8 @@
 
     python bench/bridge_ml100k.py                          # seeds 0 1 2, all three variants
     python bench/bridge_ml100k.py --seeds 0 1 2 3 --variants bdlm
+    python bench/bridge_ml100k.py --seeds 1 --jsonl runs.jsonl --trainer.accelerator gpu   # overrides pass through
+    python bench/bridge_ml100k.py --summarize runs.jsonl    # the summary of runs made in several processes
 
 Each run is the real command line (``python main.py fit --config <config> --seed_everything <seed>
 --test_after_fit true``), so the figures are those a user gets. Progress lines are printed as runs finish;
@@ -26,39 +28,68 @@ REPORTS = {"domain_only": [("domain_only", "domain")], "lm_only": [("lm_only", "
 METRICS = ("ndcg@10", "hr@10", "recall@20", "sparse_ndcg@10", "sparse_hr@10")
 
 
-def run(variant: str, seed: int) -> tuple[dict[str, dict[str, float]], float]:
+def run(variant: str, seed: int, overrides: list[str]) -> tuple[dict[str, dict[str, float]], float, float]:
+    """Test metrics of each model the variant trains, the best validation score that picked the checkpoint,
+    and the wall time."""
     start = time.perf_counter()
     cli = cli_main(["fit", "--config", CONFIGS[variant], "--seed_everything", str(seed), "--test_after_fit", "true",
-                    "--trainer.logger.init_args.name", f"bench_bridge/{variant}_seed{seed}"])
+                    "--trainer.logger.init_args.name", f"bench_bridge/{variant}_seed{seed}", *overrides])
     wall = time.perf_counter() - start
     metrics = cli.trainer.callback_metrics
-    return {key: {m: float(metrics[f"{model}/test/{m}"]) for m in METRICS} for key, model in REPORTS[variant]}, wall
+    reported = {}
+    for key, model in REPORTS[variant]:
+        reported[key] = {m: float(metrics[f"{model}/test/{m}"]) for m in METRICS}
+    best = cli.trainer.checkpoint_callback.best_model_score
+    return reported, float("nan") if best is None else float(best), wall
+
+
+def summarize(records: list[dict]) -> dict:
+    """Mean and standard deviation over seeds of every reported metric, and the median wall time per variant."""
+    summary: dict = {"seeds": sorted({r["seed"] for r in records})}
+    for key in dict.fromkeys(k for r in records for k in r["metrics"]):
+        runs = [r["metrics"][key] for r in records if key in r["metrics"]]
+        summary[key] = {m: [statistics.mean(r[m] for r in runs),
+                            statistics.stdev(r[m] for r in runs) if len(runs) > 1 else 0.0]
+                        for m in METRICS}
+        summary[key]["runs"] = len(runs)
+    summary["best_val"] = {v: [r["best_val"] for r in records if r["variant"] == v]
+                           for v in dict.fromkeys(r["variant"] for r in records)}
+    summary["wall_s_per_run"] = {v: statistics.median(r["wall_s"] for r in records if r["variant"] == v)
+                                 for v in dict.fromkeys(r["variant"] for r in records)}
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    args = parser.parse_args()
-    results: dict[str, list[dict[str, float]]] = {}
-    walls: dict[str, list[float]] = {}
+    parser.add_argument("--jsonl", help="append one JSON line per finished run to this file")
+    parser.add_argument("--tag", default="", help="prefix of the reported keys (an ablation beside the defaults)")
+    parser.add_argument("--summarize", metavar="JSONL", help="print the summary of the runs in this file; run nothing")
+    args, overrides = parser.parse_known_args()
+    if args.summarize:
+        with open(args.summarize) as lines:
+            print(json.dumps(summarize([json.loads(line) for line in lines if line.strip()])))
+        return
+    records = []
     start = time.perf_counter()
     for seed in args.seeds:
         for variant in args.variants:
-            reported, wall = run(variant, seed)
-            walls.setdefault(variant, []).append(wall)
+            reported, best_val, wall = run(variant, seed, overrides)
+            reported = {f"{args.tag}{key}": values for key, values in reported.items()}
+            records.append({"seed": seed, "variant": args.tag + variant, "wall_s": wall, "metrics": reported,
+                            "best_val": best_val, "overrides": overrides})
+            if args.jsonl:
+                with open(args.jsonl, "a") as out:
+                    out.write(json.dumps(records[-1]) + "\n")
             for key, values in reported.items():
-                results.setdefault(key, []).append(values)
                 print(f"[bench] seed={seed} {key}: " + ", ".join(f"{m}={v:.4f}" for m, v in values.items())
                       + f" ({wall:.0f} s)", flush=True)
-    summary: dict = {"seeds": args.seeds}
-    for key, runs in results.items():
-        summary[key] = {m: [statistics.mean(r[m] for r in runs),
-                            statistics.stdev(r[m] for r in runs) if len(runs) > 1 else 0.0] for m in METRICS}
-    summary["wall_s_per_run"] = {v: statistics.median(w) for v, w in walls.items()}
+    summary = summarize(records)
     summary["wall_s"] = time.perf_counter() - start
     print("rerun: python bench/bridge_ml100k.py --seeds " + " ".join(map(str, args.seeds))
-          + " --variants " + " ".join(args.variants))
+          + " --variants " + " ".join(args.variants) + (f" --tag {args.tag}" if args.tag else "")
+          + "".join(f" {o}" for o in overrides))
     print(json.dumps(summary))
 
 

@@ -45,11 +45,12 @@ def reference(scores, targets, ks):
     return out
 
 
-def test_matches_bruteforce_reference():
-    gen = torch.Generator().manual_seed(0)
+@pytest.mark.parametrize("max_t", [1, 5, 12])  # 1 and 5 count ranks, 12 takes the top-K path
+def test_matches_bruteforce_reference(max_t):
+    gen = torch.Generator().manual_seed(max_t)
     metric, rows = TopKMetrics(KS), []
     for _ in range(4):
-        scores, targets = random_batch(gen)
+        scores, targets = random_batch(gen, max_t=max_t)
         scores[0, 1:] = float("-inf")  # a user with fewer unmasked items than every K
         scores[0, 0] = 1.0
         metric.update(scores, targets)
@@ -107,6 +108,29 @@ def test_masked_target_is_a_miss():
     got = metric.compute()
     assert got["hr@5"].item() == 1 and got["recall@5"].item() == 0.5 and got["mrr@5"].item() == 1
     assert got["ndcg@5"].item() == pytest.approx(1 / (1 + 1 / math.log2(3)))
+
+
+def test_ties_and_nan_count_against_the_target():
+    metric = TopKMetrics((1, 2))
+    constant = torch.zeros(2, 3)  # an untrained or collapsed model: every item scored alike
+    metric.update(constant, torch.tensor([[0], [2]]))
+    assert metric.compute()["hr@2"].item() == 0  # tied with both others: position 2, a miss at every K
+    metric.reset()
+    broken = torch.tensor([[float("nan"), 0.5, 0.1], [0.3, float("nan"), 0.2]])
+    metric.update(broken, torch.tensor([[0], [2]]))  # a NaN target is a miss; a NaN neighbour ranks above
+    got = metric.compute()
+    assert got["hr@1"].item() == 0 and got["hr@2"].item() == 0
+
+
+def test_both_ranking_paths_agree():
+    gen = torch.Generator().manual_seed(7)
+    scores, targets = random_batch(gen, b=64, n=60, max_t=8)  # at the counting path's limit
+    wide = torch.cat([targets, torch.full((64, 4), -1)], 1)  # the same targets, padded into the top-K path
+    counted, top_k = TopKMetrics(KS), TopKMetrics(KS)
+    counted.update(scores.clone(), targets)
+    top_k.update(scores.clone(), wide)
+    for key, value in counted.compute().items():
+        assert value.item() == pytest.approx(top_k.compute()[key].item(), abs=1e-12), key
 
 
 def test_merge_equals_single_instance():

@@ -146,12 +146,21 @@ class EvalUsers(Dataset):
                  sparse: np.ndarray, batch_size: int) -> None:
         self.users, self.targets, self.known = users, targets, known
         self.history_len, self.sparse, self.batch_size = history_len, sparse, batch_size
+        self._batches: dict[int, dict[str, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return math.ceil(len(self.users) / self.batch_size)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        s = _batch_bounds(key[1], self.batch_size, len(self.users))
+        """The batch of batch number ``key[1]`` (the same in every epoch), built on first use and kept: an
+        evaluation then costs only the model's work."""
+        b = key[1]
+        if b not in self._batches:
+            self._batches[b] = self._build(b)
+        return self._batches[b]
+
+    def _build(self, b: int) -> dict[str, torch.Tensor]:
+        s = _batch_bounds(b, self.batch_size, len(self.users))
         users = self.users[s]
         counts = self.known.counts()[users]
         targets = self.targets[s]

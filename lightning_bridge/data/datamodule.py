@@ -181,6 +181,16 @@ class RecDataModule(L.LightningDataModule):
         return loaders[kinds[0]] if len(kinds) == 1 else loaders
 
     def _eval_loader(self, stage: Literal["val", "test", "predict"]) -> DataLoader:
+        dataset = self._eval_datasets.get(stage)
+        if dataset is None:  # built once: every validation reuses the same users, targets and masks
+            dataset = self._eval_datasets[stage] = self._eval_dataset(stage)
+        return self._loader(dataset, len(dataset), even=False)
+
+    @cached_property
+    def _eval_datasets(self) -> dict[str, EvalUsers]:
+        return {}
+
+    def _eval_dataset(self, stage: Literal["val", "test", "predict"]) -> EvalUsers:
         s, inter = self.split, self.interactions
         if stage == "predict":
             known = self._histories(s.train, s.valid, s.test)
@@ -193,9 +203,8 @@ class RecDataModule(L.LightningDataModule):
             target_users, target_items = inter.users[rows][order], inter.items[rows][order]
             users, starts = np.unique(target_users, return_index=True)
             targets = np.split(target_items, starts[1:])
-        dataset = EvalUsers(users, targets, known, self.hparams.history_len, self.sparse_users,
-                            self.hparams.eval_batch_size)
-        return self._loader(dataset, len(dataset), even=False)
+        return EvalUsers(users, targets, known, self.hparams.history_len, self.sparse_users,
+                         self.hparams.eval_batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
