@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_bridge.callbacks import TopKWriter
 from lightning_bridge.data.datamodule import RecDataModule
+from lightning_bridge.models.bridge import BridgeModule
 
 
 class BridgeCLI(LightningCLI):
     """LightningCLI with the project's defaults: dataset sizes linked into the model, a checkpoint that keeps
-    ``last.ckpt`` and the best by validation NDCG@10, a predictions writer, and optional test after fit."""
+    ``last.ckpt`` and the best by validation NDCG@10, a predictions writer, and optional test after fit.
+
+    Co-training keeps one best checkpoint per model: ``checkpoint`` monitors one side (by default the domain
+    model) and a second checkpoint, ``best-<other side>-...``, the other side's validation NDCG@10, so that
+    each model is tested (and can be exported) at its own best epoch rather than at the other's.
+    """
+
+    test_metrics: dict[str, float]
+    """After ``fit --test_after_fit true``: the reported test metrics, each model's from its own best."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_users", "model.init_args.num_users", apply_on="instantiate")
@@ -24,23 +35,47 @@ class BridgeCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="After fit, test the best checkpoint and print its metrics")
 
+    def before_fit(self) -> None:
+        primary = self.trainer.checkpoint_callback
+        if isinstance(self.model, BridgeModule) and primary is not None and primary.monitor:
+            side = primary.monitor.split("/")[0]
+            other = "lm" if side == "domain" else "domain"
+            self.trainer.callbacks.append(ModelCheckpoint(
+                dirpath=primary.dirpath, monitor=f"{other}/val/ndcg@10", mode="max", save_top_k=1,
+                filename=f"best-{other}-{{epoch}}-{{step}}", auto_insert_metric_name=True))
+
     def after_fit(self) -> None:
-        if self.config.fit.test_after_fit:
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
-            if self.trainer.is_global_zero:
-                print(summary_table(self.trainer.callback_metrics))
+        if not self.config.fit.test_after_fit:
+            return
+        # read before testing: loading a checkpoint restores the callbacks' states as they were saved in it
+        best = {c.monitor.split("/")[0]: c.best_model_path for c in self.trainer.checkpoint_callbacks
+                if c.monitor and c.best_model_path}
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
+        self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        primary = self.trainer.checkpoint_callback
+        main_side = primary.monitor.split("/")[0] if primary is not None and primary.monitor else None
+        for side, path in best.items():
+            if side != main_side:
+                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
+                self.test_metrics.update({k: float(v) for k, v in self.trainer.callback_metrics.items()
+                                          if k.startswith(f"{side}/")})
+        if self.trainer.is_global_zero:
+            print(summary_table(self.test_metrics, best))
 
 
 SUMMARY_COLUMNS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "sparse_hr@10")
 
 
-def summary_table(metrics: dict) -> str:
-    """The headline test metrics, one row per model that was tested."""
-    rows = [f"{'model':<8}" + "".join(f"{c:>16}" for c in SUMMARY_COLUMNS)]
+def summary_table(metrics: dict, tested_at: dict[str, str]) -> str:
+    """The headline test metrics, one row per model that was tested, with the checkpoint it was tested at
+    (``tested_at``: model name -> checkpoint path; a model without its own is tested at the first one)."""
+    fallback = next(iter(tested_at.values()), "")
+    rows = [f"{'model':<8}" + "".join(f"{c:>16}" for c in SUMMARY_COLUMNS) + "  checkpoint"]
     for model in ("domain", "lm"):
         if f"{model}/test/ndcg@10" in metrics:
             rows.append(f"{model:<8}" + "".join(f"{float(metrics[f'{model}/test/{c}']):>16.4f}"
-                                                 for c in SUMMARY_COLUMNS))
+                                                 for c in SUMMARY_COLUMNS)
+                        + f"  {Path(tested_at.get(model, fallback)).name}")
     return "\n".join(rows)
 
 

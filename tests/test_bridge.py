@@ -103,11 +103,16 @@ def test_cli_fit_test_predict_and_serve_the_domain_model_alone(in_tmp, capsys):
     table = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(table) if line.startswith("model") and "sparse_ndcg@10" in line)
     assert table[header + 1].startswith("domain") and table[header + 2].startswith("lm")
-    metrics = fitted.trainer.callback_metrics
+    metrics = fitted.test_metrics
     for key in ("domain/test/ndcg@10", "lm/test/ndcg@10", "domain/test/sparse_ndcg@10", "lm/test/sparse_hr@10"):
         assert key in metrics, key
     run = in_tmp / "logs" / "e2e" / "version_0"
     last = run / "checkpoints" / "last.ckpt"
+    # each model is tested at its own best validation checkpoint, and the table says which
+    best_lm = next((run / "checkpoints").glob("best-lm-*.ckpt"))
+    assert best_lm.name in table[header + 2] and best_lm.name not in table[header + 1]
+    lm_alone = main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(best_lm)])
+    assert float(lm_alone.trainer.callback_metrics["lm/test/ndcg@10"]) == metrics["lm/test/ndcg@10"]
     lm_out = in_tmp / "lm.tsv"
     main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path", str(last),
           "--model.init_args.predict_with", "lm", "--predictions.path", str(lm_out)])
