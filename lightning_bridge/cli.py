@@ -37,9 +37,8 @@ class BridgeCLI(LightningCLI):
 
     def before_fit(self) -> None:
         primary = self.trainer.checkpoint_callback
-        if isinstance(self.model, BridgeModule) and primary is not None and primary.monitor:
-            side = primary.monitor.split("/")[0]
-            other = "lm" if side == "domain" else "domain"
+        if isinstance(self.model, BridgeModule) and _side(primary):
+            other = "lm" if _side(primary) == "domain" else "domain"
             self.trainer.callbacks.append(ModelCheckpoint(
                 dirpath=primary.dirpath, monitor=f"{other}/val/ndcg@10", mode="max", save_top_k=1,
                 filename=f"best-{other}-{{epoch}}-{{step}}", auto_insert_metric_name=True))
@@ -48,19 +47,22 @@ class BridgeCLI(LightningCLI):
         if not self.config.fit.test_after_fit:
             return
         # read before testing: loading a checkpoint restores the callbacks' states as they were saved in it
-        best = {c.monitor.split("/")[0]: c.best_model_path for c in self.trainer.checkpoint_callbacks
-                if c.monitor and c.best_model_path}
+        best = {_side(c): c.best_model_path for c in self.trainer.checkpoint_callbacks
+                if _side(c) and c.best_model_path}
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
         self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
-        primary = self.trainer.checkpoint_callback
-        main_side = primary.monitor.split("/")[0] if primary is not None and primary.monitor else None
         for side, path in best.items():
-            if side != main_side:
+            if side != _side(self.trainer.checkpoint_callback):
                 self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
                 self.test_metrics.update({k: float(v) for k, v in self.trainer.callback_metrics.items()
                                           if k.startswith(f"{side}/")})
         if self.trainer.is_global_zero:
             print(summary_table(self.test_metrics, best))
+
+
+def _side(checkpoint: ModelCheckpoint | None) -> str | None:
+    """The model a checkpoint callback monitors ("domain" for ``domain/val/ndcg@10``), if any."""
+    return checkpoint.monitor.split("/")[0] if checkpoint is not None and checkpoint.monitor else None
 
 
 SUMMARY_COLUMNS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "sparse_hr@10")
