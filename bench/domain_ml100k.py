@@ -13,6 +13,8 @@ Reported (last line, JSON):
   optimizer step and Lightning's per-step work; validation time is subtracted);
 - ``eval_s``: median wall time of ``trainer.test`` over every ML-100K user (graph propagation, full ranking
   of all 1682 items, masking, metrics, and Lightning's loop overhead);
+- ``val_in_fit_s``: median wall time of one validation of every user inside ``fit`` (the same work on the
+  validation items, with Lightning's evaluation loop but not ``trainer.test``'s setup and teardown);
 - ``eval_loop_s``: the same ranking without the Trainer, over batches built beforehand (as RecBole's
   evaluation loader is): propagation, scores, masking, metrics;
 - ``*_cpu_s``: the same as CPU time of this process (steadier than wall time on a shared machine);
@@ -44,6 +46,7 @@ class EpochTimer(Callback):
     def __init__(self) -> None:
         self.train_s: list[float] = []
         self.train_cpu_s: list[float] = []
+        self.val_s: list[float] = []  # each validation inside fit: the loop a training run pays for
         self._start = self._val_start = self._val = (0.0, 0.0)
 
     @staticmethod
@@ -59,6 +62,8 @@ class EpochTimer(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         now = self._now()
         self._val = tuple(v + n - s for v, n, s in zip(self._val, now, self._val_start, strict=True))
+        if not trainer.sanity_checking:
+            self.val_s.append(now[0] - self._val_start[0])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         now = self._now()
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_cpu_s_per_epoch": statistics.median(timer.train_cpu_s),
         "eval_s": statistics.median(eval_s), "eval_cpu_s": statistics.median(eval_cpu),
         "eval_loop_s": statistics.median(loop_s), "eval_loop_cpu_s": statistics.median(loop_cpu),
+        "val_in_fit_s": statistics.median(timer.val_s),
         "eval_users": data.num_users, "num_items": data.num_items,
         "train_batch_size": data.hparams.batch_size, "eval_batch_size": data.hparams.eval_batch_size,
         "total_s": total_s, "torch_threads": torch.get_num_threads(),
