@@ -1,5 +1,6 @@
 """The shortcuts that make the domain model fast give the same answers as the plain computations."""
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -7,6 +8,7 @@ import torch.nn.functional as F
 
 from lightning_bridge.data import batches as batches_module
 from lightning_bridge.data.batches import BPRTriples, EvalUsers, UserHistories
+from lightning_bridge.data.datamodule import SyntheticDataModule
 from lightning_bridge.models.domain import DomainModule, _squared_rows
 from lightning_bridge.modules.encoders import LightGCN, normalized_biadjacency
 
@@ -107,3 +109,18 @@ def test_eval_batches_mask_every_known_item(graph):
         cols += batch["exclude_cols"].numpy().tolist()
     expected = [(r, i) for r, u in enumerate(eval_users) for i in known.items[known.indptr[u]: known.indptr[u + 1]]]
     assert list(zip(rows, cols, strict=True)) == expected
+
+
+def test_repeated_evaluations_reuse_unchanged_batches(tmp_path):
+    """Evaluation batches are built once and reused: a second validation must see them untouched (no model
+    step may write into a batch) and give the same metrics."""
+    data = SyntheticDataModule(num_users=40, num_items=30, eval_batch_size=16)
+    model = DomainModule(40, 30, num_layers=2, embedding_dim=8)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path)
+    first = trainer.validate(model, datamodule=data, verbose=False)[0]
+    before = [{k: v.clone() for k, v in batch.items()} for batch in data.val_dataloader()]
+    second = trainer.validate(model, datamodule=data, verbose=False)[0]
+    assert first == second
+    for old, new in zip(before, data.val_dataloader(), strict=True):
+        assert all(torch.equal(old[k], new[k]) for k in old)
