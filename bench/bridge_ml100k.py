@@ -54,6 +54,7 @@ def summarize(records: list[dict]) -> dict:
         summary[key]["runs"] = len(runs)
     summary["best_val"] = {v: [r["best_val"] for r in records if r["variant"] == v]
                            for v in dict.fromkeys(r["variant"] for r in records)}
+    summary["wall_s"] = sum(r["wall_s"] for r in records)  # total run time; less when runs went in parallel
     summary["wall_s_per_run"] = {v: statistics.median(r["wall_s"] for r in records if r["variant"] == v)
                                  for v in dict.fromkeys(r["variant"] for r in records)}
     return summary
