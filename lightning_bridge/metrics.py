@@ -21,8 +21,10 @@ class TopKMetrics(torchmetrics.Metric):
     update() takes scores (B, N), already masked (excluded items at -inf), and targets (B, T): the relevant
     item indices per user, padded with -1. Rows with no valid target are ignored. An item scored -inf never
     counts as a hit (a masked target is a miss that still counts in #relevant); callers should not mask
-    targets. compute() returns {"hr@5": ..., "ndcg@5": ..., "recall@5": ..., "mrr@5": ..., ...}; every value
-    is 0 if no user was counted.
+    targets. With few targets per user a target tied with other items is placed after them (see
+    :func:`target_ranks`). compute()
+    returns {"hr@5": ..., "ndcg@5": ..., "recall@5": ..., "mrr@5": ..., ...}; every value is 0 if no user was
+    counted.
     """
 
     is_differentiable = False
@@ -80,7 +82,8 @@ def target_ranks(scores: Tensor, targets: Tensor, cutoff: int) -> Tensor:
     Leave-one-out (one target per user, the default protocol) needs no top-K at all: a target's position is
     the number of items that score at least as high as it, which is one comparison pass over the row, a few
     times cheaper than ``torch.topk``. Ties and NaN scores count against the target, so that a model whose
-    scores are all equal (or broken) ranks nothing well. Rows with many targets fall back to top-K.
+    scores are all equal (or broken) ranks nothing well. Rows with many targets fall back to top-K (ties
+    then fall in ``torch.topk``'s order).
     """
     valid = targets >= 0
     items = targets.clamp(min=0)
