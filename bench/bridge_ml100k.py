@@ -36,9 +36,7 @@ def run(variant: str, seed: int, overrides: list[str]) -> tuple[dict[str, dict[s
                     "--trainer.logger.init_args.name", f"bench_bridge/{variant}_seed{seed}", *overrides])
     wall = time.perf_counter() - start
     metrics = cli.test_metrics  # each model's test metrics at its own best validation checkpoint
-    reported = {}
-    for key, model in REPORTS[variant]:
-        reported[key] = {m: float(metrics[f"{model}/test/{m}"]) for m in METRICS}
+    reported = {key: {m: metrics[f"{model}/test/{m}"] for m in METRICS} for key, model in REPORTS[variant]}
     best = cli.trainer.checkpoint_callback.best_model_score
     return reported, float("nan") if best is None else float(best), wall
 
@@ -52,11 +50,11 @@ def summarize(records: list[dict]) -> dict:
                             statistics.stdev(r[m] for r in runs) if len(runs) > 1 else 0.0]
                         for m in METRICS}
         summary[key]["runs"] = len(runs)
-    summary["best_val"] = {v: [r["best_val"] for r in records if r["variant"] == v]
-                           for v in dict.fromkeys(r["variant"] for r in records)}
+    variants = dict.fromkeys(r["variant"] for r in records)
+    summary["best_val"] = {v: [r["best_val"] for r in records if r["variant"] == v] for v in variants}
     summary["wall_s"] = sum(r["wall_s"] for r in records)  # total run time; less when runs went in parallel
     summary["wall_s_per_run"] = {v: statistics.median(r["wall_s"] for r in records if r["variant"] == v)
-                                 for v in dict.fromkeys(r["variant"] for r in records)}
+                                 for v in variants}
     return summary
 
 

@@ -51,8 +51,9 @@ class BridgeCLI(LightningCLI):
                 if _side(c) and c.best_model_path}
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
         self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        tested = _side(self.trainer.checkpoint_callback)
         for side, path in best.items():
-            if side != _side(self.trainer.checkpoint_callback):
+            if side != tested:
                 self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
                 self.test_metrics.update({k: float(v) for k, v in self.trainer.callback_metrics.items()
                                           if k.startswith(f"{side}/")})

@@ -73,6 +73,7 @@ class RecDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         self.cache_dir = Path(os.path.expanduser(cache_dir))
+        self._eval_datasets: dict[str, EvalUsers] = {}  # built once: every evaluation reuses its batches
 
     # ---- what each dataset provides -------------------------------------------------------------------
     def name(self) -> str:
@@ -181,14 +182,10 @@ class RecDataModule(L.LightningDataModule):
         return loaders[kinds[0]] if len(kinds) == 1 else loaders
 
     def _eval_loader(self, stage: Literal["val", "test", "predict"]) -> DataLoader:
-        dataset = self._eval_datasets.get(stage)
-        if dataset is None:  # built once: every validation reuses the same users, targets and masks
-            dataset = self._eval_datasets[stage] = self._eval_dataset(stage)
+        if stage not in self._eval_datasets:
+            self._eval_datasets[stage] = self._eval_dataset(stage)
+        dataset = self._eval_datasets[stage]
         return self._loader(dataset, len(dataset), even=False)
-
-    @cached_property
-    def _eval_datasets(self) -> dict[str, EvalUsers]:
-        return {}
 
     def _eval_dataset(self, stage: Literal["val", "test", "predict"]) -> EvalUsers:
         s, inter = self.split, self.interactions
