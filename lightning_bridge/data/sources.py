@@ -175,6 +175,15 @@ def _no_interactions(path: Path, expected: str) -> DataFormatError:
     return DataFormatError.at(path, f"no interactions; expected at least one line '{expected}'")
 
 
+def _grouplens_ratings(path: Path, sep: str, columns: str, example: str
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A GroupLens ratings file (u.data, ratings.dat): user, item, rating and timestamp on every line."""
+    table = _read_table(path, sep, 4, columns)
+    if not len(table):
+        raise _no_interactions(path, example)
+    return _interactions(table, 0, 1, 2, 3)
+
+
 def _unique_ids(table: _Table, index: int, what: str) -> list[str]:
     """The id column of a metadata file, which must be non-empty and name each id once."""
     ids = table.columns[index]
@@ -223,11 +232,9 @@ ML100K_FILES = "u.data, u.item and u.user (u.genre optional)"
 def read_ml100k(folder: str | Path) -> RawData:
     """Reads the GroupLens ml-100k folder (u.data, u.item, u.user, optional u.genre)."""
     folder = Path(folder)
-    path = _require(folder / "u.data", ML100K_FILES)
-    data = _read_table(path, "\t", 4, "user, item, rating, timestamp")
-    if not len(data):
-        raise _no_interactions(path, "user<TAB>item<TAB>rating<TAB>timestamp")
-    users, items, ratings, timestamps = _interactions(data, 0, 1, 2, 3)
+    users, items, ratings, timestamps = _grouplens_ratings(
+        _require(folder / "u.data", ML100K_FILES), "\t", "user, item, rating, timestamp",
+        "user<TAB>item<TAB>rating<TAB>timestamp")
     genre_path = folder / "u.genre"
     genres = _ml100k_genres(genre_path) if genre_path.is_file() else ML100K_GENRES
     item_text, item_titles = _ml100k_items(_require(folder / "u.item", ML100K_FILES), genres)
@@ -276,11 +283,9 @@ ML1M_FILES = "ratings.dat, movies.dat and users.dat"
 def read_ml1m(folder: str | Path) -> RawData:
     """Reads the GroupLens ml-1m folder ('::'-separated ratings.dat, movies.dat, users.dat)."""
     folder = Path(folder)
-    path = _require(folder / "ratings.dat", ML1M_FILES)
-    data = _read_table(path, "::", 4, "UserID, MovieID, Rating, Timestamp")
-    if not len(data):
-        raise _no_interactions(path, "UserID::MovieID::Rating::Timestamp")
-    users, items, ratings, timestamps = _interactions(data, 0, 1, 2, 3)
+    users, items, ratings, timestamps = _grouplens_ratings(
+        _require(folder / "ratings.dat", ML1M_FILES), "::", "UserID, MovieID, Rating, Timestamp",
+        "UserID::MovieID::Rating::Timestamp")
     item_text, item_titles = _ml1m_movies(_require(folder / "movies.dat", ML1M_FILES))
     user_text = _ml1m_users(_require(folder / "users.dat", ML1M_FILES))
     _log_coverage(folder, items, item_text)
