@@ -22,9 +22,8 @@ class TopKMetrics(torchmetrics.Metric):
     item indices per user, padded with -1. Rows with no valid target are ignored. An item scored -inf never
     counts as a hit (a masked target is a miss that still counts in #relevant); callers should not mask
     targets. With few targets per user a target tied with other items is placed after them (see
-    :func:`target_ranks`). compute()
-    returns {"hr@5": ..., "ndcg@5": ..., "recall@5": ..., "mrr@5": ..., ...}; every value is 0 if no user was
-    counted.
+    :func:`target_ranks`). compute() returns {"hr@5": ..., "ndcg@5": ..., "recall@5": ..., "mrr@5": ..., ...};
+    every value is 0 if no user was counted.
     """
 
     is_differentiable = False

@@ -53,22 +53,24 @@ class BPRTriples(Dataset):
     """(user, positive item, negative item) batches for BPR.
 
     Every epoch visits each training interaction once in a seeded shuffled order; each negative is drawn
-    uniformly from the items that the user has not interacted with in training (rejection on a sorted key
-    array, resampling only the collisions).
+    uniformly from the items that the user has not interacted with in training (rejection: only the draws
+    that hit a training item are drawn again).
     """
 
     def __init__(self, users: np.ndarray, items: np.ndarray, num_items: int, batch_size: int,
                  seed: int) -> None:
         self.users, self.items = users.astype(np.int64), items.astype(np.int64)
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
-        self.positive_keys = np.unique(self.users * num_items + self.items)
-        # A dense (user, item) bitmap answers "seen in training?" in O(1) per draw; the sorted keys are the
-        # fallback for catalogues too large for one (above 2^25 cells, 32 MB).
+        # "Seen in training?" is answered by a dense (user, item) bitmap, O(1) per draw, or, for catalogues too
+        # large for one (above 2^25 cells, 32 MB), by binary search in the sorted (user, item) keys.
         self._seen: np.ndarray | None = None
+        self._positive_keys: np.ndarray | None = None
         num_users = int(self.users.max()) + 1 if len(self.users) else 0
         if num_users * num_items <= DENSE_SEEN_MAX_CELLS:
             self._seen = np.zeros((num_users, num_items), dtype=bool)
             self._seen[self.users, self.items] = True
+        else:
+            self._positive_keys = np.unique(self.users * num_items + self.items)
         counts = np.bincount(self.users)
         if (counts >= num_items).any():
             raise ValueError(f"user {int(np.argmax(counts))} interacted with every item in training; "
@@ -93,14 +95,16 @@ class BPRTriples(Dataset):
         neg = rng.integers(0, self.num_items, size=len(users))
         todo = np.arange(len(users))
         while len(todo):
-            if self._seen is not None:
-                todo = todo[self._seen[users[todo], neg[todo]]]
-            else:
-                keys = users[todo] * self.num_items + neg[todo]
-                where = np.searchsorted(self.positive_keys, keys).clip(max=len(self.positive_keys) - 1)
-                todo = todo[self.positive_keys[where] == keys]
+            todo = todo[self._seen_in_training(users[todo], neg[todo])]
             neg[todo] = rng.integers(0, self.num_items, size=len(todo))
         return neg
+
+    def _seen_in_training(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        if self._seen is not None:
+            return self._seen[users, items]
+        keys = users * self.num_items + items
+        where = np.searchsorted(self._positive_keys, keys).clip(max=len(self._positive_keys) - 1)
+        return self._positive_keys[where] == keys
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, b = key
