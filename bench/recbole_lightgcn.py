@@ -167,25 +167,14 @@ def main(argv: list[str] | None = None) -> dict:
         result["test_hr@10"] = float(test_result["hit@10"])
         result["test"] = {k: float(v) for k, v in test_result.items()}
         result["num_users_evaluated"] = len(test_data.uid_list)
-        times, cpu = [], []
-        for _ in range(args.eval_repeats):
-            model.restore_user_e = model.restore_item_e = None  # propagate afresh, as a real evaluation does
-            t, c = time.perf_counter(), time.process_time()
-            trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-            times.append(time.perf_counter() - t)
-            cpu.append(time.process_time() - c)
+        times, cpu, _ = timed_evaluations(trainer, model, test_data, args.eval_repeats)
         result["eval_s"] = statistics.median(times)
         result["eval_cpu_s"] = statistics.median(cpu)
         if args.eval_default_batch:
             matched, config["eval_batch_size"] = config["eval_batch_size"], 4096
             default_loader = FullSortEvalDataLoader(config, test_data._dataset, test_data._sampler, shuffle=False)
             config["eval_batch_size"] = matched
-            times = []
-            for _ in range(max(1, args.eval_repeats // 2)):
-                model.restore_user_e = model.restore_item_e = None
-                t = time.perf_counter()
-                check = trainer.evaluate(default_loader, load_best_model=False, show_progress=False)
-                times.append(time.perf_counter() - t)
+            times, _, check = timed_evaluations(trainer, model, default_loader, max(1, args.eval_repeats // 2))
             assert abs(check["ndcg@10"] - test_result["ndcg@10"]) < 1e-4
             result["eval_s_default_batch"] = statistics.median(times)
         result["eval_users_per_batch"] = args.eval_users_per_batch
@@ -193,6 +182,18 @@ def main(argv: list[str] | None = None) -> dict:
     result["device"] = str(config["device"])
     print(json.dumps(result))
     return result
+
+
+def timed_evaluations(trainer, model, loader, repeats: int) -> tuple[list[float], list[float], dict]:
+    """Wall and CPU seconds of ``repeats`` full-ranking evaluations, and the last one's metrics."""
+    wall, cpu, result = [], [], {}
+    for _ in range(repeats):
+        model.restore_user_e = model.restore_item_e = None  # propagate afresh, as a real evaluation does
+        t, c = time.perf_counter(), time.process_time()
+        result = trainer.evaluate(loader, load_best_model=False, show_progress=False)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return wall, cpu, result
 
 
 def crosscheck(args, config, dataset, model, trainer, valid_data, test_data) -> dict:
