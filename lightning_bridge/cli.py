@@ -49,6 +49,14 @@ class BridgeCLI(LightningCLI):
         # read before testing: loading a checkpoint restores the callbacks' states as they were saved in it
         best = {_side(c): c.best_model_path for c in self.trainer.checkpoint_callbacks
                 if _side(c) and c.best_model_path}
+        primary, trainer = self.trainer.checkpoint_callback, self.trainer
+        if primary is not None and not primary.best_model_path:
+            last = primary.last_model_path or "last.ckpt"
+            raise ValueError(
+                f"test_after_fit: fit saved no best checkpoint by {primary.monitor} to test, because no validation "
+                f"ran (trainer.max_epochs={trainer.max_epochs}, trainer.check_val_every_n_epoch="
+                f"{trainer.check_val_every_n_epoch}). Validate more often, or test the final weights with "
+                f"`main.py test --config <run folder>/config.yaml --ckpt_path {last}`.")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
         self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
         tested = _side(self.trainer.checkpoint_callback)

@@ -46,6 +46,14 @@ def test_fit_then_test_and_predict_from_checkpoint(in_tmp):
     assert all(r["title"].startswith("item ") for r in rows)
 
 
+def test_test_after_fit_without_any_validation_is_a_clear_error(in_tmp):
+    expected = r"no validation ran \(trainer.max_epochs=1, trainer.check_val_every_n_epoch=5\).*last\.ckpt"
+    with pytest.raises(ValueError, match=expected):
+        main(["fit", "--config", TINY, "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "5",
+              "--test_after_fit", "true"])
+    assert (_run_dir(in_tmp) / "checkpoints" / "last.ckpt").exists()  # the training itself is kept
+
+
 def test_resume_matches_an_uninterrupted_run(in_tmp):
     full = main(["fit", "--config", TINY, "--trainer.max_epochs", "3", "--trainer.logger.init_args.name", "full"])
     first = main(["fit", "--config", TINY, "--trainer.max_epochs", "2", "--trainer.logger.init_args.name", "part"])
