@@ -100,8 +100,8 @@ def test_eval_batches_mask_every_known_item(graph):
     users, items, num_users, _ = graph
     known = UserHistories(users, items, np.arange(len(users)), num_users)
     eval_users = np.array([0, 3, 7, 29])
-    data = EvalUsers(eval_users, [np.array([1])] * 4, known, history_len=5, sparse=np.zeros(num_users, bool),
-                     batch_size=3)
+    data = EvalUsers(eval_users, [np.array([1])] * 4, known, history_len=5,
+                     groups={"sparse": np.zeros(num_users, bool)}, batch_size=3)
     rows, cols = [], []
     for b in range(len(data)):
         batch = data[(0, b)]

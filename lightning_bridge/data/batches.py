@@ -142,14 +142,17 @@ class EvalUsers(Dataset):
 
     A batch holds ``users``; ``targets`` (B, T) padded with -1; ``history`` (B, history_len), the items the
     model may read as context, most recent last; the (row, item) pairs to mask (``exclude_rows``,
-    ``exclude_cols``): everything in the history; and ``sparse``, whether the user is among the sparsest
-    fifth by training interactions.
+    ``exclude_cols``): everything in the history; ``group_<name>`` (B,) for each evaluation group (e.g.
+    ``group_sparse``: the user is among the sparsest fifth by training interactions), from ``groups``, masks
+    over all users; and, under the item cold-start protocol, ``new_items`` (num_items,), the items never
+    seen in training.
     """
 
     def __init__(self, users: np.ndarray, targets: list[np.ndarray], known: UserHistories, history_len: int,
-                 sparse: np.ndarray, batch_size: int) -> None:
+                 groups: dict[str, np.ndarray], batch_size: int, new_items: np.ndarray | None = None) -> None:
         self.users, self.targets, self.known = users, targets, known
-        self.history_len, self.sparse, self.batch_size = history_len, sparse, batch_size
+        self.history_len, self.groups, self.batch_size = history_len, groups, batch_size
+        self.new_items = None if new_items is None else torch.from_numpy(new_items)
         self._batches: dict[int, dict[str, torch.Tensor]] = {}
 
     def __len__(self) -> int:
@@ -182,7 +185,8 @@ class EvalUsers(Dataset):
             "history": torch.from_numpy(self.known.recent(users, counts, self.history_len)),
             "exclude_rows": torch.from_numpy(rows),
             "exclude_cols": torch.from_numpy(cols),
-            "sparse": torch.from_numpy(self.sparse[users]),
+            **{f"group_{name}": torch.from_numpy(mask[users]) for name, mask in self.groups.items()},
+            **({} if self.new_items is None else {"new_items": self.new_items}),
         }
 
 

@@ -20,6 +20,8 @@ from lightning_bridge.data.download import ml1m_folder, ml100k_folder
 from lightning_bridge.data.interactions import (
     Interactions,
     Split,
+    choose_new_items,
+    keep_last_per_user,
     leave_one_out,
     ratio_split,
     write_recbole_benchmark,
@@ -44,6 +46,15 @@ class RecDataModule(L.LightningDataModule):
         ratios: train / validation / test fractions per user for the ratio split.
         ratio_order: order in which the ratio split cuts each user's interactions.
         rating_threshold: keep interactions rated at least this (None: every rating is an interaction).
+        max_train_per_user: keep only each user's last k training interactions (a sparse regime made from
+            any dataset; validation and test are untouched). None keeps them all.
+        new_item_fraction: the item cold-start protocol: this seeded random fraction of the catalogue never
+            appears in training (its training interactions are dropped); users whose validation or test item
+            is new are reported as ``new_item_*`` (ranked among the new items only) and
+            ``new_item_catalogue_*`` (over the whole catalogue). None: no new items.
+        text_batch_size: items (and users, where the data has user text) per LM batch for the LM's text tasks.
+        text_sampling_power: how strongly those items favour the rare: drawn with probability proportional to
+            ``(training interactions + 1) ** -power`` (0: uniform over the catalogue).
         batch_size: BPR triples per domain training batch.
         lm_batch_size: examples per LM training batch.
         eval_batch_size: users per validation / test / predict batch.
@@ -59,6 +70,8 @@ class RecDataModule(L.LightningDataModule):
     def __init__(self, split: Literal["leave_one_out", "ratio"] = "leave_one_out",
                  ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  ratio_order: Literal["time", "random"] = "time", rating_threshold: float | None = None,
+                 max_train_per_user: int | None = None, new_item_fraction: float | None = None,
+                 text_batch_size: int = 64, text_sampling_power: float = 0.0,
                  batch_size: int = 2048, lm_batch_size: int = 32, eval_batch_size: int = 256,
                  history_len: int = 20, lm_examples_per_user: int = 8, num_workers: int = 0, seed: int | None = None,
                  cache_dir: str = DEFAULT_CACHE, export_split_to: str | None = None) -> None:
@@ -70,6 +83,12 @@ class RecDataModule(L.LightningDataModule):
                             ("lm_examples_per_user", lm_examples_per_user)):
             if value < 1:
                 raise ValueError(f"data.{name} must be at least 1, got {value}")
+        if max_train_per_user is not None and max_train_per_user < 1:
+            raise ValueError(f"data.max_train_per_user must be at least 1 (or null), got {max_train_per_user}")
+        if new_item_fraction is not None and not 0 < new_item_fraction < 1:
+            raise ValueError(f"data.new_item_fraction must be in (0, 1) (or null), got {new_item_fraction}")
+        if text_batch_size < 0:
+            raise ValueError(f"data.text_batch_size must be >= 0, got {text_batch_size}")
         self.save_hyperparameters()
         self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         self.cache_dir = Path(os.path.expanduser(cache_dir))
@@ -115,11 +134,25 @@ class RecDataModule(L.LightningDataModule):
             split = leave_one_out(self.interactions)
         else:
             split = ratio_split(self.interactions, tuple(h.ratios), h.ratio_order, self.seed)
+        train = split.train
+        if self.new_items.any():
+            train = train[~self.new_items[self.interactions.items[train]]]
+        if h.max_train_per_user is not None:
+            train = keep_last_per_user(self.interactions, train, h.max_train_per_user)
+        split = Split(train=train, valid=split.valid, test=split.test)
         log.info("%s: %d users, %d items; %d train, %d validation, %d test interactions", self.name(),
                  self.num_users, self.num_items, len(split.train), len(split.valid), len(split.test))
         if h.export_split_to:
             write_recbole_benchmark(self.interactions, split, h.export_split_to, self.name())
         return split
+
+    @cached_property
+    def new_items(self) -> np.ndarray:
+        """Boolean mask of the items held out of training (all False without the cold-start protocol)."""
+        fraction = self.hparams.new_item_fraction
+        if fraction is None:
+            return np.zeros(self.num_items, dtype=bool)
+        return choose_new_items(self.num_items, fraction, self.seed)
 
     # ---- what models read ------------------------------------------------------------------------------
     @property
@@ -152,10 +185,7 @@ class RecDataModule(L.LightningDataModule):
     def sparse_users(self) -> np.ndarray:
         """Boolean mask of the sparsest fifth of users by number of training interactions."""
         counts = np.bincount(self.interactions.users[self.split.train], minlength=self.num_users)
-        order = np.lexsort((np.arange(self.num_users), counts))
-        mask = np.zeros(self.num_users, dtype=bool)
-        mask[order[: math.ceil(0.2 * self.num_users)]] = True
-        return mask
+        return _lowest_fifth(np.arange(self.num_users), counts, self.num_users)
 
     # ---- loaders ---------------------------------------------------------------------------------------
     def _loader(self, dataset, num_batches: int, even: bool) -> DataLoader:
@@ -200,8 +230,27 @@ class RecDataModule(L.LightningDataModule):
             target_users, target_items = inter.users[rows][order], inter.items[rows][order]
             users, starts = np.unique(target_users, return_index=True)
             targets = np.split(target_items, starts[1:])
-        return EvalUsers(users, targets, known, self.hparams.history_len, self.sparse_users,
-                         self.hparams.eval_batch_size)
+        return EvalUsers(users, targets, known, self.hparams.history_len, self._eval_groups(users, targets),
+                         self.hparams.eval_batch_size, self.new_items if self.new_items.any() else None)
+
+    def _eval_groups(self, users: np.ndarray, targets: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Masks over all users of the groups reported beside the overall metrics: the sparsest fifth of users,
+        the fifth of evaluated users whose target is rarest in training, and (cold-start protocol) the users
+        whose target is a new item. A user with several targets counts by the rarest of them."""
+        groups = {"sparse": self.sparse_users}
+        if not any(len(t) for t in targets):  # predict: nothing to group by
+            return groups
+        popularity = self.item_popularity()
+        rarest = np.array([popularity[t].min() if len(t) else np.iinfo(np.int64).max for t in targets])
+        groups["rare"] = _lowest_fifth(users, rarest, self.num_users)
+        if self.new_items.any():
+            groups["new_item"] = np.zeros(self.num_users, dtype=bool)
+            groups["new_item"][users] = [bool(self.new_items[t].any()) for t in targets]
+        return groups
+
+    def item_popularity(self) -> np.ndarray:
+        """Training interactions per item."""
+        return np.bincount(self.interactions.items[self.split.train], minlength=self.num_items)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -315,3 +364,11 @@ class SyntheticDataModule(RecDataModule):
 
     def read(self) -> RawData:
         return synthetic_raw(**self.generator_args)
+
+
+def _lowest_fifth(users: np.ndarray, values: np.ndarray, num_users: int) -> np.ndarray:
+    """Mask over all users of the fifth of ``users`` with the lowest ``values`` (ties by user id)."""
+    order = np.lexsort((users, values))
+    mask = np.zeros(num_users, dtype=bool)
+    mask[users[order[: math.ceil(0.2 * len(users))]]] = True
+    return mask

@@ -149,3 +149,25 @@ def write_recbole_benchmark(inter: Interactions, split: Split, folder: str | Pat
                         f"{inter.ratings[r]:g}\t{inter.timestamps[r]}\n")
         paths.append(path)
     return paths
+
+
+def keep_last_per_user(inter: Interactions, rows: np.ndarray, k: int) -> np.ndarray:
+    """The last ``k`` of each user's ``rows`` by time (the sparsifier: a sparse regime made from any dataset,
+    validation and test untouched)."""
+    if k < 1:
+        raise ValueError(f"data.max_train_per_user must be at least 1, got {k}")
+    order = rows[np.lexsort((rows, inter.timestamps[rows], inter.users[rows]))]
+    counts = np.bincount(inter.users[order], minlength=inter.num_users)
+    from_end = np.repeat(np.cumsum(counts), counts) - np.arange(len(order))  # 1 for each user's last row
+    return np.sort(order[from_end <= k])
+
+
+def choose_new_items(num_items: int, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the items held out of training for the item cold-start protocol: a seeded random
+    ``fraction`` of the catalogue (at least one item, never all)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"data.new_item_fraction must be in (0, 1), got {fraction}")
+    count = min(max(1, round(fraction * num_items)), num_items - 1)
+    mask = np.zeros(num_items, dtype=bool)
+    mask[np.random.default_rng([seed, 7]).permutation(num_items)[:count]] = True
+    return mask
