@@ -11,6 +11,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning_bridge.callbacks import TopKWriter
 from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.models.bridge import BridgeModule
+from lightning_bridge.warm_start import warm_start_domain
 
 
 class BridgeCLI(LightningCLI):
@@ -36,6 +37,14 @@ class BridgeCLI(LightningCLI):
                             help="After fit, test the best checkpoint and print its metrics")
 
     def before_fit(self) -> None:
+        if isinstance(self.model, BridgeModule) and self.model.hparams.warm_start_auto \
+                and not self.config.fit.ckpt_path:
+            if self.trainer.world_size > 1:
+                raise ValueError("model.warm_start_auto runs on one process; under several devices warm-start "
+                                 "from a domain-only run with model.warm_start_checkpoint instead")
+            warm_start_domain(self.model, self.datamodule, self.trainer.log_dir or ".",
+                              accelerator=type(self.trainer.accelerator).__name__.removesuffix("Accelerator")
+                              .lower())
         primary = self.trainer.checkpoint_callback
         if isinstance(self.model, BridgeModule) and _side(primary):
             other = "lm" if _side(primary) == "domain" else "domain"

@@ -190,6 +190,25 @@ class EvalUsers(Dataset):
         }
 
 
+class TextIdSampler:
+    """Draws the items (or users) whose text an LM batch's text tasks read, without repeats within a batch.
+
+    ``weights`` are unnormalised draw probabilities (0: never drawn, e.g. no text); a draw is a pure function
+    of (seed, epoch, batch number), like every other batch.
+    """
+
+    def __init__(self, weights: np.ndarray, batch_size: int, seed: int, stream: int) -> None:
+        weights = np.asarray(weights, dtype=np.float64)
+        self.candidates = np.flatnonzero(weights > 0)
+        self.p = weights[self.candidates] / weights[self.candidates].sum()
+        self.size = min(batch_size, len(self.candidates))
+        self.seed, self.stream = seed, stream
+
+    def draw(self, epoch: int, b: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch, self.stream, b])
+        return np.sort(rng.choice(self.candidates, size=self.size, replace=False, p=self.p))
+
+
 class LMExamples(Dataset):
     """Next-item examples for the language model: a user, the history before one of their training
     interactions (most recent last, left-padded with -1), and that interaction's item as the target.
@@ -199,9 +218,10 @@ class LMExamples(Dataset):
     """
 
     def __init__(self, train: UserHistories, history_len: int, per_user: int, batch_size: int,
-                 seed: int) -> None:
+                 seed: int, text_ids: dict[str, TextIdSampler] | None = None) -> None:
         self.train, self.history_len, self.per_user = train, history_len, per_user
         self.batch_size, self.seed = batch_size, seed
+        self.text_ids = text_ids or {}
         counts = train.counts()
         self.users_with_history = np.flatnonzero(counts >= 2)
         self.draws = np.minimum(counts[self.users_with_history] - 1, per_user)
@@ -226,6 +246,9 @@ class LMExamples(Dataset):
         s = _batch_bounds(key[1], self.batch_size, len(users))
         users, ends = users[s], ends[s]
         targets = self.train.items[self.train.indptr[users] + ends]
-        return {"users": torch.from_numpy(users),
-                "history": torch.from_numpy(self.train.recent(users, ends, self.history_len)),
-                "targets": torch.from_numpy(targets[:, None])}
+        batch = {"users": torch.from_numpy(users),
+                 "history": torch.from_numpy(self.train.recent(users, ends, self.history_len)),
+                 "targets": torch.from_numpy(targets[:, None])}
+        for name, sampler in self.text_ids.items():
+            batch[name] = torch.from_numpy(sampler.draw(*key))
+        return batch

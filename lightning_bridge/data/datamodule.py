@@ -15,7 +15,14 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from lightning_bridge.data.batches import BPRTriples, EvalUsers, LMExamples, ShardedBatches, UserHistories
+from lightning_bridge.data.batches import (
+    BPRTriples,
+    EvalUsers,
+    LMExamples,
+    ShardedBatches,
+    TextIdSampler,
+    UserHistories,
+)
 from lightning_bridge.data.download import ml1m_folder, ml100k_folder
 from lightning_bridge.data.interactions import (
     Interactions,
@@ -199,7 +206,7 @@ class RecDataModule(L.LightningDataModule):
             return BPRTriples(inter.users[rows], inter.items[rows], self.num_items, h.batch_size, self.seed)
         if kind == "lm":
             return LMExamples(self._histories(rows), h.history_len, h.lm_examples_per_user, h.lm_batch_size,
-                              self.seed)
+                              self.seed, self._text_samplers())
         raise ValueError(f"unknown training batch kind {kind!r}; expected 'domain' or 'lm'")
 
     def train_dataloader(self):
@@ -210,6 +217,21 @@ class RecDataModule(L.LightningDataModule):
             dataset = self._train_dataset(kind)
             loaders[kind] = self._loader(dataset, len(dataset), even=True)
         return loaders[kinds[0]] if len(kinds) == 1 else loaders
+
+    def _text_samplers(self) -> dict[str, TextIdSampler]:
+        """``text_items`` and ``text_users`` of LM batches: the ids whose text the LM's text tasks read. Items
+        favour the rare by ``text_sampling_power``; users are uniform; ids without text are never drawn."""
+        h, samplers = self.hparams, {}
+        if h.text_batch_size == 0:
+            return samplers
+        has_text = np.array([bool(t) for t in self.item_text])
+        if has_text.any():
+            weights = has_text * (self.item_popularity() + 1.0) ** -h.text_sampling_power
+            samplers["text_items"] = TextIdSampler(weights, h.text_batch_size, self.seed, stream=2)
+        user_has_text = np.array([bool(t) for t in self.user_text])
+        if user_has_text.any():
+            samplers["text_users"] = TextIdSampler(user_has_text, h.text_batch_size, self.seed, stream=3)
+        return samplers
 
     def _eval_loader(self, stage: Literal["val", "test", "predict"]) -> DataLoader:
         if stage not in self._eval_datasets:

@@ -4,6 +4,7 @@ turns updating it under manual optimization."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
@@ -11,9 +12,16 @@ import torch
 import torch.nn.functional as F
 
 from lightning_bridge.models.domain import DomainModule
-from lightning_bridge.models.lm import LMModule, complete_slim_state_dict, slim_state_dict
+from lightning_bridge.models.lm import (
+    LMModule,
+    complete_slim_state_dict,
+    log_task_losses,
+    slim_state_dict,
+    weighted_sum,
+)
 from lightning_bridge.models.ranking import top_k_items
 from lightning_bridge.models.reproducible import step_random_state
+from lightning_bridge.modules.id_tokens import ITEM
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
 
 Side = Literal["domain", "lm"]
@@ -46,6 +54,18 @@ class BridgeModule(L.LightningModule):
         domain_clip: gradient-norm clip for domain steps (None: no clipping).
         lm_clip: gradient-norm clip for LM steps.
         predict_with: which model writes ``predict``'s recommendations.
+        text_anchor_weight: on domain steps, the LM's ``item_text`` task replayed with the LM's text
+            representations of the items held fixed: every item row, rare and new items included, keeps being
+            pulled toward what the LM reads in its text while BPR trains (BPR alone pushes rows of items that
+            are never positives down). The items are the LM batch's ``text_items``. 0 disables it.
+        text_anchor_refresh_epochs: how often (in epochs) the LM's text representations of the whole catalogue
+            are recomputed for the anchor.
+        warm_start_auto: before co-training, train the domain model alone with early stopping on its own
+            validation NDCG@10 and start from its best epoch; counted in the domain model's own epochs, so
+            the warm-up ends at the same place whatever the dataset's size (``lightning_bridge.warm_start``).
+        warm_start_max_epochs: most domain-only epochs of the automatic warm start.
+        warm_start_patience: validations without improvement that end the automatic warm start.
+        warm_start_val_every: domain-only epochs between two validations of the automatic warm start.
     """
 
     train_batch_kinds = ("domain", "lm")
@@ -58,8 +78,21 @@ class BridgeModule(L.LightningModule):
                  mutual_temperature: float = 1.0,
                  mutual_direction: Literal["both", "domain_to_lm", "lm_to_domain"] = "both",
                  mutual_scope: Literal["catalogue", "batch"] = "catalogue", domain_clip: float | None = None,
-                 lm_clip: float | None = None, predict_with: Side = "domain") -> None:
+                 lm_clip: float | None = None, predict_with: Side = "domain", text_anchor_weight: float = 0.0,
+                 text_anchor_refresh_epochs: int = 1, warm_start_auto: bool = False,
+                 warm_start_max_epochs: int = 300, warm_start_patience: int = 10,
+                 warm_start_val_every: int = 5) -> None:
         super().__init__()
+        if text_anchor_weight < 0:
+            raise ValueError(f"model.text_anchor_weight must be >= 0, got {text_anchor_weight}")
+        for name, value in (("text_anchor_refresh_epochs", text_anchor_refresh_epochs),
+                            ("warm_start_max_epochs", warm_start_max_epochs),
+                            ("warm_start_patience", warm_start_patience),
+                            ("warm_start_val_every", warm_start_val_every)):
+            if value < 1:
+                raise ValueError(f"model.{name} must be at least 1, got {value}")
+        if warm_start_auto and warm_start_checkpoint:
+            raise ValueError("model.warm_start_auto and model.warm_start_checkpoint exclude each other: give one")
         if domain_steps < 0 or lm_steps < 0 or domain_steps + lm_steps == 0:
             raise ValueError(f"domain_steps and lm_steps must be >= 0 and not both 0, got {domain_steps}, {lm_steps}")
         if schedule_unit not in ("step", "epoch"):
@@ -70,10 +103,11 @@ class BridgeModule(L.LightningModule):
         self.domain = domain(num_users, num_items, info_sharing=self.info)
         self.lm = lm(num_users, num_items, info_sharing=self.info)
         if warm_start_checkpoint:
-            self._warm_start(warm_start_checkpoint)
+            self.warm_start_from(warm_start_checkpoint)
         self._lm_teacher: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
+        self._text_anchor: TextAnchor | None = None
 
-    def _warm_start(self, path: str) -> None:
+    def warm_start_from(self, path: str) -> None:
         """Loads InfoSharing and the domain encoder from a domain-only run."""
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         wanted = {k: v for k, v in state.items() if k.startswith(("info.", "encoder."))}
@@ -107,8 +141,15 @@ class BridgeModule(L.LightningModule):
         opt, clip = (domain_opt, self.hparams.domain_clip) if side == "domain" else (lm_opt, self.hparams.lm_clip)
         part = batch[side]
         with step_random_state(self.global_step, self.device):
-            loss = self.domain.loss(part) if side == "domain" else self.lm.loss(part)
-            total = loss + self._mutual_term(side, part)
+            if side == "domain":
+                loss = self.domain.loss(part)
+                total = loss + self._anchor_term(batch["lm"])
+            else:
+                losses = self.lm.losses(part)
+                loss = weighted_sum(losses, self.lm.task_weights)
+                log_task_losses(self, losses, len(part["users"]))
+                total = loss
+            total = total + self._mutual_term(side, part)
         self.log(f"train/{side}_loss", loss, prog_bar=True, batch_size=len(part["users"]))
         opt.zero_grad()
         self.manual_backward(total)
@@ -116,6 +157,28 @@ class BridgeModule(L.LightningModule):
             self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         opt.step()
         return total
+
+    # ---- the text anchor ---------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        h, epoch = self.hparams, self.current_epoch
+        if h.text_anchor_weight == 0 or epoch < h.warmup_domain_epochs:
+            return
+        if self._text_anchor is None or epoch - self._text_anchor.epoch >= h.text_anchor_refresh_epochs:
+            self._text_anchor = TextAnchor.from_lm(self.lm, epoch)
+
+    def _anchor_term(self, lm_part: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The LM's item-text cross-entropy over the catalogue, with the LM's text queries held fixed, so that
+        only InfoSharing's item rows move (with the domain optimizer)."""
+        if self._text_anchor is None:
+            return torch.zeros((), device=self.device)
+        if "text_items" not in lm_part:
+            raise ValueError("model.text_anchor_weight > 0 needs LM batches with text_items: set "
+                             "data.text_batch_size > 0 (and use data with item text)")
+        items = lm_part["text_items"].to(self.device)
+        queries = self._text_anchor.queries.to(self.device)[items]
+        loss = F.cross_entropy(self.lm.recommender.score_queries(queries, self.info.item.weight).float(), items)
+        self.log("train/text_anchor_loss", loss, batch_size=len(items))
+        return self.hparams.text_anchor_weight * loss
 
     def _mutual_term(self, side: Side, part: dict[str, torch.Tensor]) -> torch.Tensor:
         """KL between the two models' score distributions over the same items.
@@ -198,11 +261,37 @@ class BridgeModule(L.LightningModule):
     # ---- checkpoints -----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = slim_state_dict(self, checkpoint["state_dict"])
+        if self._text_anchor is not None:  # a resumed run replays the same anchor until its next refresh
+            checkpoint["text_anchor"] = {"epoch": self._text_anchor.epoch, "queries": self._text_anchor.queries}
         # what export_domain needs to write a DomainModule checkpoint without loading the LM
         checkpoint["domain_hyper_parameters"] = {**self.domain.hparams, "embedding_dim": self.info.dim}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         complete_slim_state_dict(self, checkpoint["state_dict"])
+        if "text_anchor" in checkpoint:
+            self._text_anchor = TextAnchor(**checkpoint["text_anchor"])
+
+
+@dataclass
+class TextAnchor:
+    """The LM's text representation of every item (zeros where an item has no text), made at ``epoch``."""
+
+    epoch: int
+    queries: torch.Tensor
+
+    @classmethod
+    def from_lm(cls, lm: LMModule, epoch: int, batch_size: int = 256) -> TextAnchor:
+        """Encodes every item's text with the LM in eval mode (no dropout), without gradients."""
+        has_text = [i for i, text in enumerate(lm.prompts.item_texts) if text] if lm.prompts else []
+        queries = torch.zeros(lm.info.num_items, lm.info.dim, device=lm.device)
+        was_training = lm.training
+        lm.eval()
+        with torch.no_grad():
+            for start in range(0, len(has_text), batch_size):
+                ids = torch.tensor(has_text[start: start + batch_size], device=lm.device)
+                queries[ids] = lm.text_queries(ITEM, ids).float()
+        lm.train(was_training)
+        return cls(epoch, queries)
 
 
 def _kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:

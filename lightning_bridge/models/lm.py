@@ -14,7 +14,7 @@ from peft import PeftModel, load_peft_weights, set_peft_model_state_dict
 from lightning_bridge.models.hparams import save_init_hyperparameters
 from lightning_bridge.models.ranking import RankingEvaluator, top_k_items
 from lightning_bridge.modules.backbone import Finetune, add_id_placeholder, load_backbone
-from lightning_bridge.modules.id_tokens import LMRecommender, Pooling, Scoring
+from lightning_bridge.modules.id_tokens import ITEM, USER, LMRecommender, Pooling, Scoring
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
 from lightning_bridge.modules.prompts import DEFAULT_TEMPLATE, PromptBuilder
 
@@ -57,6 +57,12 @@ class LMModule(L.LightningModule):
         scheduler: optional LR scheduler, stepped every epoch.
         ks: cutoffs of the ranking metrics.
         predict_top_k: items per user written by ``predict``.
+        task_weights: weight of each training task in the LM's loss. ``next_item``: the recommendation task
+            (a user's prompt ranks their next item). ``item_text``: a prompt of an item's text alone (no ID
+            token) must rank that item first over the catalogue; this ties every item's InfoSharing row, rare
+            and new items included, to what its text says, and the domain model sees the moved rows.
+            ``user_text``: the same for users, where the data has user text. The items and users come from the
+            data (``data.text_batch_size``, ``data.text_sampling_power``). Default: ``{next_item: 1.0}``.
         info_sharing: the shared tables, injected by BridgeModule; built here when None.
     """
 
@@ -74,8 +80,9 @@ class LMModule(L.LightningModule):
                  info_lr: float | None = None, info_weight_decay: float | None = None,
                  head_lr: float | None = None, scheduler: LRSchedulerCallable | None = None,
                  ks: tuple[int, ...] = (5, 10, 20), predict_top_k: int = 20,
-                 info_sharing: InfoSharing | None = None) -> None:
+                 task_weights: dict[str, float] | None = None, info_sharing: InfoSharing | None = None) -> None:
         super().__init__()
+        self.task_weights = checked_task_weights(task_weights)
         save_init_hyperparameters(self, ignore=["info_sharing", "optimizer", "scheduler", "predict_top_k"])
         self.predict_top_k = predict_top_k  # not a hyperparameter: a checkpoint must not override it
         backbone_model, self.tokenizer, is_decoder = load_backbone(
@@ -103,6 +110,11 @@ class LMModule(L.LightningModule):
             raise ValueError(f"the data has {datamodule.num_users} users and {datamodule.num_items} items but "
                              f"the model was built for {self.hparams.num_users} and {self.hparams.num_items}")
         h = self.hparams
+        for task, texts, field in (("item_text", datamodule.item_text, "item"),
+                                   ("user_text", datamodule.user_text, "user")):
+            if self.task_weights.get(task) and not any(texts):
+                raise ValueError(f"model task_weights.{task} > 0 needs {field} text, but the data has no "
+                                 f"{field} text; set task_weights.{task} to 0 or use data with {field} text")
         self.prompts = PromptBuilder(self.tokenizer, self.recommender.id_token_id, datamodule.item_text,
                                      datamodule.user_text, h.template, h.max_length, h.max_item_tokens,
                                      h.item_separator)
@@ -118,9 +130,33 @@ class LMModule(L.LightningModule):
         """(B, num_items) scores of every item after each prompt."""
         return self.recommender.scores(**self.encode(batch), info=self.info)
 
+    def text_queries(self, kind: int, ids: torch.Tensor) -> torch.Tensor:
+        """(B, info_dim) pooled, projected representations of prompts made of these items' (or users') text."""
+        if self.prompts is None:
+            raise RuntimeError("LMModule.attach_data must run before prompts can be built")
+        prompt = {k: v.to(self.device, non_blocking=True) for k, v in self.prompts.build_texts(kind, ids).items()}
+        return self.recommender(**prompt, info=self.info)
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each weighted task's cross-entropy over the whole catalogue (or all users, for ``user_text``)."""
+        out = {}
+        if self.task_weights.get("next_item"):
+            out["next_item"] = F.cross_entropy(self.scores(batch).float(), batch["targets"][:, 0])
+        for task, key, kind, table in (("item_text", "text_items", ITEM, self.info.item),
+                                       ("user_text", "text_users", USER, self.info.user)):
+            if not self.task_weights.get(task):
+                continue
+            if key not in batch:
+                raise ValueError(f"model task_weights.{task} > 0 needs LM batches with {key}: set "
+                                 "data.text_batch_size > 0")
+            ids = batch[key].to(self.device)
+            scores = self.recommender.score_queries(self.text_queries(kind, ids), table.weight)
+            out[task] = F.cross_entropy(scores.float(), ids)
+        return out
+
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Cross-entropy of the true next item over the whole catalogue."""
-        return F.cross_entropy(self.scores(batch).float(), batch["targets"][:, 0])
+        """The weighted sum of the tasks' losses."""
+        return weighted_sum(self.losses(batch), self.task_weights)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for group in self.param_groups() for p in group["params"]]
@@ -142,8 +178,10 @@ class LMModule(L.LightningModule):
             self.attach_data(self.trainer.datamodule)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
+        losses = self.losses(batch)
+        loss = weighted_sum(losses, self.task_weights)
         self.log("train/lm_loss", loss, prog_bar=True, batch_size=len(batch["users"]))
+        log_task_losses(self, losses, len(batch["users"]))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -192,6 +230,34 @@ class LMModule(L.LightningModule):
         if not isinstance(backbone, PeftModel):
             raise ValueError(f"the backbone has no LoRA adapter (finetune={self.hparams.finetune!r})")
         return backbone
+
+
+TASKS = ("next_item", "item_text", "user_text")
+
+
+def checked_task_weights(weights: dict[str, float] | None) -> dict[str, float]:
+    """The LM's task weights, with a clear error for an unknown task, a negative weight or no task at all."""
+    weights = {"next_item": 1.0} if weights is None else dict(weights)
+    unknown = sorted(set(weights) - set(TASKS))
+    if unknown:
+        raise ValueError(f"model task_weights: unknown task {unknown[0]!r}; expected some of {', '.join(TASKS)}")
+    negative = {k: v for k, v in weights.items() if v < 0}
+    if negative:
+        raise ValueError(f"model task_weights must be >= 0, got {negative}")
+    if not any(weights.values()):
+        raise ValueError(f"model task_weights: at least one task needs a positive weight, got {weights}")
+    return weights
+
+
+def weighted_sum(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    return sum(weights[task] * loss for task, loss in losses.items())
+
+
+def log_task_losses(module: L.LightningModule, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+    """``train/lm_<task>_loss`` for each task, when the LM trains more than one."""
+    if len(losses) > 1:
+        for task, value in losses.items():
+            module.log(f"train/lm_{task}_loss", value, batch_size=batch_size)
 
 
 def frozen_parameter_names(module: torch.nn.Module) -> set[str]:

@@ -78,13 +78,17 @@ class LMRecommender(nn.Module):
         return self.out_proj(pooled.to(self.out_proj.weight.dtype))
 
     def scores(self, input_ids: Tensor, attention_mask: Tensor, id_kind: Tensor, id_index: Tensor,
-               info: InfoSharing) -> Tensor:
-        """Scores against every item of InfoSharing's table, (B, num_items): full-catalogue ranking, as the
-        domain model does."""
-        query, items = self(input_ids, attention_mask, id_kind, id_index, info), info.item.weight
+               info: InfoSharing, against: int = ITEM) -> Tensor:
+        """Scores against every row of InfoSharing's item table, (B, num_items): full-catalogue ranking, as the
+        domain model does (or against the user table, ``against=USER``, for the user-text task)."""
+        query = self(input_ids, attention_mask, id_kind, id_index, info)
+        return self.score_queries(query, (info.item if against == ITEM else info.user).weight)
+
+    def score_queries(self, query: Tensor, table: Tensor) -> Tensor:
+        """(B, rows) scores of pooled, projected prompts against a table, by this model's scoring rule."""
         if self.scoring == "cosine":
-            query, items = nn.functional.normalize(query, dim=-1), nn.functional.normalize(items, dim=-1)
-        return query @ items.T / self.temperature
+            query, table = nn.functional.normalize(query, dim=-1), nn.functional.normalize(table, dim=-1)
+        return query @ table.T / self.temperature
 
 
 def _pool(hidden: Tensor, attention_mask: Tensor, pooling: Pooling) -> Tensor:

@@ -48,6 +48,7 @@ class PromptBuilder:
         # follows its ID token, needs its own leading space; WordPiece and SentencePiece add that themselves.
         # (The template's literals carry their own spaces.)
         space = " " if _glues_pieces(tokenizer) else ""
+        self.item_texts = list(item_text)
         missing = sum(1 for t in item_text if not t)
         if missing:
             log.info("%d of %d items have no text; their prompts show the ID token alone", missing,
@@ -140,8 +141,22 @@ class PromptBuilder:
                               np.where(chosen, safe, self.empty_seg)], 2).reshape(b, 3 * n),
                     np.tile([NO_KIND, ITEM, NO_KIND], (b, n)), np.stack([zeros, safe, zeros], 2).reshape(b, 3 * n))
         add(self.suffix_seg)
-        segs, kinds, index = np.hstack(segs), np.hstack(kinds), np.hstack(index)
+        return self._gather(np.hstack(segs), np.hstack(kinds), np.hstack(index))
 
+    def build_texts(self, kind: int, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Prompts made of an item's (``kind=ITEM``) or user's (``USER``) text alone, no ID token: the input of
+        the LM's text tasks, which must find that item or user from what its text says."""
+        rows = ids.cpu().numpy().astype(np.int64)
+        text_seg = rows if kind == ITEM else self.user_base + rows
+        if kind == USER and not self.has_user_text:
+            raise ValueError("the data has no user text to build prompts from")
+        b = len(rows)
+        segs = np.stack([np.full(b, self.prefix_seg), text_seg, np.full(b, self.suffix_seg)], 1)
+        return self._gather(segs, np.full(segs.shape, NO_KIND), np.zeros(segs.shape, dtype=np.int64))
+
+    def _gather(self, segs: np.ndarray, kinds: np.ndarray, index: np.ndarray) -> dict[str, torch.Tensor]:
+        """Right-padded prompt tensors from a (B, S) table of segment ids with each segment's ID kind and row."""
+        b = segs.shape[0]
         # Gather: one output token per (segment, offset in segment).
         seg_len = self.seg_len[segs].ravel()
         total = int(seg_len.sum())

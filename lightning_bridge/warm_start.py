@@ -1,0 +1,47 @@
+"""The automatic warm start of co-training: the domain model trains alone until its own validation stops
+improving, and co-training starts from its best epoch.
+
+Counting the warm-up in the domain model's own epochs and ending it by early stopping makes it transfer across
+datasets: a co-training epoch is as long as the longer of the two batch streams (usually the LM's), so a fixed
+number of co-training epochs can be hundreds of domain epochs on a small dataset, far past the domain model's
+best.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_bridge.models.bridge import BridgeModule
+
+log = logging.getLogger(__name__)
+MONITOR = "domain/val/ndcg@10"
+
+
+def warm_start_domain(bridge: BridgeModule, datamodule: L.LightningDataModule, log_dir: str,
+                      accelerator: str = "cpu") -> str:
+    """Trains ``bridge.domain`` alone (sharing the bridge's InfoSharing) with early stopping on validation,
+    loads its best epoch back into the bridge, and returns that checkpoint's path (under ``log_dir``)."""
+    h = bridge.hparams
+    folder = os.path.join(log_dir, "warm_start")
+    checkpoint = ModelCheckpoint(dirpath=os.path.join(folder, "checkpoints"), monitor=MONITOR, mode="max",
+                                 save_top_k=1, filename="best-{epoch}")
+    trainer = L.Trainer(
+        max_epochs=h.warm_start_max_epochs, check_val_every_n_epoch=h.warm_start_val_every,
+        accelerator=accelerator, devices=1, num_sanity_val_steps=0, enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=1,
+        logger=TensorBoardLogger(folder, name="", version=""),
+        callbacks=[EarlyStopping(MONITOR, mode="max", patience=h.warm_start_patience), checkpoint])
+    trainer.fit(bridge.domain, datamodule=datamodule)
+    if not checkpoint.best_model_path:
+        raise RuntimeError(f"warm start: no validation ran in {h.warm_start_max_epochs} epochs; lower "
+                           "model.warm_start_val_every or raise model.warm_start_max_epochs")
+    bridge.warm_start_from(checkpoint.best_model_path)
+    bridge.domain.trainer = None  # the main fit drives the bridge; the domain model is its child again
+    log.info("warm start: domain model best at %s (%s=%.4f after %d epochs)", checkpoint.best_model_path,
+             MONITOR, float(checkpoint.best_model_score), trainer.current_epoch)
+    return checkpoint.best_model_path
