@@ -34,7 +34,7 @@ from lightning_bridge.data.interactions import (
     write_recbole_benchmark,
 )
 from lightning_bridge.data.sources import RawData, read_atomic, read_ml1m, read_ml100k
-from lightning_bridge.data.synthetic import synthetic_raw
+from lightning_bridge.data.synthetic import synthetic_raw, synthetic_topics_raw
 
 log = logging.getLogger(__name__)
 
@@ -394,3 +394,35 @@ def _lowest_fifth(users: np.ndarray, values: np.ndarray, num_users: int) -> np.n
     mask = np.zeros(num_users, dtype=bool)
     mask[users[order[: math.ceil(0.2 * len(users))]]] = True
     return mask
+
+
+class SyntheticTopicsDataModule(RecDataModule):
+    """Sparse synthetic data whose item titles are real words that carry the preference signal: users like
+    one or two topics, item popularity is Zipf-skewed (most items have at most three interactions) and each
+    title is made of its topic's words. The setting where a language model's knowledge should help the domain
+    model most (``lightning_bridge.data.synthetic.synthetic_topics_raw``).
+
+    Args:
+        generated_users: users to generate.
+        generated_items: items to generate (items nobody picked are left out of the catalogue, so the data's
+            ``num_items`` can be smaller).
+        num_topics: topics, each with its own title words.
+        mean_interactions: mean interactions per user (at least 3).
+        popularity_exponent: Zipf exponent of item popularity within a topic.
+        noise: share of each user's items picked at random, outside their topics.
+        data_seed: seeds the generated data (``seed`` seeds training).
+    """
+
+    def __init__(self, generated_users: int = 1500, generated_items: int = 3000, num_topics: int = 10,
+                 mean_interactions: float = 8.0, popularity_exponent: float = 1.0, noise: float = 0.1,
+                 data_seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.generator_args = dict(num_users=generated_users, num_items=generated_items, num_topics=num_topics,
+                                   mean_interactions=mean_interactions, popularity_exponent=popularity_exponent,
+                                   noise=noise, seed=data_seed)
+
+    def name(self) -> str:
+        return "synthetic_topics"
+
+    def read(self) -> RawData:
+        return synthetic_topics_raw(**self.generator_args)

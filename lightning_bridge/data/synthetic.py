@@ -39,3 +39,63 @@ def synthetic_raw(num_users: int = 200, num_items: int = 100, num_factors: int =
                    ratings=np.ones(len(users), dtype=np.float32), timestamps=timestamps,
                    item_text=item_text, item_titles={str(i): f"item {i}" for i in range(num_items)},
                    user_text={}, source=f"synthetic(seed={seed})")
+
+
+# Topics named by words a pretrained language model already relates: the title words of a topic's items say
+# which topic (and so which users) an item belongs to, even for an item nobody has interacted with yet.
+TOPIC_WORDS = {
+    "space": ("galaxy", "rocket", "orbit", "planet", "astronaut", "comet", "nebula", "moon", "star", "alien"),
+    "cooking": ("kitchen", "recipe", "bread", "soup", "chef", "spice", "baking", "pasta", "dinner", "flavor"),
+    "war": ("battle", "soldier", "army", "siege", "tank", "general", "trench", "invasion", "fleet", "rifle"),
+    "romance": ("love", "kiss", "wedding", "heart", "bride", "romance", "lovers", "valentine", "darling", "sweetheart"),
+    "horror": ("ghost", "haunted", "zombie", "vampire", "curse", "nightmare", "blood", "demon", "crypt", "scream"),
+    "sports": ("football", "champion", "stadium", "goal", "marathon", "boxing", "tennis", "coach", "league", "racer"),
+    "ocean": ("sea", "whale", "sailor", "island", "coral", "shark", "harbor", "tide", "reef", "voyage"),
+    "music": ("guitar", "song", "piano", "concert", "melody", "jazz", "band", "symphony", "singer", "drummer"),
+    "crime": ("detective", "murder", "heist", "gangster", "police", "robbery", "mafia", "thief", "prison", "crime"),
+    "animals": ("puppy", "kitten", "horse", "tiger", "elephant", "zoo", "bear", "wolf", "rabbit", "parrot"),
+}
+TITLE_PATTERNS = ("The {a} of the {b}", "{a} and {b}", "The Last {a}", "{a} {b}", "Return of the {a}",
+                  "A {a} in the {b}")
+
+
+def synthetic_topics_raw(num_users: int = 1500, num_items: int = 3000, num_topics: int = 10,
+                         mean_interactions: float = 8.0, popularity_exponent: float = 1.0,
+                         noise: float = 0.1, seed: int = 0) -> RawData:
+    """Users with one or two favourite topics pick items of those topics, popular ones more often
+    (``popularity_exponent``: Zipf weights within a topic), and a ``noise`` share of items at random. Item
+    titles are made of their topic's words, so text tells what sparse interactions cannot: most items have
+    at most three interactions, most users a handful, and a new item's topic is in its title alone."""
+    if not 1 <= num_topics <= len(TOPIC_WORDS):
+        raise ValueError(f"num_topics must be in 1..{len(TOPIC_WORDS)}, got {num_topics}")
+    if mean_interactions < 3 or not 0 <= noise < 1:
+        raise ValueError(f"need mean_interactions >= 3 and 0 <= noise < 1, got {mean_interactions}, {noise}")
+    rng = np.random.default_rng(seed)
+    topics = list(TOPIC_WORDS)[:num_topics]
+    item_topic = rng.integers(num_topics, size=num_items)
+    weight = rng.permutation(num_items) + 1.0
+    weight = weight ** -popularity_exponent  # Zipf popularity, in a random order over items
+    by_topic = [np.flatnonzero(item_topic == t) for t in range(num_topics)]
+    favourites = [rng.choice(num_topics, size=rng.integers(1, 3), replace=False) for _ in range(num_users)]
+    counts = np.minimum(3 + rng.geometric(1 / (mean_interactions - 2), size=num_users) - 1, num_items // 4)
+    users, items = [], []
+    for u, (likes, n) in enumerate(zip(favourites, counts, strict=True)):
+        pool = np.concatenate([by_topic[t] for t in likes])
+        from_taste = min(n - rng.binomial(n, noise), len(pool))
+        chosen = rng.choice(pool, size=from_taste, replace=False, p=weight[pool] / weight[pool].sum())
+        rest = np.setdiff1d(np.arange(num_items), chosen)
+        chosen = np.concatenate([chosen, rng.choice(rest, size=n - from_taste, replace=False)])
+        users.append(np.full(n, u))
+        items.append(rng.permutation(chosen))
+    users, items = np.concatenate(users), np.concatenate(items)
+    item_text = {}
+    for i in range(num_items):
+        words = TOPIC_WORDS[topics[item_topic[i]]]
+        a, b = rng.choice(len(words), size=2, replace=False)
+        pattern = TITLE_PATTERNS[rng.integers(len(TITLE_PATTERNS))]
+        item_text[str(i)] = pattern.format(a=words[a].title(), b=words[b].title())
+    return RawData(users=users.astype(str), items=items.astype(str),
+                   ratings=np.ones(len(users), dtype=np.float32),
+                   timestamps=np.arange(len(users), dtype=np.int64), item_text=item_text,
+                   item_titles=dict(item_text), user_text={},
+                   source=f"synthetic_topics(seed={seed})")

@@ -1,0 +1,148 @@
+"""The path from text to the shared table: the LM's text tasks, the text anchor on domain steps, and the
+automatic warm start."""
+
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+
+from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.models.bridge import BridgeModule
+from lightning_bridge.models.domain import DomainModule
+from lightning_bridge.models.lm import LMModule
+from lightning_bridge.modules.id_tokens import ITEM
+from lightning_bridge.modules.prompts import PromptBuilder
+from lightning_bridge.warm_start import warm_start_domain
+
+NUM_USERS, NUM_ITEMS = 40, 30
+
+
+def _data(tmp_path, **kwargs) -> SyntheticDataModule:
+    settings = {"batch_size": 32, "lm_batch_size": 8, "history_len": 3, "text_batch_size": 16, **kwargs}
+    return SyntheticDataModule(num_users=NUM_USERS, num_items=NUM_ITEMS, cache_dir=str(tmp_path), seed=0,
+                               **settings)
+
+
+def _trainer(tmp_path, **kwargs) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                     default_root_dir=tmp_path, **kwargs)
+
+
+def _item_text_hits(lm: LMModule, k: int) -> float:
+    """Share of items that a prompt of their own text alone ranks in the top k."""
+    items = torch.arange(NUM_ITEMS)
+    lm.eval()
+    with torch.no_grad():
+        scores = lm.recommender.score_queries(lm.text_queries(ITEM, items), lm.info.item.weight)
+    lm.train()
+    return (scores.topk(k).indices == items[:, None]).any(1).float().mean().item()
+
+
+def test_text_prompts_hold_an_items_text_alone_without_id_tokens():
+    from test_lm_module import ITEMS, tokenizer_for
+
+    tokenizer, id_token = tokenizer_for("encoder")
+    prompts = PromptBuilder(tokenizer, id_token, ITEMS, None, template="H: {history}", max_length=64)
+    out = prompts.build_texts(ITEM, torch.tensor([3, 0]))
+    texts = [tokenizer.decode(ids[mask.bool()], skip_special_tokens=True) for ids, mask in
+             zip(out["input_ids"], out["attention_mask"], strict=True)]
+    assert [t.strip() for t in texts] == ["cherry pie", "apple"]
+    assert (out["id_kind"] == -1).all()
+
+
+def test_item_text_task_teaches_the_lm_to_find_an_item_from_its_text_alone(tmp_path):
+    torch.manual_seed(0)
+    lm = LMModule(NUM_USERS, NUM_ITEMS, backbone="tiny-encoder", max_length=160, embedding_dim=16,
+                  task_weights={"item_text": 1.0}, optimizer=lambda p: torch.optim.AdamW(p, lr=2e-2))
+    data = _data(tmp_path)
+    lm.attach_data(data)
+    before = _item_text_hits(lm, k=3)
+    _trainer(tmp_path, max_steps=60).fit(lm, datamodule=data)
+    after = _item_text_hits(lm, k=3)
+    chance = 3 / NUM_ITEMS
+    assert after >= 5 * chance and after > before + 0.3, (before, after)
+
+
+def test_an_lm_text_step_moves_rows_that_the_domain_model_then_reads(tmp_path):
+    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, domain_steps=0, lm_steps=1,
+                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
+                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160,
+                                                         task_weights={"item_text": 1.0}, **kw))
+    data = _data(tmp_path)
+    bridge.domain.attach_data(data)
+    users = torch.arange(NUM_USERS)
+    scores_before = bridge.domain.scores(users).detach().clone()
+    _trainer(tmp_path, max_steps=1).fit(bridge, datamodule=data)
+    assert not torch.allclose(bridge.domain.scores(users), scores_before)
+
+
+def _bridge_after_one_domain_step(tmp_path, anchor: float) -> tuple[BridgeModule, torch.Tensor]:
+    torch.manual_seed(0)
+    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, domain_steps=1, lm_steps=0,
+                          text_anchor_weight=anchor,
+                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
+                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    before = bridge.info.item.weight.detach().clone()
+    _trainer(tmp_path, max_steps=1).fit(bridge, datamodule=_data(tmp_path, batch_size=4))
+    return bridge, (bridge.info.item.weight.detach() != before).any(1)
+
+
+def test_text_anchor_pulls_item_rows_outside_the_bpr_batch_on_domain_steps(tmp_path):
+    _, moved_without = _bridge_after_one_domain_step(tmp_path, anchor=0.0)
+    bridge, moved_with = _bridge_after_one_domain_step(tmp_path, anchor=1.0)
+    assert moved_without.sum() <= 8  # a 4-triple BPR batch touches at most 8 items
+    assert moved_with.all()  # the anchor's cross-entropy reaches every item row
+    assert bridge._text_anchor is not None and bridge._text_anchor.queries.abs().sum() > 0
+
+
+def test_text_anchor_survives_a_checkpoint(tmp_path):
+    bridge, _ = _bridge_after_one_domain_step(tmp_path, anchor=1.0)
+    checkpoint = {"state_dict": bridge.state_dict()}
+    bridge.on_save_checkpoint(checkpoint)
+    fresh = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, text_anchor_weight=1.0,
+                         domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
+                         lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    fresh.on_load_checkpoint(checkpoint)
+    assert torch.equal(fresh._text_anchor.queries, bridge._text_anchor.queries)
+
+
+def test_automatic_warm_start_stops_at_the_domain_models_best_and_starts_from_it(tmp_path):
+    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, warm_start_auto=True, warm_start_max_epochs=200,
+                          warm_start_patience=2, warm_start_val_every=1,
+                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
+                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    best = warm_start_domain(bridge, _data(tmp_path), str(tmp_path))
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    assert torch.equal(bridge.info.item.weight, state["state_dict"]["info.item.weight"])
+    assert state["epoch"] < 199  # early stopping ended it, not the epoch cap
+    assert bridge.domain._trainer is None
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ({"next_item": 1.0, "titles": 1.0}, "unknown task 'titles'"),
+    ({"next_item": 1.0, "item_text": -0.5}, "must be >= 0"),
+    ({"next_item": 0.0}, "at least one task needs a positive weight"),
+])
+def test_task_weights_reject_bad_values(weights, message):
+    with pytest.raises(ValueError, match=message):
+        LMModule(NUM_USERS, NUM_ITEMS, backbone="tiny-decoder", task_weights=weights)
+
+
+def test_item_text_task_on_data_without_item_text_names_the_option():
+    lm = LMModule(2, 3, backbone="tiny-decoder", task_weights={"item_text": 1.0})
+    data = SimpleNamespace(num_users=2, num_items=3, item_text=[None, "", None], user_text=[None, None])
+    with pytest.raises(ValueError, match=r"task_weights\.item_text > 0 needs item text"):
+        lm.attach_data(data)
+
+
+def test_bridge_rejects_a_negative_anchor_and_two_warm_starts():
+    def make(**kwargs):
+        return BridgeModule(NUM_USERS, NUM_ITEMS, domain=lambda u, i, **kw: DomainModule(u, i, **kw),
+                            lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", **kw), **kwargs)
+
+    with pytest.raises(ValueError, match="text_anchor_weight must be >= 0"):
+        make(text_anchor_weight=-1.0)
+    with pytest.raises(ValueError, match="exclude each other"):
+        make(warm_start_auto=True, warm_start_checkpoint="x.ckpt")
