@@ -83,19 +83,23 @@ def _side(checkpoint: ModelCheckpoint | None) -> str | None:
     return checkpoint.monitor.split("/")[0] if checkpoint is not None and checkpoint.monitor else None
 
 
-SUMMARY_COLUMNS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "sparse_hr@10")
+SUMMARY_COLUMNS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "sparse_hr@10", "rare_ndcg@10",
+                   "new_item_ndcg@10", "new_item_catalogue_hr@10")
 
 
 def summary_table(metrics: dict, tested_at: dict[str, str]) -> str:
     """The headline test metrics, one row per model that was tested, with the checkpoint it was tested at
-    (``tested_at``: model name -> checkpoint path; a model without its own is tested at the first one)."""
+    (``tested_at``: model name -> checkpoint path; a model without its own is tested at the first one).
+    Group columns the data does not have (e.g. new items without the cold-start protocol) are left out."""
     fallback = next(iter(tested_at.values()), "")
-    rows = [f"{'model':<8}" + "".join(f"{c:>16}" for c in SUMMARY_COLUMNS) + "  checkpoint"]
-    for model in ("domain", "lm"):
-        if f"{model}/test/ndcg@10" in metrics:
-            rows.append(f"{model:<8}" + "".join(f"{float(metrics[f'{model}/test/{c}']):>16.4f}"
-                                                 for c in SUMMARY_COLUMNS)
-                        + f"  {Path(tested_at.get(model, fallback)).name}")
+    models = [m for m in ("domain", "lm") if f"{m}/test/ndcg@10" in metrics]
+    columns = [c for c in SUMMARY_COLUMNS if all(f"{m}/test/{c}" in metrics for m in models)]
+    widths = [max(16, len(c) + 2) for c in columns]
+    rows = [f"{'model':<8}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)) + "  checkpoint"]
+    for model in models:
+        rows.append(f"{model:<8}" + "".join(f"{float(metrics[f'{model}/test/{c}']):>{w}.4f}"
+                                             for c, w in zip(columns, widths, strict=True))
+                    + f"  {Path(tested_at.get(model, fallback)).name}")
     return "\n".join(rows)
 
 
