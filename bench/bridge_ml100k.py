@@ -26,6 +26,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 from lightning_bridge.cli import main as cli_main
 
@@ -44,9 +45,10 @@ METRICS = ("ndcg@10", "hr@10", "recall@20", "sparse_ndcg@10", "sparse_hr@10", "r
            "new_item_ndcg@10", "new_item_hr@10", "new_item_catalogue_ndcg@10", "new_item_catalogue_hr@10")
 
 
-def run(variant: str, setting: str, seed: int, overrides: list[str]) -> tuple[dict, float, float]:
+def run(variant: str, setting: str, seed: int, overrides: list[str]) -> tuple[dict, float, float, dict]:
     """Test metrics of each model the variant trains (each at its own best validation checkpoint; the metrics
-    the setting has), the best validation score of the run's main checkpoint, and the wall time."""
+    the setting has), the best validation score of the run's main checkpoint, the wall time, and the names of
+    the best (and the warm-start) checkpoints."""
     start = time.perf_counter()
     cli = cli_main(["fit", "--config", CONFIGS[variant], *SETTINGS[setting], "--seed_everything", str(seed),
                     "--test_after_fit", "true",
@@ -56,7 +58,10 @@ def run(variant: str, setting: str, seed: int, overrides: list[str]) -> tuple[di
     reported = {key: {m: metrics[f"{model}/test/{m}"] for m in METRICS if f"{model}/test/{m}" in metrics}
                 for key, model in REPORTS[variant]}
     best = cli.trainer.checkpoint_callback.best_model_score
-    return reported, float("nan") if best is None else float(best), wall
+    checkpoints = {"best": Path(cli.trainer.checkpoint_callback.best_model_path).name}
+    if cli.warm_start_checkpoint:  # where the automatic warm start stopped, in the domain model's own epochs
+        checkpoints["warm_start"] = Path(cli.warm_start_checkpoint).name
+    return reported, float("nan") if best is None else float(best), wall, checkpoints
 
 
 def summarize(records: list[dict]) -> dict:
@@ -98,10 +103,11 @@ def main() -> None:
     for setting in args.settings:
         for seed in args.seeds:
             for variant in args.variants:
-                reported, best_val, wall = run(variant, setting, seed, overrides)
+                reported, best_val, wall, checkpoints = run(variant, setting, seed, overrides)
                 reported = {f"{args.tag}{key}": values for key, values in reported.items()}
                 records.append({"setting": setting, "seed": seed, "variant": args.tag + variant, "wall_s": wall,
-                                "metrics": reported, "best_val": best_val, "overrides": overrides})
+                                "metrics": reported, "best_val": best_val, "checkpoints": checkpoints,
+                                "overrides": overrides})
                 if args.jsonl:
                     with open(args.jsonl, "a") as out:
                         out.write(json.dumps(records[-1]) + "\n")

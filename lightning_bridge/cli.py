@@ -25,6 +25,8 @@ class BridgeCLI(LightningCLI):
 
     test_metrics: dict[str, float]
     """After ``fit --test_after_fit true``: the reported test metrics, each model's from its own best."""
+    warm_start_checkpoint: str | None = None
+    """After a fit with ``model.warm_start_auto``: the domain model's best checkpoint that co-training began from."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_users", "model.init_args.num_users", apply_on="instantiate")
@@ -42,9 +44,9 @@ class BridgeCLI(LightningCLI):
             if self.trainer.world_size > 1:
                 raise ValueError("model.warm_start_auto runs on one process; under several devices warm-start "
                                  "from a domain-only run with model.warm_start_checkpoint instead")
-            warm_start_domain(self.model, self.datamodule, self.trainer.log_dir or ".",
-                              accelerator=type(self.trainer.accelerator).__name__.removesuffix("Accelerator")
-                              .lower())
+            self.warm_start_checkpoint = warm_start_domain(
+                self.model, self.datamodule, self.trainer.log_dir or ".",
+                accelerator=type(self.trainer.accelerator).__name__.removesuffix("Accelerator").lower())
         primary = self.trainer.checkpoint_callback
         if isinstance(self.model, BridgeModule) and _side(primary):
             other = "lm" if _side(primary) == "domain" else "domain"
