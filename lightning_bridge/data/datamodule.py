@@ -15,6 +15,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from lightning_bridge.cache import DEFAULT_CACHE
 from lightning_bridge.data.batches import BPRTriples, EvalUsers, LMExamples, ShardedBatches, UserHistories
 from lightning_bridge.data.download import ml1m_folder, ml100k_folder
 from lightning_bridge.data.interactions import (
@@ -30,7 +31,6 @@ from lightning_bridge.data.synthetic import synthetic_raw
 log = logging.getLogger(__name__)
 
 BatchKind = Literal["domain", "lm"]
-DEFAULT_CACHE = "~/.cache/lightning_bridge"
 
 
 class RecDataModule(L.LightningDataModule):

