@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CONFIGS
 
 from lightning_bridge.cache import DEFAULT_CACHE, sha256_file
+from lightning_bridge.cli import main
 from lightning_bridge.modules import gguf_backbone
 from lightning_bridge.modules.backbone import load_backbone
 from lightning_bridge.modules.gguf_backbone import WheelMember, check_gguf, gguf_backbone_folder, wheel_member
@@ -30,9 +32,12 @@ def write_gguf(path: Path, arch: str = "llama", dtype: type = np.float32) -> Pat
     return path
 
 
-def test_missing_file_names_the_option(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"gguf_file: .*nope\.gguf does not exist; expected a \.gguf"):
-        load_backbone(str(tmp_path), gguf_file="nope.gguf", cache_dir=tmp_path / "cache")
+def test_missing_file_names_the_option(in_tmp: Path) -> None:
+    """Through the real command line, so the YAML option reaches load_backbone (which jsonargparse reports
+    as a ValueError carrying our message)."""
+    with pytest.raises(ValueError, match=r"gguf_file: .*nope\.gguf does not exist; expected a \.gguf"):
+        main(["fit", "--config", str(CONFIGS / "tiny_lm.yaml"), "--model.init_args.backbone", str(in_tmp),
+              "--model.init_args.gguf_file", "nope.gguf"])
 
 
 def test_unsupported_tensor_type_is_named_before_any_conversion(tmp_path: Path) -> None:
