@@ -32,6 +32,69 @@ def write_gguf(path: Path, arch: str = "llama", dtype: type = np.float32) -> Pat
     return path
 
 
+def write_tiny_llama(path: Path, hidden: int = 32, ffn: int = 64) -> dict[str, np.ndarray]:
+    """A 1-block LLaMA GGUF with the tiny byte-level vocabulary, its MLP in Q4_1 (as SmolLM2's file); returns
+    the weights a loader must produce for the embedding and the MLP (dequantised as llama.cpp does)."""
+    from lightning_bridge.modules.tiny import tiny_tokenizer
+
+    vocab = tiny_tokenizer("decoder").get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    rng = np.random.default_rng(0)
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_context_length(64)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * len(tokens))
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_token_merges([])
+    writer.add_eos_token_id(0)
+    expected = {}
+    shapes = {"token_embd": (len(tokens), hidden), "output_norm": (hidden,), "blk.0.attn_norm": (hidden,),
+              "blk.0.ffn_norm": (hidden,), "blk.0.attn_q": (hidden, hidden), "blk.0.attn_k": (hidden // 2, hidden),
+              "blk.0.attn_v": (hidden // 2, hidden), "blk.0.attn_output": (hidden, hidden),
+              "blk.0.ffn_gate": (ffn, hidden), "blk.0.ffn_up": (ffn, hidden), "blk.0.ffn_down": (hidden, ffn)}
+    q4_1 = gguf.GGMLQuantizationType.Q4_1
+    for name, shape in shapes.items():
+        weights = rng.standard_normal(shape).astype(np.float32)
+        if name.startswith("blk.0.ffn_") and len(shape) == 2:
+            packed = gguf.quants.quantize(weights, q4_1)
+            writer.add_tensor(f"{name}.weight", packed, raw_shape=packed.shape, raw_dtype=q4_1)
+            expected[name] = gguf.quants.dequantize(packed, q4_1)
+        else:
+            writer.add_tensor(f"{name}.weight", weights)
+            expected[name] = weights
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return expected
+
+
+def test_gguf_is_dequantised_once_into_a_cached_folder(tmp_path: Path, monkeypatch) -> None:
+    expected = write_tiny_llama(tmp_path / "tiny.gguf")
+    model, tokenizer, is_decoder = load_backbone(str(tmp_path), gguf_file="tiny.gguf", cache_dir=tmp_path / "cache",
+                                                 finetune="frozen")
+    (folder,) = (tmp_path / "cache" / "models").iterdir()  # the converted folder, and no staging leftovers
+    assert folder.name.startswith("tiny-") and (folder / "model.safetensors").is_file()
+    assert is_decoder and type(model).__name__ == "LlamaModel" and tokenizer.pad_token == "<|endoftext|>"
+    assert torch.equal(model.embed_tokens.weight, torch.from_numpy(expected["token_embd"]))
+    assert torch.equal(model.layers[0].mlp.up_proj.weight, torch.from_numpy(expected["blk.0.ffn_up"]))
+
+    def no_conversion(path: Path, dest: Path) -> None:
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(gguf_backbone, "convert_gguf", no_conversion)
+    again, _, _ = load_backbone(str(tmp_path), gguf_file=str(tmp_path / "tiny.gguf"),  # a path works too
+                                cache_dir=tmp_path / "cache", finetune="frozen")
+    assert torch.equal(again.layers[0].mlp.up_proj.weight, model.layers[0].mlp.up_proj.weight)
+
+
 def test_missing_file_names_the_option(in_tmp: Path) -> None:
     """Through the real command line, so the YAML option reaches load_backbone (which jsonargparse reports
     as a ValueError carrying our message)."""
