@@ -58,8 +58,9 @@ class BridgeModule(L.LightningModule):
             representations of the items held fixed: every item row, rare and new items included, keeps being
             pulled toward what the LM reads in its text while BPR trains (BPR alone pushes rows of items that
             are never positives down). The items are the LM batch's ``text_items``. 0 disables it.
-        text_anchor_refresh_epochs: how often (in epochs) the LM's text representations of the whole catalogue
-            are recomputed for the anchor.
+        text_anchor_refresh_epochs: the LM encodes the whole catalogue's text for the anchor when co-training
+            starts; afterwards each LM step's ``item_text`` task refreshes the items it read, for free. Set this
+            to also re-encode the whole catalogue every that many epochs (None: never).
         warm_start_auto: before co-training, train the domain model alone with early stopping on its own
             validation NDCG@10 and start from its best epoch; counted in the domain model's own epochs, so
             the warm-up ends at the same place whatever the dataset's size (``lightning_bridge.warm_start``).
@@ -79,13 +80,13 @@ class BridgeModule(L.LightningModule):
                  mutual_direction: Literal["both", "domain_to_lm", "lm_to_domain"] = "both",
                  mutual_scope: Literal["catalogue", "batch"] = "catalogue", domain_clip: float | None = None,
                  lm_clip: float | None = None, predict_with: Side = "domain", text_anchor_weight: float = 0.0,
-                 text_anchor_refresh_epochs: int = 1, warm_start_auto: bool = False,
+                 text_anchor_refresh_epochs: int | None = None, warm_start_auto: bool = False,
                  warm_start_max_epochs: int = 300, warm_start_patience: int = 10,
                  warm_start_val_every: int = 5) -> None:
         super().__init__()
         if text_anchor_weight < 0:
             raise ValueError(f"model.text_anchor_weight must be >= 0, got {text_anchor_weight}")
-        for name, value in (("text_anchor_refresh_epochs", text_anchor_refresh_epochs),
+        for name, value in (("text_anchor_refresh_epochs", text_anchor_refresh_epochs or 1),
                             ("warm_start_max_epochs", warm_start_max_epochs),
                             ("warm_start_patience", warm_start_patience),
                             ("warm_start_val_every", warm_start_val_every)):
@@ -147,6 +148,8 @@ class BridgeModule(L.LightningModule):
             else:
                 losses = self.lm.losses(part)
                 loss = weighted_sum(losses, self.lm.task_weights)
+                if self._text_anchor is not None and self.lm.latest_item_text_queries is not None:
+                    self._text_anchor.update(*self.lm.latest_item_text_queries)
                 log_task_losses(self, losses, len(part["users"]))
                 total = loss
             total = total + self._mutual_term(side, part)
@@ -163,7 +166,8 @@ class BridgeModule(L.LightningModule):
         h, epoch = self.hparams, self.current_epoch
         if h.text_anchor_weight == 0 or epoch < h.warmup_domain_epochs:
             return
-        if self._text_anchor is None or epoch - self._text_anchor.epoch >= h.text_anchor_refresh_epochs:
+        refresh = h.text_anchor_refresh_epochs
+        if self._text_anchor is None or (refresh and epoch - self._text_anchor.epoch >= refresh):
             self._text_anchor = TextAnchor.from_lm(self.lm, epoch)
 
     def _anchor_term(self, lm_part: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -274,10 +278,14 @@ class BridgeModule(L.LightningModule):
 
 @dataclass
 class TextAnchor:
-    """The LM's text representation of every item (zeros where an item has no text), made at ``epoch``."""
+    """The LM's text representation of every item (zeros where an item has no text), encoded in full at
+    ``epoch`` and refreshed item by item as the LM's item-text task reads them."""
 
     epoch: int
     queries: torch.Tensor
+
+    def update(self, items: torch.Tensor, queries: torch.Tensor) -> None:
+        self.queries[items.to(self.queries.device)] = queries.to(self.queries)
 
     @classmethod
     def from_lm(cls, lm: LMModule, epoch: int, batch_size: int = 256) -> TextAnchor:

@@ -103,6 +103,8 @@ class LMModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.evaluator = RankingEvaluator(ks)
         self.prompts: PromptBuilder | None = None
+        # The item_text task's latest (items, text representations): BridgeModule's text anchor reuses them.
+        self.latest_item_text_queries: tuple[torch.Tensor, torch.Tensor] | None = None
         # from_pretrained returns the backbone in eval mode, and Lightning keeps each module's mode as it
         # finds it: without this, training would silently run without dropout.
         self.train()
@@ -156,8 +158,10 @@ class LMModule(L.LightningModule):
                 raise ValueError(f"model task_weights.{task} > 0 needs LM batches with {key}: set "
                                  "data.text_batch_size > 0")
             ids = batch[key].to(self.device)
-            scores = self.recommender.score_queries(self.text_queries(kind, ids), table.weight)
-            out[task] = F.cross_entropy(scores.float(), ids)
+            queries = self.text_queries(kind, ids)
+            if kind == ITEM:
+                self.latest_item_text_queries = (ids, queries.detach())
+            out[task] = F.cross_entropy(self.recommender.score_queries(queries, table.weight).float(), ids)
         return out
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
