@@ -146,3 +146,13 @@ def test_bridge_rejects_a_negative_anchor_and_two_warm_starts():
         make(text_anchor_weight=-1.0)
     with pytest.raises(ValueError, match="exclude each other"):
         make(warm_start_auto=True, warm_start_checkpoint="x.ckpt")
+
+
+def test_lm_item_text_steps_refresh_the_anchor_rows_they_read(tmp_path):
+    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, domain_steps=1, lm_steps=1, text_anchor_weight=1.0,
+                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
+                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160,
+                                                         task_weights={"next_item": 1.0, "item_text": 1.0}, **kw))
+    _trainer(tmp_path, max_steps=2).fit(bridge, datamodule=_data(tmp_path))  # a domain step, then an LM step
+    items, queries = bridge.lm.latest_item_text_queries
+    assert torch.equal(bridge._text_anchor.queries[items], queries)
