@@ -15,7 +15,14 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from lightning_bridge.data.batches import BPRTriples, EvalUsers, LMExamples, ShardedBatches, UserHistories
+from lightning_bridge.data.batches import (
+    BPRTriples,
+    EvalUsers,
+    LMExamples,
+    ShardedBatches,
+    UserHistories,
+    batches_done_this_epoch,
+)
 from lightning_bridge.data.download import ml1m_folder, ml100k_folder
 from lightning_bridge.data.interactions import (
     Interactions,
@@ -179,6 +186,7 @@ class RecDataModule(L.LightningDataModule):
         for kind in kinds:
             dataset = self._train_dataset(kind)
             loaders[kind] = self._loader(dataset, len(dataset), even=True)
+            loaders[kind].sampler.skip = batches_done_this_epoch(self.trainer)
         return loaders[kinds[0]] if len(kinds) == 1 else loaders
 
     def _eval_loader(self, stage: Literal["val", "test", "predict"]) -> DataLoader:
