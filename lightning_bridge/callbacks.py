@@ -39,6 +39,11 @@ class RunCheckpoint(ModelCheckpoint):
         self.last_every_n_train_steps = last_every_n_train_steps
         self._writing_last = False
 
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key, so that checkpoints written by plain ModelCheckpoints resume with theirs."""
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
     def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         if self._writing_last:  # Lightning's own calls (tied to top-k saves) are ignored
             super()._save_last_checkpoint(trainer, monitor_candidates)
@@ -69,12 +74,37 @@ class RunCheckpoint(ModelCheckpoint):
             self._write_last(trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Keeps the best-k bookkeeping when the run folder is the same one, however its path is spelt
-        (Lightning compares the path strings: relative against absolute would drop it)."""
+        """Keeps the best-k bookkeeping when resuming in the run folder the checkpoint came from, however
+        its path is spelt and wherever the folder was moved or copied since: Lightning compares the path
+        strings, and otherwise drops the bookkeeping and writes ``last-v1.ckpt`` beside ``last.ckpt``."""
         saved = state_dict.get("dirpath")
-        if saved and self.dirpath and os.path.realpath(saved) == os.path.realpath(self.dirpath):
-            state_dict = {**state_dict, "dirpath": self.dirpath}
+        if saved and self.dirpath and saved != self.dirpath and _same_folder(state_dict, self.dirpath):
+            state_dict = _moved(state_dict, self.dirpath)
         super().load_state_dict(state_dict)
+
+
+def _checkpoint_files(state: dict[str, Any]) -> list[str]:
+    return [p for p in (*state.get("best_k_models", {}), state.get("last_model_path")) if p]
+
+
+def _same_folder(state: dict[str, Any], dirpath: str) -> bool:
+    """Whether ``dirpath`` is the folder a checkpoint callback's saved state describes: the same folder, or
+    a moved copy holding every checkpoint file it names."""
+    if os.path.realpath(state["dirpath"]) == os.path.realpath(dirpath):
+        return True
+    files = _checkpoint_files(state)
+    return bool(files) and all(os.path.isfile(os.path.join(dirpath, os.path.basename(p))) for p in files)
+
+
+def _moved(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
+    """The saved state with every checkpoint path pointing into ``dirpath``."""
+    def here(path: str) -> str:
+        return os.path.join(dirpath, os.path.basename(path)) if path else path
+
+    return {**state, "dirpath": dirpath, "best_model_path": here(state.get("best_model_path", "")),
+            "kth_best_model_path": here(state.get("kth_best_model_path", "")),
+            "last_model_path": here(state.get("last_model_path", "")),
+            "best_k_models": {here(p): v for p, v in state.get("best_k_models", {}).items()}}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -142,9 +172,9 @@ class TopKWriter(BasePredictionWriter):
             kept = [(item, score) for item, score in zip(items, values, strict=True) if score != -math.inf]
             if len(kept) < len(items) and not self._warned_short:
                 self._warned_short = True
-                log.warning("predict: user %s has only %d unseen items, fewer than the %d asked for "
-                            "(predict_top_k); their list is shorter, and so may others' be",
-                            data.raw_user_id(user), len(kept), len(items))
+                log.warning("predict: user %s has only %d unseen items, fewer than predict_top_k=%d; their list "
+                            "is shorter, and so may others' be", data.raw_user_id(user), len(kept),
+                            getattr(pl_module, "predict_top_k", len(items)))
             for rank, (item, score) in enumerate(kept, start=1):
                 self._writer.writerow([data.raw_user_id(user), rank, data.raw_item_id(item), f"{score:.6g}",
                                        data.item_title(item) or ""])

@@ -146,7 +146,7 @@ class BridgeCLI(LightningCLI):
         primary = self.trainer.checkpoint_callback
         if isinstance(self.model, BridgeModule) and _side(primary):
             other = "lm" if _side(primary) == "domain" else "domain"
-            self.trainer.callbacks.append(ModelCheckpoint(
+            self.trainer.callbacks.append(RunCheckpoint(
                 dirpath=primary.dirpath, monitor=f"{other}/val/ndcg@10", mode="max", save_top_k=1,
                 filename=f"best-{other}-{{epoch}}-{{step}}", auto_insert_metric_name=True))
 

@@ -48,8 +48,9 @@ class _WarningRecorder(logging.Handler):
 
 
 def cached_read(read: Callable[[], RawData], files: Sequence[Path], folder: Path, reader: str,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> RawData:
-    """``read()``, or its stored result when the same reader has parsed files of identical contents."""
+                max_bytes: int | None = None) -> RawData:
+    """``read()``, or its stored result when the same reader has parsed files of identical contents
+    (``max_bytes``: the cap, ``DEFAULT_MAX_BYTES`` when None)."""
     key = content_key(reader, files)[:32]
     arrays_path, text_path = folder / f"{key}.npz", folder / f"{key}.json"
     if arrays_path.is_file() and text_path.is_file():
@@ -64,7 +65,7 @@ def cached_read(read: Callable[[], RawData], files: Sequence[Path], folder: Path
         raw = read()
     finally:
         source_log.removeHandler(recorder)
-    _store(raw, recorder.messages, arrays_path, text_path, max_bytes)
+    _store(raw, recorder.messages, arrays_path, text_path, DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
     return raw
 
 
