@@ -38,6 +38,7 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(**kwargs)
         self.last_every_n_train_steps = last_every_n_train_steps
         self._writing_last = False
+        self._mid_epoch_step = -1  # global step of the last mid-epoch last.ckpt
 
     @property
     def state_key(self) -> str:
@@ -61,13 +62,20 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the last batch's state is written at the epoch end, after validation
         every, step = self.last_every_n_train_steps, trainer.global_step
-        if every and step % every == 0 and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            self._write_last(trainer)  # the last batch's state is written at the epoch end, after validation
+        # Training that stops inside an epoch (max_steps, a timer) is saved here, as a mid-epoch state: saved
+        # at the epoch end, a resumed run would take the unfinished epoch for a finished one.
+        stops = trainer.should_stop or 0 <= trainer.max_steps <= step
+        if (every and step % every == 0) or stops:
+            self._write_last(trainer)
+            self._mid_epoch_step = step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        self._write_last(trainer)
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or self._mid_epoch_step != trainer.global_step:
+            self._write_last(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and not self.last_model_path:

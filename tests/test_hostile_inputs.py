@@ -271,6 +271,21 @@ def test_last_ckpt_is_the_last_epoch_and_default_root_dir_holds_the_run(domain_r
     assert checkpoint["dataset_fingerprint"]["num_users"] == 60 and best.exists()
 
 
+def test_resume_after_a_mid_epoch_stop_equals_an_uninterrupted_run(in_tmp):
+    """max_steps stops inside epoch 1: last.ckpt is that mid-epoch state, and the resumed run trains the
+    rest of the epoch on the batches it had not seen yet (not the epoch's first batches again)."""
+    full = main(["fit", "--config", TINY, "--trainer.max_epochs", "3", "--trainer.logger.init_args.name", "full"])
+    main(["fit", "--config", TINY, "--trainer.max_epochs", "3", "--trainer.max_steps", "13",
+          "--trainer.logger.init_args.name", "part"])
+    run = in_tmp / "logs" / "part" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 13
+    resumed = main(["fit", "--config", str(run / "config.yaml"), "--trainer.max_steps", "-1", "--ckpt_path",
+                    str(run / "checkpoints" / "last.ckpt")])
+    assert resumed.trainer.global_step == full.trainer.global_step == 27
+    for name, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
 def _copy_run(domain_run: Path, dest: Path) -> Path:
     shutil.copytree(domain_run.parent.parent, dest / "root")
     return dest / "root" / "run" / "version_0"
