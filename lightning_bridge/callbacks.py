@@ -125,7 +125,8 @@ class StopOnNonFiniteLoss(Callback):
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         value = float(loss.detach())
-        if math.isfinite(value):
+        # every rank stops together (one waiting in a collective for a stopped one would hang)
+        if trainer.strategy.reduce_boolean_decision(math.isfinite(value), all=True):
             return
         side_for_step = getattr(pl_module, "side_for_step", None)
         side = (side_for_step(trainer.global_step, trainer.current_epoch) if side_for_step

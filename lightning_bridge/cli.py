@@ -117,10 +117,11 @@ class BridgeCLI(LightningCLI):
             logger_args.save_dir, logger_args.name = str(run.parent.parent), run.parent.name
             logger_args.version = run.name
 
-    def _check_data(self, interactions: bool = True) -> None:
-        """Refuses a ``--ckpt_path`` checkpoint (and a warm start) trained on other data."""
+    def _check_data(self, interactions: bool = True) -> dict[str, Any] | None:
+        """Refuses a ``--ckpt_path`` checkpoint (and a warm start) trained on other data; returns the data's
+        fingerprint (None for a data module that is not a RecDataModule)."""
         if self.datamodule is None or not hasattr(self.datamodule, "interactions"):
-            return
+            return None
         current = dataset_fingerprint(self.datamodule)
         path = self.config[self.subcommand].get("ckpt_path")
         if self._checkpoint is not None:
@@ -129,7 +130,7 @@ class BridgeCLI(LightningCLI):
         warm = getattr(self.model, "hparams", {}).get("warm_start_checkpoint")
         if warm:
             check_fingerprint(read_checkpoint(warm).get(FINGERPRINT_KEY), current, warm, interactions=False)
-        self.trainer.callbacks.append(RunRecord(self.config[self.subcommand].model, current))
+        return current
 
     def before_validate(self) -> None:
         self._check_data()
@@ -141,7 +142,9 @@ class BridgeCLI(LightningCLI):
         self._check_data(interactions=False)  # predicting for updated histories is what predict is for
 
     def before_fit(self) -> None:
-        self._check_data()
+        fingerprint = self._check_data()
+        if fingerprint is not None:
+            self.trainer.callbacks.append(RunRecord(self.config.fit.model, fingerprint))
         self.trainer.callbacks.append(StopOnNonFiniteLoss())
         primary = self.trainer.checkpoint_callback
         if isinstance(self.model, BridgeModule) and _side(primary):

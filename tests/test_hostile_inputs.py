@@ -374,6 +374,19 @@ def test_renamed_user_in_an_atomic_file_is_named(in_tmp):
         in message
 
 
+def test_warm_start_from_a_checkpoint_of_other_data_names_the_ids(in_tmp):
+    folder = atomic(in_tmp / "toy")
+    assert fit_atomic(folder) == (0, "")
+    domain = in_tmp / "logs" / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    path = folder / "toy.inter"
+    path.write_text(path.read_text().replace("i7\t", "j7\t"))
+    status, message = cli("fit", "--config", TINY_BRIDGE, "--data", ATOMIC, "--data.folder", str(folder),
+                          "--model.init_args.warm_start_checkpoint", str(domain))
+    assert status == 1 and f"{domain} was trained on other data" in message
+    assert "raw item ids differ (10 items in the checkpoint, 10 in the data; only in the checkpoint: ['i7']" \
+        in message
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     (("--model.init_args.embedding_dim", "32"), "init_args.embedding_dim: 16 in the checkpoint, 32 now"),
     (("--model.init_args.num_layers", "3"), "init_args.num_layers: 2 in the checkpoint, 3 now"),
