@@ -50,6 +50,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def check_finite_weights(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Refuses a checkpoint whose weights hold NaN or infinity (from a run that diverged before the
+    non-finite-loss stop existed, or edited): testing it would print zeros, predicting would rank garbage."""
+    bad = [f"{name} ({int((~torch.isfinite(value)).sum())} of {value.numel()} values)"
+           for name, value in checkpoint["state_dict"].items()
+           if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise CheckpointError(f"{path}: holds non-finite weights: {', '.join(bad[:5])}"
+                              f"{' ...' if len(bad) > 5 else ''}. Use a checkpoint from before the run diverged.")
+
+
 def plain(value: Any) -> Any:
     """``value`` as nested dicts, lists, strings and numbers (what ``weights_only`` loading accepts)."""
     if hasattr(value, "as_dict"):  # a jsonargparse Namespace

@@ -16,6 +16,7 @@ from lightning_bridge.checkpoints import (
     EVALUATION_KNOBS,
     CheckpointError,
     RunRecord,
+    check_finite_weights,
     config_differences,
     plain,
     read_checkpoint,
@@ -75,6 +76,7 @@ class BridgeCLI(LightningCLI):
         if not path or path in SPECIAL_CKPT_PATHS:
             return
         checkpoint = read_checkpoint(path)
+        check_finite_weights(checkpoint, path)
         tables = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
                   if k.endswith(("info.user.weight", "info.item.weight"))}
         self._checkpoint = {FINGERPRINT_KEY: checkpoint.get(FINGERPRINT_KEY), "tables": tables}

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ import torch
 import yaml
 from conftest import CONFIGS
 
+from lightning_bridge.callbacks import TopKWriter
 from lightning_bridge.cli import main
 from lightning_bridge.data import download
 from lightning_bridge.data.datamodule import AtomicFilesDataModule
@@ -424,15 +426,28 @@ def test_non_finite_loss_stops_training_naming_step_side_and_loss(in_tmp):
     assert "the last good checkpoint is logs/run/version_0/checkpoints/last.ckpt" in message
 
 
-def test_non_finite_scores_never_reach_predictions(in_tmp, domain_run):
+def test_checkpoint_with_non_finite_weights_is_refused_naming_the_tensor(in_tmp, domain_run):
     checkpoint = torch.load(domain_run / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["state_dict"]["info.user.weight"][3] = float("nan")
     torch.save(checkpoint, in_tmp / "nan.ckpt")
     out = in_tmp / "top.tsv"
     status, message = cli("predict", "--config", str(domain_run / "config.yaml"), "--ckpt_path",
                           str(in_tmp / "nan.ckpt"), "--predictions.path", str(out))
-    assert status == 1 and re.search(r"predict: the model scores user '\d+' with NaN or \+inf", message)
-    assert "nan" not in out.read_text().lower()
+    assert status == 1 and "nan.ckpt: holds non-finite weights: info.user.weight (16 of 960 values)" in message
+    assert not out.exists()
+
+
+def test_non_finite_scores_never_reach_predictions(tmp_path):
+    writer = TopKWriter(str(tmp_path / "top.tsv"))
+    data = SimpleNamespace(raw_user_id=lambda u: f"user{u}", raw_item_id=str, item_title=lambda i: None)
+    trainer = SimpleNamespace(datamodule=data, world_size=1, log_dir=str(tmp_path))
+    writer.on_predict_epoch_start(trainer, None)
+    prediction = {"users": torch.tensor([4, 7]), "items": torch.tensor([[0, 1], [1, 0]]),
+                  "scores": torch.tensor([[2.0, 1.0], [float("nan"), 1.0]])}
+    with pytest.raises(FloatingPointError, match=r"predict: the model scores user 'user7' with NaN or \+inf"):
+        writer.write_on_batch_end(trainer, None, prediction, None, None, 0, 0)
+    writer.on_predict_epoch_end(trainer, None)
+    assert (tmp_path / "top.tsv").read_text() == "user_id\trank\titem_id\tscore\ttitle\n"
 
 
 def test_predict_top_k_beyond_the_unseen_items_is_capped_with_a_warning(in_tmp, domain_run, caplog):
