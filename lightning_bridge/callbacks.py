@@ -35,6 +35,9 @@ class RunCheckpoint(ModelCheckpoint):
     def __init__(self, last_every_n_train_steps: int = 0, **kwargs: Any) -> None:
         if last_every_n_train_steps < 0:
             raise ValueError(f"checkpoint.last_every_n_train_steps must be >= 0, got {last_every_n_train_steps}")
+        if kwargs.get("save_last") == "link":  # a link points at the newest top-k file, not the newest state
+            raise ValueError("checkpoint.save_last='link' would make last.ckpt a link to an older top-k "
+                             "checkpoint; expected true or false")
         super().__init__(**kwargs)
         self.last_every_n_train_steps = last_every_n_train_steps
         self._writing_last = False

@@ -199,6 +199,11 @@ def test_unknown_split_name_is_rejected_by_the_parser(in_tmp, capsys):
     assert status == 2 and "split" in capsys.readouterr().err
 
 
+def test_last_checkpoint_as_a_link_is_refused_naming_the_setting(in_tmp):
+    status, message = cli("fit", "--config", TINY, "--checkpoint.save_last", "link")
+    assert status == 1 and "checkpoint.save_last='link'" in message
+
+
 def test_negative_batch_size_names_the_setting(in_tmp):
     status, message = cli("fit", "--config", TINY, "--data.init_args.batch_size", "0")
     assert status == 1 and "data.batch_size must be at least 1, got 0" in message
