@@ -3,12 +3,143 @@
 from __future__ import annotations
 
 import csv
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+
+log = logging.getLogger(__name__)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is always the newest training state.
+
+    Lightning 2.6 rewrites ``last.ckpt`` at an epoch end only when a top-k checkpoint was saved at the same
+    step, so with validation every epoch it stays at the best epoch. Here ``last.ckpt`` is written by this
+    class alone: at every train-epoch end (after validation, so every checkpoint callback's best-k
+    bookkeeping and the epoch's scheduler step are in it), every ``last_every_n_train_steps`` optimizer
+    steps (a killed run loses at most that many), and at the end of training.
+
+    Args:
+        last_every_n_train_steps: also rewrite ``last.ckpt`` every this many optimizer steps (0: only at
+            epoch ends).
+        **kwargs: as ``ModelCheckpoint``.
+    """
+
+    def __init__(self, last_every_n_train_steps: int = 0, **kwargs: Any) -> None:
+        if last_every_n_train_steps < 0:
+            raise ValueError(f"checkpoint.last_every_n_train_steps must be >= 0, got {last_every_n_train_steps}")
+        if kwargs.get("save_last") == "link":  # a link points at the newest top-k file, not the newest state
+            raise ValueError("checkpoint.save_last='link' would make last.ckpt a link to an older top-k "
+                             "checkpoint; expected true or false")
+        super().__init__(**kwargs)
+        self.last_every_n_train_steps = last_every_n_train_steps
+        self._writing_last = False
+        self._mid_epoch_step = -1  # global step of the last mid-epoch last.ckpt
+
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key, so that checkpoints written by plain ModelCheckpoints resume with theirs."""
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        if self._writing_last:  # Lightning's own calls (tied to top-k saves) are ignored
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+
+    def _write_last(self, trainer: L.Trainer) -> None:
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if not self.save_last or trainer.fast_dev_run or not fitting:
+            return
+        self._writing_last = True
+        try:
+            super()._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        finally:
+            self._writing_last = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the last batch's state is written at the epoch end, after validation
+        every, step = self.last_every_n_train_steps, trainer.global_step
+        # Training that stops inside an epoch (max_steps, a timer) is saved here, as a mid-epoch state: saved
+        # at the epoch end, a resumed run would take the unfinished epoch for a finished one.
+        stops = trainer.should_stop or 0 <= trainer.max_steps <= step
+        if (every and step % every == 0) or stops:
+            self._write_last(trainer)
+            self._mid_epoch_step = step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or self._mid_epoch_step != trainer.global_step:
+            self._write_last(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.save_last and not self.last_model_path:
+            self._write_last(trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keeps the best-k bookkeeping when resuming in the run folder the checkpoint came from, however
+        its path is spelt and wherever the folder was moved or copied since: Lightning compares the path
+        strings, and otherwise drops the bookkeeping and writes ``last-v1.ckpt`` beside ``last.ckpt``."""
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and saved != self.dirpath and _same_folder(state_dict, self.dirpath):
+            state_dict = _moved(state_dict, self.dirpath)
+        super().load_state_dict(state_dict)
+
+
+def _checkpoint_files(state: dict[str, Any]) -> list[str]:
+    return [p for p in (*state.get("best_k_models", {}), state.get("last_model_path")) if p]
+
+
+def _same_folder(state: dict[str, Any], dirpath: str) -> bool:
+    """Whether ``dirpath`` is the folder a checkpoint callback's saved state describes: the same folder, or
+    a moved copy holding every checkpoint file it names."""
+    if os.path.realpath(state["dirpath"]) == os.path.realpath(dirpath):
+        return True
+    files = _checkpoint_files(state)
+    return bool(files) and all(os.path.isfile(os.path.join(dirpath, os.path.basename(p))) for p in files)
+
+
+def _moved(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
+    """The saved state with every checkpoint path pointing into ``dirpath``."""
+    def here(path: str) -> str:
+        return os.path.join(dirpath, os.path.basename(path)) if path else path
+
+    return {**state, "dirpath": dirpath, "best_model_path": here(state.get("best_model_path", "")),
+            "kth_best_model_path": here(state.get("kth_best_model_path", "")),
+            "last_model_path": here(state.get("last_model_path", "")),
+            "best_k_models": {here(p): v for p, v in state.get("best_k_models", {}).items()}}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the step, the model and the value."""
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stops training before a non-finite loss is back-propagated, so no NaN reaches the weights or a
+    checkpoint: the last ``last.ckpt`` stays the last good state."""
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        value = float(loss.detach())
+        # every rank stops together (one waiting in a collective for a stopped one would hang)
+        if trainer.strategy.reduce_boolean_decision(math.isfinite(value), all=True):
+            return
+        side_for_step = getattr(pl_module, "side_for_step", None)
+        side = (side_for_step(trainer.global_step, trainer.current_epoch) if side_for_step
+                else getattr(pl_module, "train_batch_kinds", ("model",))[0])
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        kept = f"; the last good checkpoint is {last}" if last else "; no checkpoint was written before it"
+        raise NonFiniteLossError(
+            f"the {side} loss is {value} at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
+            f"training stopped before this step changed any weight{kept}. Lower the learning rate "
+            f"(model...optimizer.init_args.lr) or clip gradients.")
 
 
 class TopKWriter(BasePredictionWriter):
@@ -25,6 +156,7 @@ class TopKWriter(BasePredictionWriter):
         self._file = None
         self._writer = None
         self.written: Path | None = None
+        self._warned_short = False
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = Path(self.path or os.path.join(trainer.log_dir or ".", "predictions.tsv"))
@@ -39,9 +171,23 @@ class TopKWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
         data = trainer.datamodule
-        for user, items, scores in zip(prediction["users"].tolist(), prediction["items"].tolist(),
-                                       prediction["scores"].tolist(), strict=True):
-            for rank, (item, score) in enumerate(zip(items, scores, strict=True), start=1):
+        scores = prediction["scores"]
+        broken = torch.isnan(scores) | (scores == math.inf)
+        if broken.any():
+            user = int(prediction["users"][broken.any(1).nonzero()[0, 0]])
+            raise FloatingPointError(
+                f"predict: the model scores user {data.raw_user_id(user)!r} with NaN or +inf; the checkpoint's "
+                f"weights are not finite, so no predictions were written for this batch")
+        for user, items, values in zip(prediction["users"].tolist(), prediction["items"].tolist(),
+                                       scores.tolist(), strict=True):
+            # -inf marks an item the user has already seen: fewer unseen items than predict_top_k
+            kept = [(item, score) for item, score in zip(items, values, strict=True) if score != -math.inf]
+            if len(kept) < len(items) and not self._warned_short:
+                self._warned_short = True
+                log.warning("predict: user %s has only %d unseen items, fewer than predict_top_k=%d; their list "
+                            "is shorter, and so may others' be", data.raw_user_id(user), len(kept),
+                            getattr(pl_module, "predict_top_k", len(items)))
+            for rank, (item, score) in enumerate(kept, start=1):
                 self._writer.writerow([data.raw_user_id(user), rank, data.raw_item_id(item), f"{score:.6g}",
                                        data.item_title(item) or ""])
 

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_bridge.callbacks import TopKWriter
+from lightning_bridge.callbacks import RunCheckpoint, StopOnNonFiniteLoss, TopKWriter
+from lightning_bridge.checkpoints import (
+    DATA_LINKED,
+    EVALUATION_KNOBS,
+    CheckpointError,
+    RunRecord,
+    check_finite_weights,
+    config_differences,
+    plain,
+    read_checkpoint,
+    saved_model_config,
+)
 from lightning_bridge.data.datamodule import RecDataModule
+from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
+from lightning_bridge.fingerprint import check_fingerprint, check_sizes, dataset_fingerprint
 from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.warm_start import warm_start_domain
+
+log = logging.getLogger(__name__)
+# ckpt_path values that name no file: Lightning resolves them itself
+SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
+DEFAULT_LOG_DIR = "logs"
 
 
 class BridgeCLI(LightningCLI):
@@ -28,17 +48,109 @@ class BridgeCLI(LightningCLI):
     warm_start_checkpoint: str | None = None
     """After a fit with ``model.warm_start_auto``: the domain model's best checkpoint that co-training began from."""
 
+    _checkpoint: dict[str, Any] | None = None
+    """What the run needs of the ``--ckpt_path`` checkpoint: its data fingerprint and table sizes."""
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_users", "model.init_args.num_users", apply_on="instantiate")
         parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "domain/val/ndcg@10", "checkpoint.mode": "max",
                              "checkpoint.save_last": True, "checkpoint.filename": "best-{epoch}-{step}"})
         parser.add_lightning_class_args(TopKWriter, "predictions")
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="After fit, test the best checkpoint and print its metrics")
+        parser.add_argument("--allow_config_changes", type=bool, default=False,
+                            help="Resume (fit --ckpt_path) even where the model config contradicts the "
+                                 "checkpoint's; the config's values win")
+
+    # ---- checkpoints given on the command line ---------------------------------------------------------
+    def _parse_ckpt_path(self) -> None:
+        """Reads ``--ckpt_path`` safely (a damaged file is an error naming it) and compares the model config
+        with the one the checkpoint was trained with, before Lightning replaces the config's
+        hyperparameters with the checkpoint's.
+
+        Resuming a fit with contradicting settings is an error listing them (``--allow_config_changes true``
+        lets the config win). At test / predict time the checkpoint's architecture wins, with a warning
+        naming what it replaced, and the evaluation knobs (``predict_with``, ``ks``...) stay the config's.
+        """
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not path or path in SPECIAL_CKPT_PATHS:
+            return
+        checkpoint = read_checkpoint(path)
+        check_finite_weights(checkpoint, path)
+        tables = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
+                  if k.endswith(("info.user.weight", "info.item.weight"))}
+        self._checkpoint = {FINGERPRINT_KEY: checkpoint.get(FINGERPRINT_KEY), "tables": tables}
+        model = self.config[subcommand].model
+        given, saved = plain(model), saved_model_config(checkpoint)
+        fitting = subcommand == "fit"
+        ignore = DATA_LINKED + EVALUATION_KNOBS + (() if fitting else ("optimizer", "scheduler"))
+        differences = config_differences(saved, given, ignore) if saved else []
+        if differences and fitting:
+            if not self.config.fit.allow_config_changes:
+                raise CheckpointError(
+                    f"{path}: resuming with a model config that contradicts the checkpoint's:\n  "
+                    + "\n  ".join(differences) + "\nResume with the run's config.yaml, or pass "
+                    "--allow_config_changes true to train on with the new values on purpose.")
+            log.warning("%s: resuming with changed settings (--allow_config_changes): %s", path,
+                        "; ".join(differences))
+            return
+        if differences:
+            log.warning("%s: the checkpoint's model settings replace the config's: %s", path, "; ".join(differences))
+        super()._parse_ckpt_path()
+        init_args = self.config[subcommand].model.get("init_args")
+        for key in EVALUATION_KNOBS:
+            if init_args is not None and key in given.get("init_args", {}):
+                init_args[key] = given["init_args"][key]
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        logger = config.trainer.get("logger")
+        logger_args = logger.get("init_args") if hasattr(logger, "get") else None
+        if logger_args is None or "save_dir" not in logger_args:
+            return
+        root = config.trainer.get("default_root_dir")
+        if root and logger_args.save_dir == DEFAULT_LOG_DIR:
+            logger_args.save_dir = root
+        ckpt_path = config.get("ckpt_path")
+        if self.subcommand == "fit" and ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS \
+                and logger_args.get("version") is None and Path(ckpt_path).parent.name == "checkpoints":
+            # resume in the checkpoint's own run folder, so that best-k bookkeeping carries on
+            run = Path(ckpt_path).parent.parent
+            logger_args.save_dir, logger_args.name = str(run.parent.parent), run.parent.name
+            logger_args.version = run.name
+
+    def _check_data(self, interactions: bool = True) -> dict[str, Any] | None:
+        """Refuses a ``--ckpt_path`` checkpoint (and a warm start) trained on other data; returns the data's
+        fingerprint (None for a data module that is not a RecDataModule)."""
+        if self.datamodule is None or not hasattr(self.datamodule, "interactions"):
+            return None
+        current = dataset_fingerprint(self.datamodule)
+        path = self.config[self.subcommand].get("ckpt_path")
+        if self._checkpoint is not None:
+            check_fingerprint(self._checkpoint[FINGERPRINT_KEY], current, path, interactions)
+            check_sizes(self._checkpoint["tables"], current["num_users"], current["num_items"], path)
+        warm = getattr(self.model, "hparams", {}).get("warm_start_checkpoint")
+        if warm:
+            check_fingerprint(read_checkpoint(warm).get(FINGERPRINT_KEY), current, warm, interactions=False)
+        return current
+
+    def before_validate(self) -> None:
+        self._check_data()
+
+    def before_test(self) -> None:
+        self._check_data()
+
+    def before_predict(self) -> None:
+        self._check_data(interactions=False)  # predicting for updated histories is what predict is for
 
     def before_fit(self) -> None:
+        fingerprint = self._check_data()
+        if fingerprint is not None:
+            self.trainer.callbacks.append(RunRecord(self.config.fit.model, fingerprint))
+        self.trainer.callbacks.append(StopOnNonFiniteLoss())
         if isinstance(self.model, BridgeModule) and self.model.hparams.warm_start_auto \
                 and not self.config.fit.ckpt_path:
             if self.trainer.world_size > 1:
@@ -50,7 +162,7 @@ class BridgeCLI(LightningCLI):
         primary = self.trainer.checkpoint_callback
         if isinstance(self.model, BridgeModule) and _side(primary):
             other = "lm" if _side(primary) == "domain" else "domain"
-            self.trainer.callbacks.append(ModelCheckpoint(
+            self.trainer.callbacks.append(RunCheckpoint(
                 dirpath=primary.dirpath, monitor=f"{other}/val/ndcg@10", mode="max", save_top_k=1,
                 filename=f"best-{other}-{{epoch}}-{{step}}", auto_insert_metric_name=True))
 
@@ -111,5 +223,5 @@ def main(args: list[str] | None = None) -> BridgeCLI:
         L.LightningModule, RecDataModule, subclass_mode_model=True, subclass_mode_data=True,
         seed_everything_default=42, save_config_kwargs={"overwrite": True}, args=args,
         trainer_defaults={"logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                                     "init_args": {"save_dir": "logs", "name": "run"}}},
+                                     "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": "run"}}},
     )

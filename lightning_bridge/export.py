@@ -13,12 +13,15 @@ from pathlib import Path
 
 import torch
 
+from lightning_bridge.checkpoints import read_checkpoint
+from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
+
 DOMAIN_CLASS_PATH = "lightning_bridge.models.domain.DomainModule"
 
 
 def export_domain(bridge_checkpoint: str | Path, out: str | Path) -> Path:
     """Writes ``out`` holding the DomainModule's weights (including the shared tables) and hyperparameters."""
-    ckpt = torch.load(bridge_checkpoint, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(bridge_checkpoint)  # weights_only: a crafted file runs no code
     if "domain_hyper_parameters" not in ckpt:
         raise ValueError(f"{bridge_checkpoint}: not a BridgeModule checkpoint (no 'domain_hyper_parameters')")
     state = {k.removeprefix("domain."): v for k, v in ckpt["state_dict"].items() if k.startswith("domain.")}
@@ -28,6 +31,7 @@ def export_domain(bridge_checkpoint: str | Path, out: str | Path) -> Path:
         "pytorch-lightning_version": ckpt["pytorch-lightning_version"],
         "epoch": ckpt.get("epoch", 0),
         "global_step": ckpt.get("global_step", 0),
+        **{k: ckpt[k] for k in (FINGERPRINT_KEY,) if k in ckpt},
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -134,7 +134,7 @@ def test_atomic_datamodule_splits_caches_and_exports(tmp_path):
     assert len(data.split.test) == 6 and (tmp_path / "out" / "toy.test.inter").exists()
     assert data.item_text[data.interactions.item_ids.tolist().index("i1")].startswith("Movie 1 (1991)")
     assert data.item_text[data.interactions.item_ids.tolist().index("i7")] is None  # no .item row
-    assert len(list((cache / "parsed").glob("*.pkl"))) == 1
+    assert len(list((cache / "parsed").glob("*.npz"))) == 1 and not list(cache.rglob("*.pkl"))
     again = AtomicFilesDataModule(folder=str(folder), cache_dir=str(cache))
     assert np.array_equal(again.interactions.items, data.interactions.items)
     batch = data.test_dataloader().dataset[(0, 0)]

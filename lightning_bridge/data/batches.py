@@ -28,6 +28,8 @@ class ShardedBatches(DistributedSampler):
         world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
         super().__init__(range(num_batches), num_replicas=world, rank=rank, shuffle=False)
         self.num_batches, self.even = num_batches, even
+        self.skip = 0
+        """Batches the next iteration leaves out: those a run resumed mid-epoch has already trained on."""
 
     def _mine(self) -> range:
         stop = (self.num_batches // self.num_replicas) * self.num_replicas if self.even else self.num_batches
@@ -36,10 +38,24 @@ class ShardedBatches(DistributedSampler):
         return range(self.rank, stop, self.num_replicas)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((self.epoch, b % self.num_batches) for b in self._mine())
+        # A generator: the epoch and the skip are read when the first batch is drawn, after Lightning has
+        # set them. A loader cycled in a longer one's epoch restarts at 0, so the skip wraps around.
+        mine = self._mine()
+        skip, self.skip = (self.skip % len(mine) if len(mine) else 0), 0
+        for b in mine[skip:]:
+            yield self.epoch, b % self.num_batches
 
     def __len__(self) -> int:
         return len(self._mine())
+
+
+def batches_done_this_epoch(trainer) -> int:
+    """Training batches of the current epoch that a run resumed from a mid-epoch checkpoint has already
+    trained on (0 otherwise), so that its loaders continue with the next batch rather than the first."""
+    if trainer is None:
+        return 0
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return 0 if progress.is_last_batch else progress.current.processed
 
 
 DENSE_SEEN_MAX_CELLS = 1 << 25

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
-import pickle
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -23,7 +21,9 @@ from lightning_bridge.data.batches import (
     ShardedBatches,
     TextIdSampler,
     UserHistories,
+    batches_done_this_epoch,
 )
+from lightning_bridge.data.cache import cached_read
 from lightning_bridge.data.download import ml1m_folder, ml100k_folder
 from lightning_bridge.data.interactions import (
     Interactions,
@@ -109,7 +109,7 @@ class RecDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def source_files(self) -> list[Path]:
-        """Files whose size and modification time key the parsed-data cache (empty: no caching)."""
+        """Files whose contents key the parsed-data cache (empty: no caching)."""
         return []
 
     # ---- loading, once --------------------------------------------------------------------------------
@@ -121,18 +121,7 @@ class RecDataModule(L.LightningDataModule):
         files = self.source_files()
         if not files:
             return self.read()
-        stamp = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-        path = self.cache_dir / "parsed" / f"{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.pkl"
-        if path.exists():
-            with path.open("rb") as f:
-                return pickle.load(f)
-        raw = self.read()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with tmp.open("wb") as f:
-            pickle.dump(raw, f, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(path)
-        return raw
+        return cached_read(self.read, files, self.cache_dir / "parsed", f"{type(self).__qualname__}:{self.name()}")
 
     @cached_property
     def split(self) -> Split:
@@ -216,6 +205,7 @@ class RecDataModule(L.LightningDataModule):
         for kind in kinds:
             dataset = self._train_dataset(kind)
             loaders[kind] = self._loader(dataset, len(dataset), even=True)
+            loaders[kind].sampler.skip = batches_done_this_epoch(self.trainer)
         return loaders[kinds[0]] if len(kinds) == 1 else loaders
 
     def _text_samplers(self) -> dict[str, TextIdSampler]:

@@ -19,12 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_bridge.cache import WheelDownloadError, download_wheel, staging_dir
+from lightning_bridge.cache import WheelDownloadError, download_wheel, sha256_file, staging_dir
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 10
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
+# sha256 of recbole-1.2.1-py3-none-any.whl as published on PyPI (checked with `pip download`, 2026-11-26)
+RECBOLE_WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 RECBOLE_ML100K_DIR = "recbole/dataset_example/ml-100k"
 ATOMIC_SUFFIXES = ("inter", "item", "user")
 
@@ -136,9 +138,14 @@ def _fetch(url: str) -> bytes:
 
 def _pip_download_recbole(dest: Path) -> Path:
     try:
-        return download_wheel(RECBOLE_REQUIREMENT, dest)
+        wheel = download_wheel(RECBOLE_REQUIREMENT, dest)
     except WheelDownloadError as err:
         raise DatasetUnavailableError(str(err)) from err
+    digest = sha256_file(wheel)
+    if digest != RECBOLE_WHEEL_SHA256:
+        raise DatasetUnavailableError(f"{wheel.name}: sha256 {digest}, expected {RECBOLE_WHEEL_SHA256} "
+                                      f"(the package index served another file)")
+    return wheel
 
 
 def _publish(staged: Path, dest: Path, files: Sequence[str]) -> None:

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 class Interactions:
     """Implicit-feedback interactions over dense ids ``0..num_users-1`` and ``0..num_items-1``.
 
-    ``user_ids[u]`` and ``item_ids[i]`` map dense ids back to the raw ids of the source files.
+    ``user_ids[u]`` and ``item_ids[i]`` map dense ids back to the raw ids of the source files. Timestamps
+    keep the source's exact values (int64, or float64 where the source has fractions).
     """
 
     users: np.ndarray
@@ -65,7 +66,7 @@ class Interactions:
         rows = np.sort(order[first])
         return cls(
             users=users[rows].astype(np.int64), items=items[rows].astype(np.int64),
-            ratings=ratings[rows].astype(np.float32), timestamps=timestamps[rows].astype(np.int64),
+            ratings=ratings[rows].astype(np.float32), timestamps=timestamps[rows],
             user_ids=user_ids.astype(str), item_ids=item_ids.astype(str),
             item_text=[raw.item_text.get(i) for i in item_ids],
             item_titles=[raw.item_titles.get(i) for i in item_ids],
@@ -131,6 +132,12 @@ def ratio_split(inter: Interactions, ratios: tuple[float, float, float] = (0.8, 
     n_test = (ratios[2] * n).astype(np.int64)
     n_train = n - n_valid - n_test
     part = np.where(position < n_train, 0, np.where(position < n_train + n_valid, 1, 2))
+    for k, name in ((1, "validation"), (2, "test")):
+        if ratios[k] > 0 and not (part == k).any():
+            raise DataFormatError(
+                f"data.split=ratio with data.ratios={tuple(ratios)} leaves the {name} part empty: a user gets "
+                f"int({ratios[k]} * n) {name} interactions, which is 0 for every user here (the most active has "
+                f"{counts.max()} interactions). Use data.split=leave_one_out, or a larger {name} ratio")
     return Split(train=np.sort(rows[part == 0]), valid=np.sort(rows[part == 1]), test=np.sort(rows[part == 2]))
 
 

@@ -8,12 +8,14 @@ ML-1M's million lines within a few seconds.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import itertools
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +98,9 @@ def _require(path: Path, must_contain: str) -> Path:
 
 
 def _read_lines(path: Path, encoding: str) -> tuple[list[str], Sequence[int]]:
-    """Non-empty lines with their 1-based numbers; trailing blanks go silently, inner empty lines logged."""
-    data = path.read_bytes()
+    """Non-empty lines with their 1-based numbers; trailing blanks go silently, inner empty lines logged.
+    A UTF-8 byte-order mark (what some editors put first) is dropped."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
@@ -137,7 +140,21 @@ def _ids(table: _Table, index: int, what: str) -> np.ndarray:
     empty = np.flatnonzero(ids == "")
     if empty.size:
         raise table.error(int(empty[0]), f"empty {what}; expected a non-empty id in field {index + 1}")
+    joined = "\n".join(table.columns[index])
+    if any(space in joined for space in _SPACES):  # the cheap test first: ML-1M has two million ids
+        for k, id_ in enumerate(table.columns[index]):
+            _check_unpadded(table, k, id_, index, what)
     return ids
+
+
+_SPACES = (" ", "\t", "\r", "\x0b", "\x0c", "\xa0", "\u3000")
+
+
+def _check_unpadded(table: _Table, row: int, id_: str, index: int, what: str) -> None:
+    """An id with spaces around it ('42 ' beside '42') would silently be another user or item."""
+    if id_ != id_.strip():
+        raise table.error(row, f"{what} {id_!r} has whitespace around it in field {index + 1}; expected the id "
+                               f"alone (remove the spaces, or they make {id_.strip()!r} a different id)")
 
 
 def _numbers(table: _Table, index: int, what: str) -> np.ndarray:
@@ -162,13 +179,38 @@ def _finite(table: _Table, row: int, value: str, index: int, what: str) -> float
 
 def _interactions(table: _Table, user: int, item: int, rating: int | None, timestamp: int | None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Users, items, float32 ratings (1.0 when absent) and int64 timestamps (file order when absent)."""
+    """Users, items, float32 ratings (1.0 when absent) and exact timestamps (file order when absent)."""
     n = len(table)
     users = _ids(table, user, "user id")
     items = _ids(table, item, "item id")
     ratings = np.ones(n, np.float32) if rating is None else _numbers(table, rating, "rating")
-    timestamps = np.arange(n) if timestamp is None else _numbers(table, timestamp, "timestamp")
-    return users, items, ratings.astype(np.float32), timestamps.astype(np.int64)
+    timestamps = np.arange(n) if timestamp is None else _timestamps(table, timestamp)
+    return users, items, ratings.astype(np.float32), timestamps
+
+
+FLOAT64_EXACT_DIGITS = 15
+
+
+def _timestamps(table: _Table, index: int) -> np.ndarray:
+    """Timestamps that keep their order exactly: int64 when every value is an integer that fits, float64
+    otherwise; a value float64 cannot hold exactly (more than 15 significant digits that do not survive
+    the conversion, so that two distinct times could compare equal) is an error naming its line."""
+    values = table.columns[index]
+    with contextlib.suppress(ValueError, OverflowError):
+        return np.array(values, dtype=np.int64)
+    parsed = _numbers(table, index, "timestamp")
+    lengths = np.fromiter(map(len, values), np.int64, len(values))
+    for k in np.flatnonzero(lengths > FLOAT64_EXACT_DIGITS):
+        try:
+            exact = Decimal(values[k].strip()) == Decimal(float(parsed[k]))
+        except InvalidOperation:
+            exact = False
+        if not exact:
+            raise table.error(int(k), f"timestamp {values[k]!r} in field {index + 1} cannot be held exactly "
+                                      f"(a float64 keeps about {FLOAT64_EXACT_DIGITS} significant digits), so "
+                                      f"the order of interactions could change; expected an integer up to "
+                                      f"{np.iinfo(np.int64).max} or a number with fewer digits")
+    return parsed
 
 
 def _no_interactions(path: Path, expected: str) -> DataFormatError:
@@ -191,6 +233,7 @@ def _unique_ids(table: _Table, index: int, what: str) -> list[str]:
     for k, id_ in enumerate(ids):
         if not id_:
             raise table.error(k, f"empty {what}; expected a non-empty id in field {index + 1}")
+        _check_unpadded(table, k, id_, index, what)
         if id_ in first:
             raise table.error(k, f"duplicate {what} {id_!r}, first given on line {table.lines[first[id_]]}")
         first[id_] = k

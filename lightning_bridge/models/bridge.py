@@ -11,6 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from lightning_bridge.checkpoints import read_checkpoint
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import (
     LMModule,
@@ -110,7 +111,7 @@ class BridgeModule(L.LightningModule):
 
     def warm_start_from(self, path: str) -> None:
         """Loads InfoSharing and the domain encoder from a domain-only run."""
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        state = read_checkpoint(path)["state_dict"]  # a damaged file is an error naming it
         wanted = {k: v for k, v in state.items() if k.startswith(("info.", "encoder."))}
         if not any(k.startswith("info.") for k in wanted):
             raise ValueError(f"{path}: not a DomainModule checkpoint (no 'info.*' weights)")

@@ -1,0 +1,132 @@
+"""Reading checkpoints safely, and what a checkpoint records about its run beyond Lightning's own state.
+
+Checkpoints are only ever loaded with ``weights_only=True`` (no code can run while reading one), and a file
+that is missing, truncated or not a checkpoint is an error naming its path. Every checkpoint the CLI writes
+also records the model section of the run's config and the fingerprint of its data (see
+:mod:`lightning_bridge.fingerprint`), so that a resume with contradicting settings, or a test on other data,
+is refused instead of silently going on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
+
+MODEL_CONFIG_KEY = "model_config"
+# Knobs that only change what evaluation reports or writes: the config given at test / predict time wins.
+EVALUATION_KNOBS = ("predict_top_k", "predict_with", "ks")
+# Filled in from the data, never written in a config; the data fingerprint checks them.
+DATA_LINKED = ("num_users", "num_items")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, or contradicts the run it is used in; the message names the file."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded with ``weights_only=True`` onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file: RuntimeError, EOFError, KeyError, ...
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            reason = "it holds Python objects other than tensors and plain values, which are never unpickled"
+        else:
+            reason = "truncated, corrupt or not a torch checkpoint"
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint: {reason} "
+                              f"({type(err).__name__}: {first_line[:200]})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (expected a dict with a 'state_dict', "
+                              f"found {type(checkpoint).__name__})")
+    return checkpoint
+
+
+def check_finite_weights(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Refuses a checkpoint whose weights hold NaN or infinity (from a run that diverged before the
+    non-finite-loss stop existed, or edited): testing it would print zeros, predicting would rank garbage."""
+    bad = [f"{name} ({int((~torch.isfinite(value)).sum())} of {value.numel()} values)"
+           for name, value in checkpoint["state_dict"].items()
+           if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise CheckpointError(f"{path}: holds non-finite weights: {', '.join(bad[:5])}"
+                              f"{' ...' if len(bad) > 5 else ''}. Use a checkpoint from before the run diverged.")
+
+
+def plain(value: Any) -> Any:
+    """``value`` as nested dicts, lists, strings and numbers (what ``weights_only`` loading accepts)."""
+    if hasattr(value, "as_dict"):  # a jsonargparse Namespace
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``{"init_args.optimizer.class_path": ..., ...}``."""
+    if not isinstance(config, dict):
+        return {prefix.rstrip("."): config}
+    flat = {}
+    for key, value in config.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+
+
+def config_differences(saved: dict[str, Any], given: dict[str, Any], ignore: tuple[str, ...] = ()
+                       ) -> list[str]:
+    """``"init_args.embedding_dim: 16 in the checkpoint, 32 now"`` for each setting that differs.
+
+    A changed ``class_path`` is one difference: the arguments below it are not compared. Keys named in
+    ``ignore`` (their last component, or a prefix such as ``init_args.optimizer``) are skipped.
+    """
+    old, new = _flatten(plain(saved)), _flatten(plain(given))
+    changed_classes = [k.removesuffix("class_path") for k in old
+                       if k.endswith("class_path") and k in new and old[k] != new[k]]
+    missing = object()
+    differences = []
+    for key in sorted(old.keys() | new.keys()):
+        if key.rsplit(".", 1)[-1] in ignore or any(key.startswith(p + ".") for p in ignore):
+            continue
+        if any(key.startswith(c) and not key.endswith("class_path") for c in changed_classes):
+            continue
+        a, b = old.get(key, missing), new.get(key, missing)
+        if a is missing or b is missing or a == b:  # a setting one side's version did not have
+            continue
+        differences.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
+    return differences
+
+
+def saved_model_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The model config a checkpoint was trained with: recorded by :class:`RunRecord`, or (older
+    checkpoints) rebuilt from the hyperparameters Lightning saved."""
+    if MODEL_CONFIG_KEY in checkpoint:
+        return checkpoint[MODEL_CONFIG_KEY]
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    if "_class_path" not in hparams:
+        return None
+    hparams.pop("_instantiator", None)
+    return {"class_path": hparams.pop("_class_path"), "init_args": hparams}
+
+
+class RunRecord(Callback):
+    """Writes the run's model config and data fingerprint into every checkpoint it saves."""
+
+    def __init__(self, model_config: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+        self.model_config, self.fingerprint = plain(model_config), fingerprint
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODEL_CONFIG_KEY] = self.model_config
+        checkpoint[FINGERPRINT_KEY] = self.fingerprint
