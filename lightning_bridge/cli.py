@@ -160,7 +160,7 @@ class BridgeCLI(LightningCLI):
                 self.model, self.datamodule, self.trainer.log_dir or ".",
                 accelerator=type(self.trainer.accelerator).__name__.removesuffix("Accelerator").lower())
         primary = self.trainer.checkpoint_callback
-        if isinstance(self.model, BridgeModule) and _side(primary):
+        if isinstance(self.model, BridgeModule) and _side(primary) and self.model.hparams.evaluate_lm:
             other = "lm" if _side(primary) == "domain" else "domain"
             self.trainer.callbacks.append(RunCheckpoint(
                 dirpath=primary.dirpath, monitor=f"{other}/val/ndcg@10", mode="max", save_top_k=1,

@@ -156,3 +156,27 @@ def test_lm_item_text_steps_refresh_the_anchor_rows_they_read(tmp_path):
     _trainer(tmp_path, max_steps=2).fit(bridge, datamodule=_data(tmp_path))  # a domain step, then an LM step
     items, queries = bridge.lm.latest_item_text_queries
     assert torch.equal(bridge._text_anchor.queries[items], queries)
+
+
+def test_a_frozen_backbone_encodes_item_texts_once_and_gives_the_same_queries(tmp_path):
+    lm = LMModule(NUM_USERS, NUM_ITEMS, backbone="tiny-encoder", finetune="frozen", embedding_dim=8,
+                  task_weights={"item_text": 1.0})
+    lm.attach_data(_data(tmp_path))
+    items = torch.tensor([3, 7, 7, 0])
+    lm.eval()
+    with torch.no_grad():
+        direct = lm.recommender(**lm._text_prompt(ITEM, items), info=lm.info)
+        cached = lm.text_queries(ITEM, items)
+    assert torch.allclose(cached, direct, atol=1e-5)
+    assert lm._text_features[ITEM].shape[0] == NUM_ITEMS
+    lm.train()
+    assert lm.text_queries(ITEM, items).requires_grad  # the output projection still trains
+
+
+def test_a_bridge_that_does_not_evaluate_its_lm_logs_only_the_domain_model(tmp_path):
+    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, evaluate_lm=False,
+                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
+                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (metrics,) = trainer.validate(bridge, datamodule=_data(tmp_path), verbose=False)
+    assert "domain/val/ndcg@10" in metrics and not any(k.startswith("lm/") for k in metrics)

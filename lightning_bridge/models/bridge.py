@@ -68,6 +68,8 @@ class BridgeModule(L.LightningModule):
         warm_start_max_epochs: most domain-only epochs of the automatic warm start.
         warm_start_patience: validations without improvement that end the automatic warm start.
         warm_start_val_every: domain-only epochs between two validations of the automatic warm start.
+        evaluate_lm: validate and test the LM beside the domain model. Off when the LM only teaches the
+            shared table through its text tasks (no ``next_item`` task), which saves its prompt evaluations.
     """
 
     train_batch_kinds = ("domain", "lm")
@@ -83,7 +85,7 @@ class BridgeModule(L.LightningModule):
                  lm_clip: float | None = None, predict_with: Side = "domain", text_anchor_weight: float = 0.0,
                  text_anchor_refresh_epochs: int | None = None, warm_start_auto: bool = False,
                  warm_start_max_epochs: int = 300, warm_start_patience: int = 10,
-                 warm_start_val_every: int = 5) -> None:
+                 warm_start_val_every: int = 5, evaluate_lm: bool = True) -> None:
         super().__init__()
         if text_anchor_weight < 0:
             raise ValueError(f"model.text_anchor_weight must be >= 0, got {text_anchor_weight}")
@@ -236,7 +238,8 @@ class BridgeModule(L.LightningModule):
 
     def _evaluate(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         self.domain.evaluator.update(stage, self.domain.scores(batch["users"]), batch)
-        self.lm.evaluator.update(stage, self.lm.scores(batch).float(), batch)
+        if self.hparams.evaluate_lm:
+            self.lm.evaluator.update(stage, self.lm.scores(batch).float(), batch)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate("val", batch)
@@ -245,7 +248,8 @@ class BridgeModule(L.LightningModule):
         self._evaluate("test", batch)
 
     def _log_stage(self, stage: str) -> None:
-        self.log_dict({**self.domain.evaluator.compute(stage, "domain"), **self.lm.evaluator.compute(stage, "lm")})
+        lm = self.lm.evaluator.compute(stage, "lm") if self.hparams.evaluate_lm else {}
+        self.log_dict({**self.domain.evaluator.compute(stage, "domain"), **lm})
         self.domain.release_vectors()
 
     def on_validation_epoch_end(self) -> None:

@@ -38,7 +38,8 @@ class LMModule(L.LightningModule):
         local_files_only: never ask the Hugging Face hub.
         dtype: ``float32`` (the CPU default), ``bfloat16`` or ``float16``.
         gradient_checkpointing: trade compute for activation memory.
-        finetune: ``lora``, ``full`` or ``frozen`` backbone.
+        finetune: ``lora``, ``full`` or ``frozen`` backbone. A frozen backbone encodes every item's text once
+            for the text tasks, which then cost only the output projection.
         lora_rank: LoRA rank.
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
@@ -105,6 +106,7 @@ class LMModule(L.LightningModule):
         self.prompts: PromptBuilder | None = None
         # The item_text task's latest (items, text representations): BridgeModule's text anchor reuses them.
         self.latest_item_text_queries: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._text_features: dict[int, torch.Tensor] = {}  # frozen backbones only: see _frozen_text_features
         # from_pretrained returns the backbone in eval mode, and Lightning keeps each module's mode as it
         # finds it: without this, training would silently run without dropout.
         self.train()
@@ -118,6 +120,7 @@ class LMModule(L.LightningModule):
             raise ValueError(f"the data has {datamodule.num_users} users and {datamodule.num_items} items but "
                              f"the model was built for {self.hparams.num_users} and {self.hparams.num_items}")
         h = self.hparams
+        self._text_features = {}
         for task, texts, field in (("item_text", datamodule.item_text, "item"),
                                    ("user_text", datamodule.user_text, "user")):
             if self.task_weights.get(task) and not any(texts):
@@ -142,8 +145,28 @@ class LMModule(L.LightningModule):
         """(B, info_dim) pooled, projected representations of prompts made of these items' (or users') text."""
         if self.prompts is None:
             raise RuntimeError("LMModule.attach_data must run before prompts can be built")
-        prompt = {k: v.to(self.device, non_blocking=True) for k, v in self.prompts.build_texts(kind, ids).items()}
-        return self.recommender(**prompt, info=self.info)
+        if self.hparams.finetune == "frozen":
+            return self.recommender.out_proj(self._frozen_text_features(kind)[ids.to(self.device)])
+        return self.recommender(**self._text_prompt(kind, ids), info=self.info)
+
+    def _text_prompt(self, kind: int, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in self.prompts.build_texts(kind, ids).items()}
+
+    def _frozen_text_features(self, kind: int, batch_size: int = 256) -> torch.Tensor:
+        """Every item's (or user's) pooled text representation, encoded once: with a frozen backbone it is a
+        pure function of the text (encoded in eval mode, without dropout), so the text tasks cost only the
+        output projection after the first call."""
+        if kind not in self._text_features:
+            count = self.info.num_items if kind == ITEM else self.info.num_users
+            was_training, parts = self.training, []
+            self.eval()
+            with torch.no_grad():
+                for start in range(0, count, batch_size):
+                    ids = torch.arange(start, min(start + batch_size, count))
+                    parts.append(self.recommender.pooled(**self._text_prompt(kind, ids), info=self.info))
+            self.train(was_training)
+            self._text_features[kind] = torch.cat(parts)
+        return self._text_features[kind]
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each weighted task's cross-entropy over the whole catalogue (or all users, for ``user_text``)."""

@@ -68,14 +68,18 @@ class LMRecommender(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor, id_kind: Tensor, id_index: Tensor,
                 info: InfoSharing) -> Tensor:
         """The pooled prompt representation in InfoSharing's space, (B, info_dim)."""
+        return self.out_proj(self.pooled(input_ids, attention_mask, id_kind, id_index, info))
+
+    def pooled(self, input_ids: Tensor, attention_mask: Tensor, id_kind: Tensor, id_index: Tensor,
+               info: InfoSharing) -> Tensor:
+        """The pooled final hidden state, (B, hidden), in the output projection's dtype."""
         id_positions = input_ids == self.id_token_id
         # The placeholder id may lie outside the (unresized) vocabulary; its vector is overwritten anyway.
         safe_ids = input_ids.masked_fill(id_positions, 0)
         embeds = self.backbone.get_input_embeddings()(safe_ids)
         embeds = self.injector(embeds, id_positions, id_kind, id_index, info)
         hidden = self.backbone(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
-        pooled = _pool(hidden, attention_mask, self.pooling)
-        return self.out_proj(pooled.to(self.out_proj.weight.dtype))
+        return _pool(hidden, attention_mask, self.pooling).to(self.out_proj.weight.dtype)
 
     def scores(self, input_ids: Tensor, attention_mask: Tensor, id_kind: Tensor, id_index: Tensor,
                info: InfoSharing, against: int = ITEM) -> Tensor:
