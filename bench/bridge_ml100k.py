@@ -14,6 +14,10 @@ Settings (each changes only the data section of every variant's config):
     synthetic  SyntheticTopicsDataModule: titles of real words carry the taste, most items have <= 3
                interactions
 
+Variants: ``domain_only`` (configs/ml100k_lightgcn.yaml), ``lm_only`` (configs/ml100k_lm.yaml at BDLM's LM
+compute), ``bdlm`` (configs/ml100k.yaml, the main job) and ``bdlm_text`` (the main job with
+configs/variants/text_teacher.yaml: the knowledge path alone, a frozen LM teaching the shared table from text).
+
 Each run is the real command line (``python main.py fit --config <config> --seed_everything <seed>
 --test_after_fit true``), so the figures are those a user gets. Progress lines are printed as runs finish;
 the last line is one JSON object: for each setting, variant and metric ``[mean, std]`` over seeds (test split,
@@ -26,12 +30,13 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 from lightning_bridge.cli import main as cli_main
 
-CONFIGS = {"domain_only": "configs/ml100k_lightgcn.yaml", "lm_only": "configs/ml100k_lm.yaml",
-           "bdlm": "configs/ml100k.yaml"}
+CONFIGS = {"domain_only": ["configs/ml100k_lightgcn.yaml"], "lm_only": ["configs/ml100k_lm.yaml"],
+           "bdlm": ["configs/ml100k.yaml"],
+           # the knowledge path alone: a frozen LM that only teaches the shared table from item text
+           "bdlm_text": ["configs/ml100k.yaml", "configs/variants/text_teacher.yaml"]}
 SETTINGS = {
     "full": [],
     "sparse": ["--data.init_args.max_train_per_user", "5"],
@@ -43,17 +48,22 @@ SETTINGS = {
 VARIANT_OVERRIDES = {"lm_only": ["--data.init_args.lm_examples_per_user", "2", "--trainer.max_epochs", "2"]}
 # which model's metrics each variant reports, under the key used in the JSON
 REPORTS = {"domain_only": [("domain_only", "domain")], "lm_only": [("lm_only", "lm")],
-           "bdlm": [("bdlm_domain", "domain"), ("bdlm_lm", "lm")]}
+           "bdlm": [("bdlm_domain", "domain"), ("bdlm_lm", "lm")], "bdlm_text": [("bdlm_text_domain", "domain")]}
 METRICS = ("ndcg@10", "hr@10", "recall@20", "sparse_ndcg@10", "sparse_hr@10", "rare_ndcg@10", "rare_hr@10",
            "new_item_ndcg@10", "new_item_hr@10", "new_item_catalogue_ndcg@10", "new_item_catalogue_hr@10")
 
 
-def run(variant: str, setting: str, seed: int, overrides: list[str]) -> tuple[dict, float, float, dict]:
+def run(variant: str, setting: str, seed: int, overrides: list[str],
+        warm_start: str | None = None) -> tuple[dict, float, float, dict]:
     """Test metrics of each model the variant trains (each at its own best validation checkpoint; the metrics
     the setting has), the best validation score of the run's main checkpoint, the wall time, and the names of
     the best (and the warm-start) checkpoints."""
     start = time.perf_counter()
-    cli = cli_main(["fit", "--config", CONFIGS[variant], *SETTINGS[setting], *VARIANT_OVERRIDES.get(variant, []),
+    configs = [arg for path in CONFIGS[variant] for arg in ("--config", path)]
+    if warm_start:  # co-training starts from the domain-only run's best checkpoint instead of its own warm-up
+        overrides = ["--model.init_args.warm_start_auto", "false", "--model.init_args.warm_start_checkpoint",
+                     warm_start, *overrides]
+    cli = cli_main(["fit", *configs, *SETTINGS[setting], *VARIANT_OVERRIDES.get(variant, []),
                     "--seed_everything", str(seed),
                     "--test_after_fit", "true",
                     "--trainer.logger.init_args.name", f"bench_bridge/{setting}/{variant}_seed{seed}", *overrides])
@@ -62,9 +72,11 @@ def run(variant: str, setting: str, seed: int, overrides: list[str]) -> tuple[di
     reported = {key: {m: metrics[f"{model}/test/{m}"] for m in METRICS if f"{model}/test/{m}" in metrics}
                 for key, model in REPORTS[variant]}
     best = cli.trainer.checkpoint_callback.best_model_score
-    checkpoints = {"best": Path(cli.trainer.checkpoint_callback.best_model_path).name}
+    checkpoints = {"best": cli.trainer.checkpoint_callback.best_model_path}
     if cli.warm_start_checkpoint:  # where the automatic warm start stopped, in the domain model's own epochs
-        checkpoints["warm_start"] = Path(cli.warm_start_checkpoint).name
+        checkpoints["warm_start"] = cli.warm_start_checkpoint
+    elif warm_start:
+        checkpoints["warm_start"] = warm_start
     return reported, float("nan") if best is None else float(best), wall, checkpoints
 
 
@@ -98,16 +110,23 @@ def main() -> None:
     parser.add_argument("--jsonl", help="append one JSON line per finished run to this file")
     parser.add_argument("--tag", default="", help="prefix of the reported keys (an ablation beside the defaults)")
     parser.add_argument("--summarize", metavar="JSONL", help="print the summary of the runs in this file; run nothing")
+    parser.add_argument("--reuse_domain_only", action="store_true",
+                        help="co-training variants start from the same seed's domain-only best checkpoint (run "
+                             "domain_only first) instead of their own automatic warm start, which is the same "
+                             "computation: half the CPU time")
     args, overrides = parser.parse_known_args()
     if args.summarize:
         with open(args.summarize) as lines:
             print(json.dumps(summarize([json.loads(line) for line in lines if line.strip()])))
         return
-    records = []
+    records, domain_best = [], {}
     for setting in args.settings:
         for seed in args.seeds:
             for variant in args.variants:
-                reported, best_val, wall, checkpoints = run(variant, setting, seed, overrides)
+                warm_start = domain_best.get((setting, seed)) if variant.startswith("bdlm") else None
+                reported, best_val, wall, checkpoints = run(variant, setting, seed, overrides, warm_start)
+                if variant == "domain_only" and args.reuse_domain_only:
+                    domain_best[(setting, seed)] = checkpoints["best"]
                 reported = {f"{args.tag}{key}": values for key, values in reported.items()}
                 records.append({"setting": setting, "seed": seed, "variant": args.tag + variant, "wall_s": wall,
                                 "metrics": reported, "best_val": best_val, "checkpoints": checkpoints,
@@ -120,7 +139,8 @@ def main() -> None:
                           + ", ".join(f"{m}={v:.4f}" for m, v in values.items()) + f" ({wall:.0f} s)", flush=True)
     print("rerun: python bench/bridge_ml100k.py --settings " + " ".join(args.settings) + " --seeds "
           + " ".join(map(str, args.seeds)) + " --variants " + " ".join(args.variants)
-          + (f" --tag {args.tag}" if args.tag else "") + "".join(f" {o}" for o in overrides))
+          + (f" --tag {args.tag}" if args.tag else "") + (" --reuse_domain_only" if args.reuse_domain_only else "")
+          + "".join(f" {o}" for o in overrides))
     print(json.dumps(summarize(records)))
 
 
