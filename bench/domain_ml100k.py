@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     assert abs(float(loop["domain/test/ndcg@10"]) - metrics["domain/test/ndcg@10"]) < 1e-6
 
     result = {
-        "library": "lightning_bridge", "model": "LightGCN", "config": config,
+        "library": "lightning_bridge", "model": model.hparams.encoder, "config": config,
         "test_ndcg@10": metrics["domain/test/ndcg@10"], "test_hr@10": metrics["domain/test/hr@10"],
         "test_sparse_ndcg@10": metrics["domain/test/sparse_ndcg@10"],
         "valid_ndcg@10": float(trainer.checkpoint_callback.best_model_score),
