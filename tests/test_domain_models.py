@@ -41,6 +41,7 @@ def test_sasrec_is_causal_and_left_padding_does_not_matter():
     shorter = torch.tensor([[3, 4, 5, 6]])
     torch.testing.assert_close(model.states(table, seq)[:, -1], model.states(table, shorter)[:, -1])
     assert torch.isfinite(model.states(table, torch.full((1, 5), -1))).all()  # no empty attention row
+    torch.testing.assert_close(model.scores(table, seq), model.states(table, seq)[:, -1] @ table.T)
 
 
 @pytest.mark.parametrize("kwargs, match", [({"max_len": 0}, "max_len must be at least 1"),

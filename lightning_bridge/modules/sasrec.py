@@ -26,12 +26,21 @@ class _Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, length, dim = x.shape
-        q, k, v = self.qkv(self.attn_norm(x)).view(b, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``last_only``: only the last position's output (every position is still a key), all ranking needs
+        from the last block; about half of a block's work."""
+        b, dim = x.shape[0], x.shape[2]
+        h = self.attn_norm(x)
+        if last_only:
+            x, mask = x[:, -1:], mask[..., -1:, :]
+            q = F.linear(h[:, -1:], self.qkv.weight[:dim], self.qkv.bias[:dim])
+            k, v = F.linear(h, self.qkv.weight[dim:], self.qkv.bias[dim:]).chunk(2, -1)
+        else:
+            q, k, v = self.qkv(h).chunk(3, -1)
+        q, k, v = (t.view(b, -1, self.num_heads, dim // self.num_heads).transpose(1, 2) for t in (q, k, v))
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                               dropout_p=self.dropout if self.training else 0.0)
-        x = x + self.drop(self.attn_out(attn.transpose(1, 2).reshape(b, length, dim)))
+        x = x + self.drop(self.attn_out(attn.transpose(1, 2).reshape(b, -1, dim)))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 
@@ -74,8 +83,9 @@ class SASRec(nn.Module):
         """The shared tables as they are (the item table is read per sequence; the user table not at all)."""
         return info()
 
-    def states(self, item_table: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
-        """(B, L, dim) hidden state after each position of (B, L) left-padded item sequences, L <= max_len."""
+    def states(self, item_table: torch.Tensor, sequences: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, dim) hidden state after each position of (B, L) left-padded item sequences, L <= max_len;
+        (B, 1, dim), the last position's, with ``last_only``."""
         length = sequences.shape[1]
         if length > self.max_len:
             raise ValueError(f"sequences of {length} items are longer than model.max_len={self.max_len}")
@@ -85,13 +95,15 @@ class SASRec(nn.Module):
         causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
         self_only = torch.eye(length, dtype=torch.bool, device=x.device)
         mask = (causal & (real[:, None, :] | self_only))[:, None]  # (B, 1, L, L), True = may attend
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if last_only and i == len(self.blocks) - 1:
+                return self.norm(block(x, mask, last_only=True))
             x = block(x, mask) * real[..., None]
         return self.norm(x)
 
     def scores(self, item_table: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
         """(B, num_items): the last position's state against every item row."""
-        return self.states(item_table, sequences)[:, -1] @ item_table.T
+        return self.states(item_table, sequences, last_only=True)[:, -1] @ item_table.T
 
     def loss(self, item_table: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
              kind: SASRecLoss) -> torch.Tensor:
