@@ -6,6 +6,7 @@ MovieLens-100K and in the sparse settings where the claim says co-training shoul
     python bench/bridge_ml100k.py --seeds 0 1 2 3 --variants bdlm
     python bench/bridge_ml100k.py --seeds 1 --jsonl runs.jsonl --trainer.accelerator gpu   # overrides pass through
     python bench/bridge_ml100k.py --summarize runs.jsonl    # the summary of runs made in several processes
+    python bench/bridge_ml100k.py --domain sasrec --variants domain_only bdlm   # another domain model
 
 Settings (each changes only the data section of every variant's config):
     full       MovieLens-100K as it is
@@ -45,6 +46,10 @@ SETTINGS = {
 }
 # LM-only at BDLM's LM compute: configs/ml100k.yaml makes about 12 LM steps of 32 examples per co-training
 # epoch for 10 epochs; 2 examples per user for 2 epochs is about as many (118 steps on ML-100K).
+# the domain-only and BDLM configs of each domain model (--domain); LM-only is the same for all
+DOMAIN_CONFIGS = {"lightgcn": {},
+                  "ncf": {"domain_only": "configs/ml100k_ncf.yaml", "bdlm": "configs/ml100k_bdlm_ncf.yaml"},
+                  "sasrec": {"domain_only": "configs/ml100k_sasrec.yaml", "bdlm": "configs/ml100k_bdlm_sasrec.yaml"}}
 VARIANT_OVERRIDES = {"lm_only": ["--data.init_args.lm_examples_per_user", "2", "--trainer.max_epochs", "2"]}
 # which model's metrics each variant reports, under the key used in the JSON
 REPORTS = {"domain_only": [("domain_only", "domain")], "lm_only": [("lm_only", "lm")],
@@ -53,13 +58,15 @@ METRICS = ("ndcg@10", "hr@10", "recall@20", "sparse_ndcg@10", "sparse_hr@10", "r
            "new_item_ndcg@10", "new_item_hr@10", "new_item_catalogue_ndcg@10", "new_item_catalogue_hr@10")
 
 
-def run(variant: str, setting: str, seed: int, overrides: list[str],
-        warm_start: str | None = None) -> tuple[dict, float, float, dict]:
+def run(variant: str, setting: str, seed: int, overrides: list[str], warm_start: str | None = None,
+        domain: str = "lightgcn") -> tuple[dict, float, float, dict]:
     """Test metrics of each model the variant trains (each at its own best validation checkpoint; the metrics
     the setting has), the best validation score of the run's main checkpoint, the wall time, and the names of
     the best (and the warm-start) checkpoints."""
     start = time.perf_counter()
-    configs = [arg for path in CONFIGS[variant] for arg in ("--config", path)]
+    paths = list(CONFIGS[variant])
+    paths[0] = DOMAIN_CONFIGS[domain].get(variant, paths[0])
+    configs = [arg for path in paths for arg in ("--config", path)]
     if warm_start:  # co-training starts from the domain-only run's best checkpoint instead of its own warm-up
         overrides = ["--model.init_args.warm_start_auto", "false", "--model.init_args.warm_start_checkpoint",
                      warm_start, *overrides]
@@ -108,6 +115,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["full"])
     parser.add_argument("--jsonl", help="append one JSON line per finished run to this file")
+    parser.add_argument("--domain", choices=list(DOMAIN_CONFIGS), default="lightgcn",
+                        help="the domain model of the domain-only and BDLM variants")
     parser.add_argument("--tag", default="", help="prefix of the reported keys (an ablation beside the defaults)")
     parser.add_argument("--summarize", metavar="JSONL", help="print the summary of the runs in this file; run nothing")
     parser.add_argument("--reuse_domain_only", action="store_true",
@@ -124,7 +133,8 @@ def main() -> None:
         for seed in args.seeds:
             for variant in args.variants:
                 warm_start = domain_best.get((setting, seed)) if variant.startswith("bdlm") else None
-                reported, best_val, wall, checkpoints = run(variant, setting, seed, overrides, warm_start)
+                reported, best_val, wall, checkpoints = run(variant, setting, seed, overrides, warm_start,
+                                                            args.domain)
                 if variant == "domain_only" and args.reuse_domain_only:
                     domain_best[(setting, seed)] = checkpoints["best"]
                 reported = {f"{args.tag}{key}": values for key, values in reported.items()}
@@ -137,7 +147,8 @@ def main() -> None:
                 for key, values in reported.items():
                     print(f"[bench] {setting} seed={seed} {key}: "
                           + ", ".join(f"{m}={v:.4f}" for m, v in values.items()) + f" ({wall:.0f} s)", flush=True)
-    print("rerun: python bench/bridge_ml100k.py --settings " + " ".join(args.settings) + " --seeds "
+    print("rerun: python bench/bridge_ml100k.py --domain " + args.domain + " --settings " + " ".join(args.settings)
+          + " --seeds "
           + " ".join(map(str, args.seeds)) + " --variants " + " ".join(args.variants)
           + (f" --tag {args.tag}" if args.tag else "") + (" --reuse_domain_only" if args.reuse_domain_only else "")
           + "".join(f" {o}" for o in overrides))

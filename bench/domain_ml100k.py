@@ -78,7 +78,7 @@ def ranking_loop(model, batches: list[dict[str, torch.Tensor]]) -> dict[str, tor
     with torch.inference_mode():  # as Trainer.test runs it (the metric states are inference tensors)
         model.freeze_vectors()
         for batch in batches:
-            model.evaluator.update("test", model.scores(batch["users"]), batch)
+            model.evaluator.update("test", model.scores(batch["users"], batch.get("sequence")), batch)
         out = model.evaluator.compute("test", "domain")
         model.release_vectors()
     return out
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     assert abs(float(loop["domain/test/ndcg@10"]) - metrics["domain/test/ndcg@10"]) < 1e-6
 
     result = {
-        "library": "lightning_bridge", "model": "LightGCN", "config": config,
+        "library": "lightning_bridge", "model": model.hparams.encoder, "config": config,
         "test_ndcg@10": metrics["domain/test/ndcg@10"], "test_hr@10": metrics["domain/test/hr@10"],
         "test_sparse_ndcg@10": metrics["domain/test/sparse_ndcg@10"],
         "valid_ndcg@10": float(trainer.checkpoint_callback.best_model_score),

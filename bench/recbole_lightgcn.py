@@ -48,13 +48,12 @@ from recbole.trainer import Trainer
 from recbole.utils import init_logger, init_seed
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(description: str | None = __doc__) -> argparse.ArgumentParser:
+    """The options every RecBole bench script shares (data, training, evaluation, timing)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_path", default="bench/split", help="folder holding ml-100k/ml-100k.{train,valid,test}.inter")
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--learning_rate", type=float, default=2e-3)
-    p.add_argument("--reg_weight", type=float, default=1e-4)
-    p.add_argument("--n_layers", type=int, default=3)
     p.add_argument("--embedding_size", type=int, default=64)
     p.add_argument("--train_batch_size", type=int, default=2048)
     p.add_argument("--eval_users_per_batch", type=int, default=1024,
@@ -65,13 +64,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval_repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--eval_default_batch", action="store_true",
-                   help="also time evaluation at RecBole's default eval_batch_size (4096 scores: 2 users a batch)")
     p.add_argument("--no_test", action="store_true", help="tuning: report validation only, never touch test")
     p.add_argument("--crosscheck", default=None,
                    help="no training: load ego embeddings exported by bench/domain_ml100k.py --export_embeddings "
                         "into RecBole's LightGCN and evaluate them with RecBole's own evaluator")
     p.add_argument("--workdir", default=None, help="where RecBole writes its log/, saved/ (default: a temp dir)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
+    p.add_argument("--reg_weight", type=float, default=1e-4)
+    p.add_argument("--n_layers", type=int, default=3)
+    p.add_argument("--eval_default_batch", action="store_true",
+                   help="also time evaluation at RecBole's default eval_batch_size (4096 scores: 2 users a batch)")
     return p.parse_args(argv)
 
 
@@ -79,15 +85,14 @@ def count_items(folder: Path, name: str) -> int:
     items = set()
     for part in ("train", "valid", "test"):
         with (folder / f"{name}.{part}.inter").open() as f:
-            next(f)
-            items.update(line.split("\t", 2)[1] for line in f)
+            column = next(f).rstrip("\n").split("\t").index("item_id:token")
+            items.update(line.rstrip("\n").split("\t")[column] for line in f)
     return len(items)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def recbole_config(model: str, args: argparse.Namespace, model_options: dict) -> Config:
+    """RecBole's config for ``model`` on the benchmark files under ``args.data_path``: the metrics, cutoffs,
+    evaluation batch (in users) and run settings every model of ours is compared under, plus its options."""
     data_path = str(Path(args.data_path).resolve())
     workdir = args.workdir or tempfile.mkdtemp(prefix="recbole_run_")
     os.makedirs(workdir, exist_ok=True)
@@ -103,21 +108,30 @@ def main(argv: list[str] | None = None) -> dict:
         "metric_decimal_place": 6,
         "train_batch_size": args.train_batch_size,
         "eval_batch_size": args.eval_users_per_batch * num_items,
-        "learning_rate": args.learning_rate, "reg_weight": args.reg_weight, "n_layers": args.n_layers,
-        "embedding_size": args.embedding_size, "epochs": args.epochs, "eval_step": args.eval_step,
+        "learning_rate": args.learning_rate, "epochs": args.epochs, "eval_step": args.eval_step,
         "stopping_step": args.stopping_step, "seed": args.seed, "reproducibility": True,
         "use_gpu": False, "show_progress": False, "state": "WARNING", "checkpoint_dir": os.path.join(workdir, "saved"),
+        **model_options,
     }
     argv_kept, sys.argv = sys.argv, sys.argv[:1]  # RecBole also parses sys.argv; it is ours
-    config = Config(model="LightGCN", dataset=args.dataset, config_dict=config_dict)
+    config = Config(model=model, dataset=args.dataset, config_dict=config_dict)
     sys.argv = argv_kept
     config["data_path"] = os.path.join(data_path, args.dataset)  # "ml-100k" is hard-wired to RecBole's own copy
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logging.getLogger().setLevel(logging.WARNING)
+    return config
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = recbole_config("LightGCN", args, {"reg_weight": args.reg_weight, "n_layers": args.n_layers,
+                                               "embedding_size": args.embedding_size})
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    assert dataset.item_num == num_items, (dataset.item_num, num_items)
+    assert dataset.item_num * args.eval_users_per_batch == config["eval_batch_size"], dataset.item_num
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = LightGCN(config, train_data._dataset).to(config["device"])
     trainer = Trainer(config, model)
@@ -125,6 +139,29 @@ def main(argv: list[str] | None = None) -> dict:
     if args.crosscheck:
         return crosscheck(args, config, dataset, model, trainer, valid_data, test_data)
 
+    result = {"library": "recbole==1.2.1", "model": "LightGCN", **fit_timed(trainer, train_data, valid_data),
+              "learning_rate": args.learning_rate, "reg_weight": args.reg_weight, "n_layers": args.n_layers,
+              "embedding_size": args.embedding_size, "train_batch_size": args.train_batch_size,
+              "num_users_evaluated": None, "torch_threads": torch.get_num_threads()}
+    if not args.no_test:
+        test_best(trainer, model, test_data, args.eval_repeats, result)
+        if args.eval_default_batch:
+            matched, config["eval_batch_size"] = config["eval_batch_size"], 4096
+            default_loader = FullSortEvalDataLoader(config, test_data._dataset, test_data._sampler, shuffle=False)
+            config["eval_batch_size"] = matched
+            times, _, check = timed_evaluations(trainer, model, default_loader, max(1, args.eval_repeats // 2))
+            assert abs(check["ndcg@10"] - result["test_ndcg@10"]) < 1e-4
+            result["eval_s_default_batch"] = statistics.median(times)
+        result["eval_users_per_batch"] = args.eval_users_per_batch
+    result["command"] = " ".join([sys.executable, *sys.argv]) if argv is None else None
+    result["device"] = str(config["device"])
+    print(json.dumps(result))
+    return result
+
+
+def fit_timed(trainer, train_data, valid_data) -> dict:
+    """``trainer.fit`` with early stopping on validation; the best validation metrics, the best epoch and the
+    wall and CPU time of every training epoch (``Trainer._train_epoch``: sampling, forward, backward, step)."""
     epoch_times: list[float] = []
     epoch_cpu: list[float] = []
     train_epoch = trainer._train_epoch
@@ -145,50 +182,36 @@ def main(argv: list[str] | None = None) -> dict:
             best_epoch = epoch_idx + 1
     _, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
                                        verbose=False, callback_fn=remember_best)
-    result = {
-        "library": "recbole==1.2.1", "model": "LightGCN",
-        "valid_ndcg@10": float(best_valid_result["ndcg@10"]), "valid_hr@10": float(best_valid_result["hit@10"]),
-        "best_epoch": best_epoch,
-        "epochs": len(epoch_times), "train_s_per_epoch": statistics.median(epoch_times),
-        "train_cpu_s_per_epoch": statistics.median(epoch_cpu),
-        "train_s_epochs": [round(t, 3) for t in epoch_times],
-        "learning_rate": args.learning_rate, "reg_weight": args.reg_weight, "n_layers": args.n_layers,
-        "embedding_size": args.embedding_size, "train_batch_size": args.train_batch_size,
-        "num_users_evaluated": None, "torch_threads": torch.get_num_threads(),
-    }
-    if not args.no_test:
-        # RecBole's own reload calls torch.load with torch>=2.6's weights_only default and fails on its
-        # checkpoint (which holds the config); the file is the one this run just wrote.
-        checkpoint = torch.load(trainer.saved_model_file, map_location=trainer.device, weights_only=False)
-        model.load_state_dict(checkpoint["state_dict"])
-        model.load_other_parameter(checkpoint.get("other_parameter"))
-        test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-        result["test_ndcg@10"] = float(test_result["ndcg@10"])
-        result["test_hr@10"] = float(test_result["hit@10"])
-        result["test"] = {k: float(v) for k, v in test_result.items()}
-        result["num_users_evaluated"] = len(test_data.uid_list)
-        times, cpu, _ = timed_evaluations(trainer, model, test_data, args.eval_repeats)
-        result["eval_s"] = statistics.median(times)
-        result["eval_cpu_s"] = statistics.median(cpu)
-        if args.eval_default_batch:
-            matched, config["eval_batch_size"] = config["eval_batch_size"], 4096
-            default_loader = FullSortEvalDataLoader(config, test_data._dataset, test_data._sampler, shuffle=False)
-            config["eval_batch_size"] = matched
-            times, _, check = timed_evaluations(trainer, model, default_loader, max(1, args.eval_repeats // 2))
-            assert abs(check["ndcg@10"] - test_result["ndcg@10"]) < 1e-4
-            result["eval_s_default_batch"] = statistics.median(times)
-        result["eval_users_per_batch"] = args.eval_users_per_batch
-    result["command"] = " ".join([sys.executable, *sys.argv]) if argv is None else None
-    result["device"] = str(config["device"])
-    print(json.dumps(result))
-    return result
+    return {"valid_ndcg@10": float(best_valid_result["ndcg@10"]), "valid_hr@10": float(best_valid_result["hit@10"]),
+            "best_epoch": best_epoch, "epochs": len(epoch_times), "train_s_per_epoch": statistics.median(epoch_times),
+            "train_cpu_s_per_epoch": statistics.median(epoch_cpu),
+            "train_s_epochs": [round(t, 3) for t in epoch_times]}
+
+
+def test_best(trainer, model, test_data, eval_repeats: int, result: dict) -> None:
+    """Tests the best-validation weights and times ``eval_repeats`` full-ranking evaluations; adds the figures
+    to ``result``."""
+    # RecBole's own reload calls torch.load with torch>=2.6's weights_only default and fails on its
+    # checkpoint (which holds the config); the file is the one this run just wrote.
+    checkpoint = torch.load(trainer.saved_model_file, map_location=trainer.device, weights_only=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    result["test_ndcg@10"] = float(test_result["ndcg@10"])
+    result["test_hr@10"] = float(test_result["hit@10"])
+    result["test"] = {k: float(v) for k, v in test_result.items()}
+    result["num_users_evaluated"] = len(test_data.uid_list) if hasattr(test_data, "uid_list") else len(
+        test_data._dataset)
+    times, cpu, _ = timed_evaluations(trainer, model, test_data, eval_repeats)
+    result["eval_s"] = statistics.median(times)
+    result["eval_cpu_s"] = statistics.median(cpu)
 
 
 def timed_evaluations(trainer, model, loader, repeats: int) -> tuple[list[float], list[float], dict]:
     """Wall and CPU seconds of ``repeats`` full-ranking evaluations, and the last one's metrics."""
     wall, cpu, result = [], [], {}
     for _ in range(repeats):
-        model.restore_user_e = model.restore_item_e = None  # propagate afresh, as a real evaluation does
+        model.restore_user_e = model.restore_item_e = None  # LightGCN: propagate afresh, as a real evaluation does
         t, c = time.perf_counter(), time.process_time()
         result = trainer.evaluate(loader, load_best_model=False, show_progress=False)
         wall.append(time.perf_counter() - t)

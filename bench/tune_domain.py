@@ -1,4 +1,5 @@
-"""Grid search for configs/ml100k_lightgcn.yaml on VALIDATION NDCG@10 only (the test split is never run).
+"""Grid search for a domain config (default configs/ml100k_lightgcn.yaml) on VALIDATION NDCG@10 only (the test
+split is never run).
 
     python bench/tune_domain.py --lr 1e-3 2e-3 5e-3 --reg 1e-4 1e-3 --layers 2 3 --batch 2048
 
@@ -12,6 +13,7 @@ import argparse
 import itertools
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -35,7 +37,7 @@ def main() -> None:
         cli = cli_main(["fit", "--config", args.config, "--model.init_args.optimizer.init_args.lr", str(lr),
                         "--model.init_args.reg_weight", str(reg), "--model.init_args.num_layers", str(layers),
                         "--model.init_args.embedding_dim", str(dim), "--data.init_args.batch_size", str(batch),
-                        "--trainer.logger.init_args.name", "tune_ml100k_lightgcn", *args.extra])
+                        "--trainer.logger.init_args.name", f"tune_{Path(args.config).stem}", *args.extra])
         ckpt = cli.trainer.checkpoint_callback
         print(json.dumps({"lr": lr, "reg_weight": reg, "num_layers": layers, "batch_size": batch,
                           "embedding_dim": dim, "valid_ndcg@10": float(ckpt.best_model_score),

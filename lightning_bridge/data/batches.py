@@ -160,15 +160,18 @@ class EvalUsers(Dataset):
     model may read as context, most recent last; the (row, item) pairs to mask (``exclude_rows``,
     ``exclude_cols``): everything in the history; ``group_<name>`` (B,) for each evaluation group (e.g.
     ``group_sparse``: the user is among the sparsest fifth by training interactions), from ``groups``, masks
-    over all users; and, under the item cold-start protocol, ``new_items`` (num_items,), the items never
-    seen in training.
+    over all users; under the item cold-start protocol, ``new_items`` (num_items,), the items never seen in
+    training; and with ``sequence_len`` set (a sequential domain model), ``sequence`` (B, sequence_len): the
+    same known items, as the domain model reads them.
     """
 
     def __init__(self, users: np.ndarray, targets: list[np.ndarray], known: UserHistories, history_len: int,
-                 groups: dict[str, np.ndarray], batch_size: int, new_items: np.ndarray | None = None) -> None:
+                 groups: dict[str, np.ndarray], batch_size: int, new_items: np.ndarray | None = None,
+                 sequence_len: int | None = None) -> None:
         self.users, self.targets, self.known = users, targets, known
         self.history_len, self.groups, self.batch_size = history_len, groups, batch_size
         self.new_items = None if new_items is None else torch.from_numpy(new_items)
+        self.sequence_len = sequence_len
         self._batches: dict[int, dict[str, torch.Tensor]] = {}
 
     def __len__(self) -> int:
@@ -195,7 +198,7 @@ class EvalUsers(Dataset):
         # every known item of every user in the batch, without a Python loop over users
         starts = np.repeat(self.known.indptr[users] - (np.cumsum(counts) - counts), counts)
         cols = self.known.items[starts + np.arange(len(rows))]
-        return {
+        batch = {
             "users": torch.from_numpy(users),
             "targets": torch.from_numpy(padded),
             "history": torch.from_numpy(self.known.recent(users, counts, self.history_len)),
@@ -204,6 +207,9 @@ class EvalUsers(Dataset):
             **{f"group_{name}": torch.from_numpy(mask[users]) for name, mask in self.groups.items()},
             **({} if self.new_items is None else {"new_items": self.new_items}),
         }
+        if self.sequence_len is not None:
+            batch["sequence"] = torch.from_numpy(self.known.recent(users, counts, self.sequence_len))
+        return batch
 
 
 class TextIdSampler:
@@ -268,3 +274,56 @@ class LMExamples(Dataset):
         for name, sampler in self.text_ids.items():
             batch[name] = torch.from_numpy(sampler.draw(*key))
         return batch
+
+
+class SequenceWindows(Dataset):
+    """Next-item training windows for a sequential domain model (SASRec).
+
+    Each user's training items, in time order, are cut from the most recent backwards into windows of up to
+    ``max_len`` targets; a window's input is the item before each target. So every training item except a
+    user's first is a target exactly once per epoch, read after the items before it in its window (up to
+    ``max_len``, fewer at a window's start), and nothing outside the training items is ever an input.
+    A batch: ``users`` (B,), ``inputs`` and ``targets`` (B, max_len) left-padded with -1, and ``neg``
+    (B, max_len), one item per position that the user has not interacted with in training (for BCE).
+    Windows are shuffled and negatives drawn per epoch, seeded by (seed, epoch).
+    """
+
+    def __init__(self, train: UserHistories, max_len: int, num_items: int, batch_size: int, seed: int) -> None:
+        self.batch_size, self.seed = batch_size, seed
+        counts = train.counts()
+        targets_per_user = np.maximum(counts - 1, 0)
+        windows_per_user = -(-targets_per_user // max_len)
+        users = np.repeat(np.arange(len(counts)), windows_per_user)
+        # window w of a user (w = 0 the most recent) ends at target position count - 1 - w * max_len
+        first_window = np.cumsum(windows_per_user) - windows_per_user
+        w = np.arange(len(users)) - np.repeat(first_window, windows_per_user)
+        last = counts[users] - 1 - w * max_len
+        position = last[:, None] + np.arange(1 - max_len, 1)[None, :]
+        real = position >= 1
+        flat = train.indptr[users][:, None] + np.maximum(position, 1)
+        self.users = users
+        self.inputs = np.where(real, train.items[flat - 1], -1)
+        self.targets = np.where(real, train.items[flat], -1)
+        train_users = np.repeat(np.arange(len(counts)), counts)
+        self._negatives = BPRTriples(train_users, train.items, num_items, batch_size, seed)  # its sampler only
+        self._epoch, self._cache = -1, None
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.users) / self.batch_size)
+
+    def epoch_windows(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """This epoch's window order and its negatives."""
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch, 2])
+            order = rng.permutation(len(self.users))
+            users = np.repeat(self.users[order], self.inputs.shape[1])
+            neg = self._negatives.sample_negatives(users, rng).reshape(self.inputs.shape)
+            self._cache, self._epoch = (order, neg), epoch
+        return self._cache
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        order, neg = self.epoch_windows(key[0])
+        s = _batch_bounds(key[1], self.batch_size, len(order))
+        rows = order[s]
+        return {"users": torch.from_numpy(self.users[rows]), "inputs": torch.from_numpy(self.inputs[rows]),
+                "targets": torch.from_numpy(self.targets[rows]), "neg": torch.from_numpy(neg[s])}

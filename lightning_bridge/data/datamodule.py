@@ -18,6 +18,7 @@ from lightning_bridge.data.batches import (
     BPRTriples,
     EvalUsers,
     LMExamples,
+    SequenceWindows,
     ShardedBatches,
     TextIdSampler,
     UserHistories,
@@ -46,7 +47,10 @@ class RecDataModule(L.LightningDataModule):
     """Loads a dataset once, splits it by the evaluation protocol and serves every batch kind.
 
     Training batches follow what the model asks for through its ``train_batch_kinds`` attribute: BPR
-    triples (``"domain"``), next-item LM examples (``"lm"``), or a dict of both for co-training.
+    triples (``"domain"``), next-item LM examples (``"lm"``), or a dict of both for co-training. A domain
+    model that reads histories (its ``sequence_len`` attribute is set, e.g. SASRec's ``max_len``) gets
+    training windows of item sequences as its ``"domain"`` batches, and a ``sequence`` in every evaluation
+    batch.
 
     Args:
         split: ``leave_one_out`` (per user by time: last item test, the one before validation) or ``ratio``.
@@ -66,6 +70,8 @@ class RecDataModule(L.LightningDataModule):
         lm_batch_size: examples per LM training batch.
         eval_batch_size: users per validation / test / predict batch.
         history_len: most recent items an LM example or evaluated user carries as context.
+        sequence_batch_size: windows (of up to ``sequence_len`` targets each) per training batch of a
+            sequential domain model.
         lm_examples_per_user: cap on LM training examples per user per epoch.
         num_workers: DataLoader worker processes.
         seed: seeds the shuffling, the negatives and the LM examples (with the epoch), and a random ratio split;
@@ -81,13 +87,15 @@ class RecDataModule(L.LightningDataModule):
                  text_batch_size: int = 64, text_sampling_power: float = 0.0,
                  batch_size: int = 2048, lm_batch_size: int = 32, eval_batch_size: int = 256,
                  history_len: int = 20, lm_examples_per_user: int = 8, num_workers: int = 0, seed: int | None = None,
-                 cache_dir: str = DEFAULT_CACHE, export_split_to: str | None = None) -> None:
+                 cache_dir: str = DEFAULT_CACHE, export_split_to: str | None = None,
+                 sequence_batch_size: int = 64) -> None:
         super().__init__()
         if split not in ("leave_one_out", "ratio"):
             raise ValueError(f"data.split must be 'leave_one_out' or 'ratio', got {split!r}")
         for name, value in (("batch_size", batch_size), ("lm_batch_size", lm_batch_size),
                             ("eval_batch_size", eval_batch_size), ("history_len", history_len),
-                            ("lm_examples_per_user", lm_examples_per_user)):
+                            ("lm_examples_per_user", lm_examples_per_user),
+                            ("sequence_batch_size", sequence_batch_size)):
             if value < 1:
                 raise ValueError(f"data.{name} must be at least 1, got {value}")
         if max_train_per_user is not None and max_train_per_user < 1:
@@ -99,7 +107,8 @@ class RecDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         self.cache_dir = Path(os.path.expanduser(cache_dir))
-        self._eval_datasets: dict[str, EvalUsers] = {}  # built once: every evaluation reuses its batches
+        # built once per stage (and sequence length): every evaluation reuses its batches
+        self._eval_datasets: dict[tuple[str, int | None], EvalUsers] = {}
 
     # ---- what each dataset provides -------------------------------------------------------------------
     def name(self) -> str:
@@ -172,6 +181,11 @@ class RecDataModule(L.LightningDataModule):
         rows = self.split.train
         return self.interactions.users[rows], self.interactions.items[rows]
 
+    def recent_training_items(self, length: int) -> np.ndarray:
+        """(num_users, length): each user's most recent training items, most recent last, left-padded -1."""
+        train = self._histories(self.split.train)
+        return train.recent(np.arange(self.num_users), train.counts(), length)
+
     def _histories(self, *parts: np.ndarray) -> UserHistories:
         rows = np.concatenate(parts)
         i = self.interactions
@@ -189,8 +203,17 @@ class RecDataModule(L.LightningDataModule):
         return DataLoader(dataset, sampler=ShardedBatches(num_batches, even=even), batch_size=None,
                           num_workers=workers, persistent_workers=workers > 0)
 
+    def _domain_sequence_len(self) -> int | None:
+        """How many recent items the domain model reads (None: it reads no sequences). The domain model is
+        the trainer's model itself or, in co-training, its ``domain`` part."""
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(getattr(model, "domain", model), "sequence_len", None)
+
     def _train_dataset(self, kind: BatchKind):
         h, inter, rows = self.hparams, self.interactions, self.split.train
+        if kind == "domain" and self._domain_sequence_len() is not None:
+            return SequenceWindows(self._histories(rows), self._domain_sequence_len(), self.num_items,
+                                   h.sequence_batch_size, self.seed)
         if kind == "domain":
             return BPRTriples(inter.users[rows], inter.items[rows], self.num_items, h.batch_size, self.seed)
         if kind == "lm":
@@ -224,12 +247,13 @@ class RecDataModule(L.LightningDataModule):
         return samplers
 
     def _eval_loader(self, stage: Literal["val", "test", "predict"]) -> DataLoader:
-        if stage not in self._eval_datasets:
-            self._eval_datasets[stage] = self._eval_dataset(stage)
-        dataset = self._eval_datasets[stage]
+        key = (stage, self._domain_sequence_len())
+        if key not in self._eval_datasets:
+            self._eval_datasets[key] = self._eval_dataset(stage, key[1])
+        dataset = self._eval_datasets[key]
         return self._loader(dataset, len(dataset), even=False)
 
-    def _eval_dataset(self, stage: Literal["val", "test", "predict"]) -> EvalUsers:
+    def _eval_dataset(self, stage: Literal["val", "test", "predict"], sequence_len: int | None) -> EvalUsers:
         s, inter = self.split, self.interactions
         if stage == "predict":
             known = self._histories(s.train, s.valid, s.test)
@@ -243,7 +267,8 @@ class RecDataModule(L.LightningDataModule):
             users, starts = np.unique(target_users, return_index=True)
             targets = np.split(target_items, starts[1:])
         return EvalUsers(users, targets, known, self.hparams.history_len, self._eval_groups(users, targets),
-                         self.hparams.eval_batch_size, self.new_items if self.new_items.any() else None)
+                         self.hparams.eval_batch_size, self.new_items if self.new_items.any() else None,
+                         sequence_len)
 
     def _eval_groups(self, users: np.ndarray, targets: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Masks over all users of the groups reported beside the overall metrics: the sparsest fifth of users,

@@ -237,7 +237,7 @@ class BridgeModule(L.LightningModule):
     on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
 
     def _evaluate(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        self.domain.evaluator.update(stage, self.domain.scores(batch["users"]), batch)
+        self.domain.evaluator.update(stage, self.domain.scores(batch["users"], batch.get("sequence")), batch)
         if self.hparams.evaluate_lm:
             self.lm.evaluator.update(stage, self.lm.scores(batch).float(), batch)
 
@@ -260,7 +260,7 @@ class BridgeModule(L.LightningModule):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         if self.hparams.predict_with == "domain":
-            scores = self.domain.scores(batch["users"])
+            scores = self.domain.scores(batch["users"], batch.get("sequence"))
             return top_k_items(scores, batch, self.domain.predict_top_k)
         return top_k_items(self.lm.scores(batch).float(), batch, self.lm.predict_top_k)
 
