@@ -1,13 +1,12 @@
 """NCF and SASRec: their maths, the sequences the data module serves them, bad input, and co-training."""
 
-import csv
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
 from conftest import CONFIGS
-from test_bridge import _bridge, _changed_after_one_step
+from test_bridge import _assert_unseen_top_20, _bridge, _changed_after_one_step
 
 from lightning_bridge.cli import main
 from lightning_bridge.data.batches import SequenceWindows, UserHistories
@@ -125,5 +124,4 @@ def test_cotrain_checkpoint_export_and_serve_the_domain_model(encoder, in_tmp):
     served = main(["predict", "--config", str(config), "--model", "lightning_bridge.models.domain.DomainModule",
                    "--ckpt_path", str(exported), "--predictions.path", str(out)])
     assert served.model.hparams.encoder == encoder
-    with out.open() as f:
-        assert len(list(csv.DictReader(f, delimiter="\t"))) == 40 * 20
+    _assert_unseen_top_20(out)
