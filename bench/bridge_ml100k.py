@@ -109,6 +109,24 @@ def summarize(records: list[dict]) -> dict:
     return summary
 
 
+TABLE_METRICS = ("ndcg@10", "hr@10", "sparse_ndcg@10", "rare_ndcg@10", "new_item_ndcg@10", "new_item_hr@10",
+                 "new_item_catalogue_hr@10")
+
+
+def markdown_table(summary: dict) -> str:
+    """One row per setting and reported model: mean ± std over seeds of the headline metrics."""
+    lines = ["| setting | model | runs | " + " | ".join(TABLE_METRICS) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in TABLE_METRICS) + " |"]
+    for setting, out in summary.items():
+        if not isinstance(out, dict) or "wall_s_per_run" not in out:
+            continue
+        for key, values in out.items():
+            if isinstance(values, dict) and "runs" in values:
+                cells = [f"{values[m][0]:.4f} ± {values[m][1]:.4f}" if m in values else "–" for m in TABLE_METRICS]
+                lines.append(f"| {setting} | {key} | {values['runs']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -126,7 +144,9 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     if args.summarize:
         with open(args.summarize) as lines:
-            print(json.dumps(summarize([json.loads(line) for line in lines if line.strip()])))
+            summary = summarize([json.loads(line) for line in lines if line.strip()])
+        print(markdown_table(summary))
+        print(json.dumps(summary))
         return
     records, domain_best = [], {}
     for setting in args.settings:

@@ -267,3 +267,16 @@ def test_adapter_save_and_reload_give_identical_scores(fitted, tmp_path) -> None
     batch = data.test_dataloader().dataset[(0, 0)]
     with torch.no_grad():
         torch.testing.assert_close(rec.scores(**model.encode(batch), info=model.info), expected, rtol=0, atol=0)
+
+
+def test_lm_only_resume_with_dropout_matches_an_uninterrupted_run(in_tmp):
+    dropout = ["--model.init_args.lora_dropout", "0.3", "--model.init_args.backbone_dropout", "0.3"]
+    full = main(["fit", "--config", TINY_LM, *dropout, "--trainer.max_epochs", "2",
+                 "--trainer.logger.init_args.name", "full"])
+    main(["fit", "--config", TINY_LM, *dropout, "--trainer.max_epochs", "1", "--trainer.logger.init_args.name", "part"])
+    part = in_tmp / "logs" / "part" / "version_0"
+    resumed = main(["fit", "--config", str(part / "config.yaml"), "--trainer.max_epochs", "2",
+                    "--ckpt_path", str(part / "checkpoints" / "last.ckpt")])
+    assert resumed.trainer.global_step == full.trainer.global_step
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -14,6 +14,7 @@ from peft import PeftModel, load_peft_weights, set_peft_model_state_dict
 from lightning_bridge.cache import DEFAULT_CACHE
 from lightning_bridge.models.hparams import save_init_hyperparameters
 from lightning_bridge.models.ranking import RankingEvaluator, top_k_items
+from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.backbone import Finetune, add_id_placeholder, load_backbone
 from lightning_bridge.modules.id_tokens import ITEM, USER, LMRecommender, Pooling, Scoring
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
@@ -211,7 +212,8 @@ class LMModule(L.LightningModule):
             self.attach_data(self.trainer.datamodule)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        losses = self.losses(batch)
+        with step_random_state(self.global_step, self.device):  # dropout masks survive a resume unchanged
+            losses = self.losses(batch)
         loss = weighted_sum(losses, self.task_weights)
         self.log("train/lm_loss", loss, prog_bar=True, batch_size=len(batch["users"]))
         log_task_losses(self, losses, len(batch["users"]))
