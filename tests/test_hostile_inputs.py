@@ -265,7 +265,7 @@ def test_recbole_wheel_with_another_hash_is_refused(tmp_path, monkeypatch):
         (Path(command[command.index("-d") + 1]) / "recbole-1.2.1-py3-none-any.whl").write_bytes(b"tampered")
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(download.subprocess, "run", fake_pip)
+    monkeypatch.setattr(subprocess, "run", fake_pip)  # pip runs through lightning_bridge.cache
     with pytest.raises(DatasetUnavailableError, match=r"recbole-1.2.1-py3-none-any.whl: sha256 [0-9a-f]{64}, "
                                                       r"expected 9c9948202011"):
         download._pip_download_recbole(tmp_path)
