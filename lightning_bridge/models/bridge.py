@@ -10,6 +10,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 from lightning_bridge.checkpoints import read_checkpoint
 from lightning_bridge.models.domain import DomainModule
@@ -24,6 +25,13 @@ from lightning_bridge.models.ranking import top_k_items
 from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.id_tokens import ITEM
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
+from lightning_bridge.sharding import (
+    average_replicated_grads,
+    clip_grad_norm,
+    is_sharded,
+    most_across_ranks,
+    shard_recommender,
+)
 
 Side = Literal["domain", "lm"]
 
@@ -110,6 +118,8 @@ class BridgeModule(L.LightningModule):
             self.warm_start_from(warm_start_checkpoint)
         self._lm_teacher: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
         self._text_anchor: TextAnchor | None = None
+        self._lm_eval_seen: tuple[int, dict[str, torch.Tensor] | None] = (0, None)  # (count, last batch)
+        self._lm_eval_target = 0  # LM evaluation forwards to enter this epoch (sharded only)
 
     def warm_start_from(self, path: str) -> None:
         """Loads InfoSharing and the domain encoder from a domain-only run."""
@@ -159,10 +169,39 @@ class BridgeModule(L.LightningModule):
         self.log(f"train/{side}_loss", loss, prog_bar=True, batch_size=len(part["users"]))
         opt.zero_grad()
         self.manual_backward(total)
-        if clip is not None:
-            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        self._sync_and_clip(opt, clip)
         opt.step()
         return total
+
+    # ---- sharded training (FSDP2) -----------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy`` (FSDP2), shard the LM over the data-parallel ranks
+        (``lightning_bridge.sharding``); other strategies leave the model as it is."""
+        if not self._sharded or is_sharded(next(self.lm.recommender.parameters())):
+            return
+        if self.lm.hparams.finetune == "frozen":
+            raise ValueError("A frozen backbone (model.lm.finetune: frozen) caches its text features outside the "
+                             "sharded forward; use ModelParallelStrategy with finetune lora or full")
+        shard_recommender(self.lm.recommender, self.device_mesh["data_parallel"])
+        # The strategy loads a checkpoint's weights itself, before on_load_checkpoint could complete our slim
+        # state dict: let it skip the frozen backbone weights, which stay as loaded from their source.
+        self.strict_loading = False
+
+    @property
+    def _sharded(self) -> bool:
+        return isinstance(self._trainer.strategy, ModelParallelStrategy) if self._trainer else False
+
+    def _sync_and_clip(self, opt: torch.optim.Optimizer, clip: float | None) -> None:
+        """Average the unsharded parameters' gradients across ranks (FSDP2 does the sharded ones), then clip."""
+        if not self._sharded:
+            if clip is not None:
+                self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            return
+        params = [p for group in opt.param_groups for p in group["params"]]
+        data_parallel = self.device_mesh["data_parallel"].get_group()
+        average_replicated_grads(params, data_parallel)
+        if clip is not None:
+            clip_grad_norm(params, clip, data_parallel)
 
     # ---- the text anchor ---------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -232,14 +271,48 @@ class BridgeModule(L.LightningModule):
 
     # ---- evaluation: each model alone, side by side -----------------------------------------------------
     def on_validation_epoch_start(self) -> None:
+        t = self.trainer
+        self._plan_sharded_evaluation(t.num_sanity_val_batches if t.sanity_checking else t.num_val_batches,
+                                      self.hparams.evaluate_lm)
         self.domain.freeze_vectors()
 
-    on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
+    def on_test_epoch_start(self) -> None:
+        self._plan_sharded_evaluation(self.trainer.num_test_batches, self.hparams.evaluate_lm)
+        self.domain.freeze_vectors()
+
+    def on_predict_epoch_start(self) -> None:
+        self._plan_sharded_evaluation(self.trainer.num_predict_batches, self.hparams.predict_with == "lm")
+        self.domain.freeze_vectors()
 
     def _evaluate(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         self.domain.evaluator.update(stage, self.domain.scores(batch["users"], batch.get("sequence")), batch)
         if self.hparams.evaluate_lm:
-            self.lm.evaluator.update(stage, self.lm.scores(batch).float(), batch)
+            self.lm.evaluator.update(stage, self._lm_eval_scores(batch), batch)
+
+    def _lm_eval_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self._lm_eval_seen = (self._lm_eval_seen[0] + 1, batch)
+        return self.lm.scores(batch).float()
+
+    # Each forward of a sharded LM gathers its weights from every rank, so all ranks must enter the same
+    # number of forwards. Evaluation gives them uneven shares of users (no padding, so no user counts twice):
+    # at the start of an evaluation epoch the ranks agree on the most batches any of them has, and at its end
+    # the ranks with fewer repeat a throwaway forward of their last batch until they have matched it.
+    def _plan_sharded_evaluation(self, my_batches: int | list[int], uses_lm: bool) -> None:
+        self._lm_eval_seen, self._lm_eval_target = (0, None), 0
+        if self._sharded and uses_lm:
+            mine = sum(my_batches) if isinstance(my_batches, list) else int(my_batches)
+            self._lm_eval_target = most_across_ranks(mine, self.device_mesh["data_parallel"].get_group())
+
+    def _finish_sharded_evaluation(self) -> None:
+        (count, last), self._lm_eval_seen = self._lm_eval_seen, (0, None)
+        if count >= self._lm_eval_target:
+            return
+        if last is None:
+            raise ValueError("Under ModelParallelStrategy every rank needs at least one evaluation batch: lower "
+                             "data.eval_batch_size or use fewer devices")
+        with torch.no_grad():
+            for _ in range(self._lm_eval_target - count):
+                self.lm.scores(last)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate("val", batch)
@@ -248,6 +321,7 @@ class BridgeModule(L.LightningModule):
         self._evaluate("test", batch)
 
     def _log_stage(self, stage: str) -> None:
+        self._finish_sharded_evaluation()
         lm = self.lm.evaluator.compute(stage, "lm") if self.hparams.evaluate_lm else {}
         self.log_dict({**self.domain.evaluator.compute(stage, "domain"), **lm})
         self.domain.release_vectors()
@@ -262,9 +336,10 @@ class BridgeModule(L.LightningModule):
         if self.hparams.predict_with == "domain":
             scores = self.domain.scores(batch["users"], batch.get("sequence"))
             return top_k_items(scores, batch, self.domain.predict_top_k)
-        return top_k_items(self.lm.scores(batch).float(), batch, self.lm.predict_top_k)
+        return top_k_items(self._lm_eval_scores(batch), batch, self.lm.predict_top_k)
 
     def on_predict_epoch_end(self) -> None:
+        self._finish_sharded_evaluation()
         self.domain.release_vectors()
 
     # ---- checkpoints -----------------------------------------------------------------------------------
@@ -276,7 +351,8 @@ class BridgeModule(L.LightningModule):
         checkpoint["domain_hyper_parameters"] = {**self.domain.hparams, "embedding_dim": self.info.dim}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        complete_slim_state_dict(self, checkpoint["state_dict"])
+        if "state_dict" in checkpoint:  # ModelParallelStrategy has loaded the weights already
+            complete_slim_state_dict(self, checkpoint["state_dict"])
         if "text_anchor" in checkpoint:
             self._text_anchor = TextAnchor(**checkpoint["text_anchor"])
 
