@@ -14,12 +14,17 @@ from lightning_bridge.modules.info_sharing import InfoSharing
 
 def _propagate(user: torch.Tensor, item: torch.Tensor, r: torch.Tensor, r_t: torch.Tensor,
                num_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean of layers 0..K of ``[[0, R], [R^T, 0]]`` applied to ``[user; item]``, summed in place."""
+    """The mean of layers 0..K of ``[[0, R], [R^T, 0]]`` applied to ``[user; item]``, summed in place.
+
+    Always in float32, also under mixed precision: sparse kernels have no bfloat16 version on CPU, and the
+    sums over many neighbours are where low precision would cost most."""
+    user, item = user.float(), item.float()
     user_sum, item_sum = user.clone(), item.clone()
-    for _ in range(num_layers):
-        user, item = r @ item, r_t @ user
-        user_sum += user
-        item_sum += item
+    with torch.autocast(user.device.type, enabled=False):
+        for _ in range(num_layers):
+            user, item = r @ item, r_t @ user
+            user_sum += user
+            item_sum += item
     scale = 1.0 / (num_layers + 1)
     return user_sum.mul_(scale), item_sum.mul_(scale)
 
