@@ -96,6 +96,7 @@ def lightning_round(model: LMModule, batches: list[dict], precision: str, skip: 
 
 def hf_round(model: LMModule, batches: list[dict], precision: str, skip: int) -> list[float]:
     timer = StepStarts()
+    model.to("cuda" if torch.cuda.is_available() else "cpu")  # so LMModule.device follows (HF moves the twin)
     optimizer = model.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     with tempfile.TemporaryDirectory() as out:
