@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_bridge.callbacks import RunCheckpoint, StopOnNonFiniteLoss, TopKWriter
+from lightning_bridge.callbacks import RunCheckpoint, RunConfigSaver, StopOnNonFiniteLoss, TopKWriter
 from lightning_bridge.checkpoints import (
     DATA_LINKED,
     EVALUATION_KNOBS,
@@ -114,11 +114,19 @@ class BridgeCLI(LightningCLI):
         root = config.trainer.get("default_root_dir")
         if root and logger_args.save_dir == DEFAULT_LOG_DIR:
             logger_args.save_dir = root
+        if logger_args.get("version") is not None:
+            return
         ckpt_path = config.get("ckpt_path")
+        run = None
         if self.subcommand == "fit" and ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS \
-                and logger_args.get("version") is None and Path(ckpt_path).parent.name == "checkpoints":
+                and Path(ckpt_path).parent.name == "checkpoints":
             # resume in the checkpoint's own run folder, so that best-k bookkeeping carries on
             run = Path(ckpt_path).parent.parent
+        elif self.subcommand != "fit":
+            # test / validate / predict with a run's saved config: events and predictions go beside that run
+            given = [Path(str(c)).resolve().parent for c in config.get("config") or []]
+            run = next((folder for folder in given if is_run_folder(folder)), None)
+        if run is not None:
             logger_args.save_dir, logger_args.name = str(run.parent.parent), run.parent.name
             logger_args.version = run.name
 
@@ -192,6 +200,12 @@ class BridgeCLI(LightningCLI):
             print(summary_table(self.test_metrics, best))
 
 
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a run's log folder (``<save_dir>/<name>/version_N``) that a fit wrote."""
+    fitted = (folder / "checkpoints").is_dir() or (folder / "hparams.yaml").is_file()
+    return fitted and (folder / "config.yaml").is_file()
+
+
 def _side(checkpoint: ModelCheckpoint | None) -> str | None:
     """The model a checkpoint callback monitors ("domain" for ``domain/val/ndcg@10``), if any."""
     return checkpoint.monitor.split("/")[0] if checkpoint is not None and checkpoint.monitor else None
@@ -221,7 +235,8 @@ def main(args: list[str] | None = None) -> BridgeCLI:
     """Runs the CLI; ``args`` lets tests drive it exactly as the shell does."""
     return BridgeCLI(
         L.LightningModule, RecDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        seed_everything_default=42, save_config_kwargs={"overwrite": True}, args=args,
+        seed_everything_default=42, save_config_callback=RunConfigSaver, save_config_kwargs={"overwrite": True},
+        args=args,
         trainer_defaults={"logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                      "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": "run"}}},
     )
