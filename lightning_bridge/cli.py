@@ -23,9 +23,12 @@ from lightning_bridge.checkpoints import (
     saved_model_config,
 )
 from lightning_bridge.data.datamodule import RecDataModule
+from lightning_bridge.figures import TestFigures
 from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.fingerprint import check_fingerprint, check_sizes, dataset_fingerprint
 from lightning_bridge.models.bridge import BridgeModule
+from lightning_bridge.run_hparams import RunHparams
+from lightning_bridge.training_log import TrainingCurves
 from lightning_bridge.warm_start import warm_start_domain
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,8 @@ class BridgeCLI(LightningCLI):
         logger_args = logger.get("init_args") if hasattr(logger, "get") else None
         if logger_args is None or "save_dir" not in logger_args:
             return
+        if "default_hp_metric" in logger_args:  # RunHparams declares the real metrics instead of hp_metric = -1
+            logger_args.default_hp_metric = False
         root = config.trainer.get("default_root_dir")
         if root and logger_args.save_dir == DEFAULT_LOG_DIR:
             logger_args.save_dir = root
@@ -145,11 +150,22 @@ class BridgeCLI(LightningCLI):
             check_fingerprint(read_checkpoint(warm).get(FINGERPRINT_KEY), current, warm, interactions=False)
         return current
 
+    def _add_tensorboard_callbacks(self) -> None:
+        """The whole config and final metrics in the HPARAMS tab (``run_hparams``), training curves per
+        model and learning rates (``training_log``), figures by activity and popularity after each test."""
+        self.trainer.callbacks.append(RunHparams(self.config[self.subcommand].as_dict()))
+        if self.subcommand == "fit":
+            self.trainer.callbacks.append(TrainingCurves())
+        if self.subcommand in ("fit", "test"):
+            self.trainer.callbacks.append(TestFigures())
+
     def before_validate(self) -> None:
         self._check_data()
+        self._add_tensorboard_callbacks()
 
     def before_test(self) -> None:
         self._check_data()
+        self._add_tensorboard_callbacks()
 
     def before_predict(self) -> None:
         self._check_data(interactions=False)  # predicting for updated histories is what predict is for
@@ -159,6 +175,7 @@ class BridgeCLI(LightningCLI):
         if fingerprint is not None:
             self.trainer.callbacks.append(RunRecord(self.config.fit.model, fingerprint))
         self.trainer.callbacks.append(StopOnNonFiniteLoss())
+        self._add_tensorboard_callbacks()
         if isinstance(self.model, BridgeModule) and self.model.hparams.warm_start_auto \
                 and not self.config.fit.ckpt_path:
             if self.trainer.world_size > 1:

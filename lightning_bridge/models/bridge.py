@@ -24,6 +24,7 @@ from lightning_bridge.models.ranking import top_k_items
 from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.id_tokens import ITEM
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
+from lightning_bridge.training_log import log_training_loss
 
 Side = Literal["domain", "lm"]
 
@@ -156,7 +157,7 @@ class BridgeModule(L.LightningModule):
                 log_task_losses(self, losses, len(part["users"]))
                 total = loss
             total = total + self._mutual_term(side, part)
-        self.log(f"train/{side}_loss", loss, prog_bar=True, batch_size=len(part["users"]))
+        log_training_loss(self, f"train/{side}_loss", loss, len(part["users"]), prog_bar=True)
         opt.zero_grad()
         self.manual_backward(total)
         if clip is not None:
@@ -184,7 +185,7 @@ class BridgeModule(L.LightningModule):
         items = lm_part["text_items"].to(self.device)
         queries = self._text_anchor.queries.to(self.device)[items]
         loss = F.cross_entropy(self.lm.recommender.score_queries(queries, self.info.item.weight).float(), items)
-        self.log("train/text_anchor_loss", loss, batch_size=len(items))
+        log_training_loss(self, "train/text_anchor_loss", loss, len(items))
         return self.hparams.text_anchor_weight * loss
 
     def _mutual_term(self, side: Side, part: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -217,7 +218,7 @@ class BridgeModule(L.LightningModule):
             users, columns, teacher = self._lm_teacher
             student = self.domain.scores(users.to(self.device))
             kl = _kl(teacher, student if columns is None else student[:, columns], t)
-        self.log("train/mutual_kl", kl, batch_size=len(part["users"]))
+        log_training_loss(self, "train/mutual_kl", kl, len(part["users"]))
         return h.mutual_weight * t * t * kl
 
     def configure_optimizers(self):
