@@ -105,6 +105,11 @@ class TestFigures(Callback):
     def __init__(self) -> None:
         self._metrics: dict[str, PerUserNDCG] = {}
         self._warned = False
+        self._loggers: list = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # kept from the start: after fit, the CLI tests with the loggers detached (cli.BridgeCLI.after_fit)
+        self._loggers = self._loggers or list(trainer.loggers)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         data = trainer.datamodule
@@ -126,10 +131,11 @@ class TestFigures(Callback):
         activity = np.bincount(data.interactions.users[data.split.train], minlength=data.num_users)
         tables = {model: bucket_table(metric.compute(), activity) for model, metric in self._metrics.items()}
         self._metrics = {}
-        if not trainer.is_global_zero or not trainer.log_dir:
+        log_dir = self._loggers[0].log_dir if self._loggers else trainer.log_dir
+        if not trainer.is_global_zero or not log_dir:
             return
         checkpoint = Path(trainer.ckpt_path).stem if trainer.ckpt_path else "final"
-        write_csv(Path(trainer.log_dir) / "ndcg_by_bucket.csv", tables, checkpoint)
+        write_csv(Path(log_dir) / "ndcg_by_bucket.csv", tables, checkpoint)
         figure = draw(tables, checkpoint)
         if figure is None:
             if not self._warned:
@@ -137,7 +143,7 @@ class TestFigures(Callback):
                          "TensorBoard figure (pip install -e \".[plots]\")")
                 self._warned = True
             return
-        for logger in trainer.loggers:
+        for logger in self._loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure(f"test/ndcg@10_by_bucket/{checkpoint}", figure, trainer.global_step)
 

@@ -134,3 +134,11 @@ def test_flat_config_names_nested_sections_without_init_args():
                                    "model.lm.backbone": "minilm", "model.lm.lora_rank": 8,
                                    "model.lm.task_weights.next_item": 1.0, "model.ks": "[5, 10]",
                                    "trainer.max_epochs": 3, "trainer.precision": "None"}
+
+
+def test_each_models_test_metrics_are_those_of_its_own_best_checkpoint(bridge_run):
+    cli, run = bridge_run
+    events = _events(run)
+    for key in ("domain/test/ndcg@10", "lm/test/ndcg@10", "lm/test/sparse_ndcg@10"):
+        values = [e.value for e in events.Scalars(key)]
+        assert values == [pytest.approx(cli.test_metrics[key])]  # logged once: the after-fit table's value
