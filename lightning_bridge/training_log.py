@@ -29,6 +29,7 @@ class TrainingCurves(Callback):
     def __init__(self) -> None:
         self._values: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._steps: dict[str, int] = {}
+        self._written_at = -1
 
     def record(self, name: str, value: torch.Tensor, step: int) -> None:
         self._values[name].append(value.detach())
@@ -36,10 +37,11 @@ class TrainingCurves(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        every = trainer.log_every_n_steps
-        due = every > 0 and trainer.global_step % every == 0
+        every, step = trainer.log_every_n_steps, trainer.global_step
+        due = every > 0 and step % every == 0 and step != self._written_at  # once per step (gradient accumulation)
         if due or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or trainer.should_stop:
             self._write(trainer, pl_module)
+            self._written_at = step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, pl_module)  # an epoch cut short (max_steps, a limit on batches) is written too
