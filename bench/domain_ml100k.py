@@ -5,7 +5,7 @@
 
 It drives the real command line (``lightning_bridge.cli.main``), so the numbers are those of
 ``python main.py fit --config configs/ml100k_lightgcn.yaml --test_after_fit true``. It also writes the split
-as RecBole benchmark files (``logs/benchmark_split/ml-100k/``) for bench/recbole_lightgcn.py.
+as RecBole benchmark files (``logs/benchmark_split/ml-100k-split/``) for bench/recbole_lightgcn.py.
 
 Reported (last line, JSON):
 - ``test_ndcg@10`` / ``test_hr@10``: the best-on-validation checkpoint on the test items;
@@ -37,7 +37,7 @@ from lightning.pytorch import Callback
 from lightning_bridge.cli import main as cli_main
 
 CONFIG = "configs/ml100k_lightgcn.yaml"
-SPLIT_DIR = "logs/benchmark_split/ml-100k"
+SPLIT_DIR = "logs/benchmark_split"
 
 
 class EpochTimer(Callback):

@@ -4,7 +4,7 @@ Runs in its own virtual environment (RecBole pins old numpy/scipy/pandas; see be
 not import lightning_bridge. The split comes from our data module as RecBole benchmark files:
 
     python -c "from lightning_bridge.data.datamodule import MovieLensDataModule as M; \
-M(export_split_to='bench/split/ml-100k').split"
+M(export_split_to='bench/split').split"
     /tmp/recbole-venv/bin/python bench/recbole_lightgcn.py --data_path bench/split
 
 What it measures, the same way as bench/domain_ml100k.py:
@@ -51,8 +51,9 @@ from recbole.utils import init_logger, init_seed
 def build_parser(description: str | None = __doc__) -> argparse.ArgumentParser:
     """The options every RecBole bench script shares (data, training, evaluation, timing)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data_path", default="bench/split", help="folder holding ml-100k/ml-100k.{train,valid,test}.inter")
-    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--data_path", default="bench/split",
+                   help="folder holding ml-100k-split/ml-100k-split.{train,valid,test}.inter")
+    p.add_argument("--dataset", default="ml-100k-split")
     p.add_argument("--learning_rate", type=float, default=2e-3)
     p.add_argument("--embedding_size", type=int, default=64)
     p.add_argument("--train_batch_size", type=int, default=2048)
@@ -116,7 +117,6 @@ def recbole_config(model: str, args: argparse.Namespace, model_options: dict) ->
     argv_kept, sys.argv = sys.argv, sys.argv[:1]  # RecBole also parses sys.argv; it is ours
     config = Config(model=model, dataset=args.dataset, config_dict=config_dict)
     sys.argv = argv_kept
-    config["data_path"] = os.path.join(data_path, args.dataset)  # "ml-100k" is hard-wired to RecBole's own copy
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logging.getLogger().setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerFn
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,17 @@ def _moved(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
             "kth_best_model_path": here(state.get("kth_best_model_path", "")),
             "last_model_path": here(state.get("last_model_path", "")),
             "best_k_models": {here(p): v for p, v in state.get("best_k_models", {}).items()}}
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the resolved ``config.yaml`` into the run folder, except where ``test``, ``validate`` or
+    ``predict`` write beside a fitted run: there the run's own config stays the record of how it was trained."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        log_dir = trainer.log_dir
+        if stage != "fit" and log_dir and (Path(log_dir) / self.config_filename).exists():
+            return
+        super().setup(trainer, pl_module, stage)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_bridge.callbacks import RunCheckpoint, StopOnNonFiniteLoss, TopKWriter
+from lightning_bridge.callbacks import RunCheckpoint, RunConfigSaver, StopOnNonFiniteLoss, TopKWriter
 from lightning_bridge.checkpoints import (
     DATA_LINKED,
     EVALUATION_KNOBS,
@@ -23,9 +23,12 @@ from lightning_bridge.checkpoints import (
     saved_model_config,
 )
 from lightning_bridge.data.datamodule import RecDataModule
+from lightning_bridge.figures import TestFigures
 from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.fingerprint import check_fingerprint, check_sizes, dataset_fingerprint
 from lightning_bridge.models.bridge import BridgeModule
+from lightning_bridge.run_hparams import RunHparams
+from lightning_bridge.training_log import TrainingCurves
 from lightning_bridge.warm_start import warm_start_domain
 
 log = logging.getLogger(__name__)
@@ -111,14 +114,24 @@ class BridgeCLI(LightningCLI):
         logger_args = logger.get("init_args") if hasattr(logger, "get") else None
         if logger_args is None or "save_dir" not in logger_args:
             return
+        if "default_hp_metric" in logger_args:  # RunHparams declares the real metrics instead of hp_metric = -1
+            logger_args.default_hp_metric = False
         root = config.trainer.get("default_root_dir")
         if root and logger_args.save_dir == DEFAULT_LOG_DIR:
             logger_args.save_dir = root
+        if logger_args.get("version") is not None:
+            return
         ckpt_path = config.get("ckpt_path")
+        run = None
         if self.subcommand == "fit" and ckpt_path and ckpt_path not in SPECIAL_CKPT_PATHS \
-                and logger_args.get("version") is None and Path(ckpt_path).parent.name == "checkpoints":
+                and Path(ckpt_path).parent.name == "checkpoints":
             # resume in the checkpoint's own run folder, so that best-k bookkeeping carries on
             run = Path(ckpt_path).parent.parent
+        elif self.subcommand != "fit":
+            # test / validate / predict with a run's saved config: events and predictions go beside that run
+            given = [Path(str(c)).resolve().parent for c in config.get("config") or []]
+            run = next((folder for folder in given if is_run_folder(folder)), None)
+        if run is not None:
             logger_args.save_dir, logger_args.name = str(run.parent.parent), run.parent.name
             logger_args.version = run.name
 
@@ -137,11 +150,22 @@ class BridgeCLI(LightningCLI):
             check_fingerprint(read_checkpoint(warm).get(FINGERPRINT_KEY), current, warm, interactions=False)
         return current
 
+    def _add_tensorboard_callbacks(self) -> None:
+        """The whole config and final metrics in the HPARAMS tab (``run_hparams``), training curves per
+        model and learning rates (``training_log``), figures by activity and popularity after each test."""
+        self.trainer.callbacks.append(RunHparams(self.config[self.subcommand].as_dict()))
+        if self.subcommand == "fit":
+            self.trainer.callbacks.append(TrainingCurves())
+        if self.subcommand in ("fit", "test"):
+            self.trainer.callbacks.append(TestFigures())
+
     def before_validate(self) -> None:
         self._check_data()
+        self._add_tensorboard_callbacks()
 
     def before_test(self) -> None:
         self._check_data()
+        self._add_tensorboard_callbacks()
 
     def before_predict(self) -> None:
         self._check_data(interactions=False)  # predicting for updated histories is what predict is for
@@ -151,6 +175,7 @@ class BridgeCLI(LightningCLI):
         if fingerprint is not None:
             self.trainer.callbacks.append(RunRecord(self.config.fit.model, fingerprint))
         self.trainer.callbacks.append(StopOnNonFiniteLoss())
+        self._add_tensorboard_callbacks()
         if isinstance(self.model, BridgeModule) and self.model.hparams.warm_start_auto \
                 and not self.config.fit.ckpt_path:
             if self.trainer.world_size > 1:
@@ -180,16 +205,31 @@ class BridgeCLI(LightningCLI):
                 f"ran (trainer.max_epochs={trainer.max_epochs}, trainer.check_val_every_n_epoch="
                 f"{trainer.check_val_every_n_epoch}). Validate more often, or test the final weights with "
                 f"`main.py test --config <run folder>/config.yaml --ckpt_path {last}`.")
+        tested = _side(self.trainer.checkpoint_callback)
+        others = {side: path for side, path in best.items() if side != tested}
+        # With a second test, each test would log both models; only each model's own best reaches the loggers.
+        loggers = self.trainer.loggers
+        if others:
+            self.trainer.loggers = []
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
         self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
-        tested = _side(self.trainer.checkpoint_callback)
-        for side, path in best.items():
-            if side != tested:
-                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
-                self.test_metrics.update({k: float(v) for k, v in self.trainer.callback_metrics.items()
-                                          if k.startswith(f"{side}/")})
+        for side, path in others.items():
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
+            self.test_metrics.update({k: float(v) for k, v in self.trainer.callback_metrics.items()
+                                      if k.startswith(f"{side}/")})
+        if others:
+            self.trainer.loggers = loggers
+            for logger in loggers:
+                logger.log_metrics({k: v for k, v in self.test_metrics.items() if "/test/" in k},
+                                   step=self.trainer.global_step)
         if self.trainer.is_global_zero:
             print(summary_table(self.test_metrics, best))
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a run's log folder (``<save_dir>/<name>/version_N``) that a fit wrote."""
+    fitted = (folder / "checkpoints").is_dir() or (folder / "hparams.yaml").is_file()
+    return fitted and (folder / "config.yaml").is_file()
 
 
 def _side(checkpoint: ModelCheckpoint | None) -> str | None:
@@ -221,7 +261,8 @@ def main(args: list[str] | None = None) -> BridgeCLI:
     """Runs the CLI; ``args`` lets tests drive it exactly as the shell does."""
     return BridgeCLI(
         L.LightningModule, RecDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        seed_everything_default=42, save_config_kwargs={"overwrite": True}, args=args,
+        seed_everything_default=42, save_config_callback=RunConfigSaver, save_config_kwargs={"overwrite": True},
+        args=args,
         trainer_defaults={"logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                      "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": "run"}}},
     )

@@ -105,7 +105,9 @@ def test_histories_and_lm_examples(inter):
 def test_recbole_benchmark_files(inter, tmp_path):
     split = leave_one_out(inter)
     paths = write_recbole_benchmark(inter, split, tmp_path, "syn")
-    assert [p.name for p in paths] == ["syn.train.inter", "syn.valid.inter", "syn.test.inter"]
+    assert [p.relative_to(tmp_path).as_posix() for p in paths[:4]] == [
+        "syn-split/syn-split.train.inter", "syn-split/syn-split.valid.inter", "syn-split/syn-split.test.inter",
+        "syn-split/syn-split.inter"]
     lines = paths[2].read_text().splitlines()
     assert lines[0] == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
     assert len(lines) == 1 + inter.num_users
@@ -131,7 +133,7 @@ def test_atomic_datamodule_splits_caches_and_exports(tmp_path):
     cache = tmp_path / "cache"
     data = AtomicFilesDataModule(folder=str(folder), cache_dir=str(cache), export_split_to=str(tmp_path / "out"))
     assert (data.num_users, data.num_items) == (6, 8)
-    assert len(data.split.test) == 6 and (tmp_path / "out" / "toy.test.inter").exists()
+    assert len(data.split.test) == 6 and (tmp_path / "out" / "toy-split" / "toy-split.test.inter").exists()
     assert data.item_text[data.interactions.item_ids.tolist().index("i1")].startswith("Movie 1 (1991)")
     assert data.item_text[data.interactions.item_ids.tolist().index("i7")] is None  # no .item row
     assert len(list((cache / "parsed").glob("*.npz"))) == 1 and not list(cache.rglob("*.pkl"))

@@ -310,7 +310,7 @@ def test_failure_says_what_was_tried_and_how_to_fix(tmp_path: Path, monkeypatch)
         ml100k_folder(tmp_path)
     message = str(info.value)
     assert ML100K.url in message and "pip download recbole==1.2.1" in message
-    assert "folder argument" in message and str(tmp_path / "ml-100k") in message
+    assert "--data.init_args.data_dir" in message and str(tmp_path / "ml-100k") in message
     with pytest.raises(DatasetUnavailableError, match=re.escape(download.ML1M.url)):
         ml1m_folder(tmp_path)
 

@@ -77,7 +77,8 @@ class RecDataModule(L.LightningDataModule):
         seed: seeds the shuffling, the negatives and the LM examples (with the epoch), and a random ratio split;
             None takes the run's ``seed_everything``.
         cache_dir: where downloads and parsed data are cached.
-        export_split_to: if set, writes the split as RecBole benchmark files into this folder.
+        export_split_to: if set, writes the split as the RecBole dataset ``<name>-split`` into this folder
+            (``data_path`` for RecBole; see ``interactions.write_recbole_benchmark``).
     """
 
     def __init__(self, split: Literal["leave_one_out", "ratio"] = "leave_one_out",

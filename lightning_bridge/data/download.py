@@ -173,5 +173,5 @@ def _manual_help(archive: GroupLensArchive, folder: Path, failures: list[str]) -
     tried = "\n".join(f"  {i}. {failure}" for i, failure in enumerate(failures, 1))
     return (f"could not obtain MovieLens {archive.name}. Tried:\n{tried}\n"
             f"To provide it manually, download {archive.url} on a machine with internet access, unzip it, "
-            f"and either pass the resulting folder (containing {', '.join(archive.files)}) as the dataset "
-            f"folder argument, or place it at {folder}.")
+            f"and either pass the resulting folder (containing {', '.join(archive.files)}) in the config as "
+            f"data.init_args.data_dir (--data.init_args.data_dir <folder>), or place it at {folder}.")

@@ -141,21 +141,56 @@ def ratio_split(inter: Interactions, ratios: tuple[float, float, float] = (0.8, 
     return Split(train=np.sort(rows[part == 0]), valid=np.sort(rows[part == 1]), test=np.sort(rows[part == 2]))
 
 
+def recbole_dataset_name(name: str) -> str:
+    """The dataset name the split is exported under: RecBole 1.2.1 replaces the data path of a dataset
+    called ``ml-100k`` with its own bundled copy, so the export never takes a name RecBole knows."""
+    return f"{name}-split"
+
+
 def write_recbole_benchmark(inter: Interactions, split: Split, folder: str | Path, name: str) -> list[Path]:
-    """Writes ``<name>.train.inter``, ``.valid.inter`` and ``.test.inter`` (raw ids) so that any RecBole
-    model can be trained with ``benchmark_filename: [train, valid, test]`` on the identical split."""
-    folder = Path(folder)
+    """Writes the split as a RecBole dataset ``<name>-split`` in ``folder/<name>-split/`` (raw ids), which
+    RecBole 1.2.1 loads with ``data_path: <folder>`` and ``dataset: <name>-split`` alone:
+
+    - ``.train.inter``, ``.valid.inter``, ``.test.inter``: the split, for ``benchmark_filename: [train,
+      valid, test]`` (any RecBole model then trains and is evaluated on the identical split);
+    - ``.inter``: every interaction (RecBole's default when ``benchmark_filename`` is unset);
+    - ``.item``: each item's ``title`` and ``item_text``, and ``.user``: each user's ``user_text``, where the
+      data has any (``token_seq`` fields; RecBole loads them with ``load_col: None``). Tabs and line breaks
+      become spaces, and double quotes single ones, which RecBole's CSV reader would take for quoting.
+    """
+    dataset = recbole_dataset_name(name)
+    folder = Path(folder) / dataset
     folder.mkdir(parents=True, exist_ok=True)
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    parts = {"train": split.train, "valid": split.valid, "test": split.test}
     paths = []
-    for part, rows in (("train", split.train), ("valid", split.valid), ("test", split.test)):
-        path = folder / f"{name}.{part}.inter"
+    for part, rows in (*parts.items(), (None, np.concatenate(list(parts.values())))):
+        path = folder / (f"{dataset}.{part}.inter" if part else f"{dataset}.inter")
         with path.open("w") as f:
-            f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+            f.write(header)
             for r in rows[np.lexsort((rows, inter.timestamps[rows], inter.users[rows]))]:
                 f.write(f"{inter.user_ids[inter.users[r]]}\t{inter.item_ids[inter.items[r]]}\t"
                         f"{inter.ratings[r]:g}\t{inter.timestamps[r]}\n")
         paths.append(path)
+    items = [(i, inter.item_titles[n], inter.item_text[n]) for n, i in enumerate(inter.item_ids)]
+    paths.append(_write_features(folder / f"{dataset}.item", "item_id:token\ttitle:token_seq\titem_text:token_seq",
+                                 items))
+    if any(inter.user_text):
+        users = [(u, inter.user_text[n]) for n, u in enumerate(inter.user_ids)]
+        paths.append(_write_features(folder / f"{dataset}.user", "user_id:token\tuser_text:token_seq", users))
     return paths
+
+
+def _write_features(path: Path, header: str, rows: list[tuple[str | None, ...]]) -> Path:
+    with path.open("w") as f:
+        f.write(header + "\n")
+        for row in rows:
+            f.write("\t".join(_atomic_value(v) for v in row) + "\n")
+    return path
+
+
+def _atomic_value(value: str | None) -> str:
+    return " ".join((value or "").replace('"', "'").split())
 
 
 def keep_last_per_user(inter: Interactions, rows: np.ndarray, k: int) -> np.ndarray:

@@ -32,6 +32,7 @@ from lightning_bridge.sharding import (
     most_across_ranks,
     shard_recommender,
 )
+from lightning_bridge.training_log import log_training_loss
 
 Side = Literal["domain", "lm"]
 
@@ -166,7 +167,7 @@ class BridgeModule(L.LightningModule):
                 log_task_losses(self, losses, len(part["users"]))
                 total = loss
             total = total + self._mutual_term(side, part)
-        self.log(f"train/{side}_loss", loss, prog_bar=True, batch_size=len(part["users"]))
+        log_training_loss(self, f"train/{side}_loss", loss, len(part["users"]), prog_bar=True)
         opt.zero_grad()
         self.manual_backward(total)
         self._sync_and_clip(opt, clip)
@@ -223,7 +224,7 @@ class BridgeModule(L.LightningModule):
         items = lm_part["text_items"].to(self.device)
         queries = self._text_anchor.queries.to(self.device)[items]
         loss = F.cross_entropy(self.lm.recommender.score_queries(queries, self.info.item.weight).float(), items)
-        self.log("train/text_anchor_loss", loss, batch_size=len(items))
+        log_training_loss(self, "train/text_anchor_loss", loss, len(items))
         return self.hparams.text_anchor_weight * loss
 
     def _mutual_term(self, side: Side, part: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -256,7 +257,7 @@ class BridgeModule(L.LightningModule):
             users, columns, teacher = self._lm_teacher
             student = self.domain.scores(users.to(self.device))
             kl = _kl(teacher, student if columns is None else student[:, columns], t)
-        self.log("train/mutual_kl", kl, batch_size=len(part["users"]))
+        log_training_loss(self, "train/mutual_kl", kl, len(part["users"]))
         return h.mutual_weight * t * t * kl
 
     def configure_optimizers(self):

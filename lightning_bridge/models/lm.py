@@ -19,6 +19,7 @@ from lightning_bridge.modules.backbone import Finetune, add_id_placeholder, load
 from lightning_bridge.modules.id_tokens import ITEM, USER, LMRecommender, Pooling, Scoring
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
 from lightning_bridge.modules.prompts import DEFAULT_TEMPLATE, PromptBuilder
+from lightning_bridge.training_log import log_training_loss
 
 
 class LMModule(L.LightningModule):
@@ -199,9 +200,11 @@ class LMModule(L.LightningModule):
         """Optimizer groups: the backbone (LoRA), the ID projections, InfoSharing; empty groups left out."""
         h = self.hparams
         head = [*self.recommender.injector.parameters(), *self.recommender.out_proj.parameters()]
-        groups = [{"params": [p for p in self.recommender.backbone.parameters() if p.requires_grad]},
-                  {"params": head, "lr": h.head_lr},
-                  {"params": list(self.info.parameters()), "lr": h.info_lr, "weight_decay": h.info_weight_decay}]
+        backbone = [p for p in self.recommender.backbone.parameters() if p.requires_grad]
+        groups = [{"name": "backbone", "params": backbone},
+                  {"name": "id_head", "params": head, "lr": h.head_lr},
+                  {"name": "info_sharing", "params": list(self.info.parameters()), "lr": h.info_lr,
+                   "weight_decay": h.info_weight_decay}]
         return [{k: v for k, v in g.items() if v is not None} for g in groups
                 if any(p.requires_grad for p in g["params"])]
 
@@ -215,7 +218,7 @@ class LMModule(L.LightningModule):
         with step_random_state(self.global_step, self.device):  # dropout masks survive a resume unchanged
             losses = self.losses(batch)
         loss = weighted_sum(losses, self.task_weights)
-        self.log("train/lm_loss", loss, prog_bar=True, batch_size=len(batch["users"]))
+        log_training_loss(self, "train/lm_loss", loss, len(batch["users"]), prog_bar=True)
         log_task_losses(self, losses, len(batch["users"]))
         return loss
 
@@ -292,7 +295,7 @@ def log_task_losses(module: L.LightningModule, losses: dict[str, torch.Tensor], 
     """``train/lm_<task>_loss`` for each task, when the LM trains more than one."""
     if len(losses) > 1:
         for task, value in losses.items():
-            module.log(f"train/lm_{task}_loss", value, batch_size=batch_size)
+            log_training_loss(module, f"train/lm_{task}_loss", value, batch_size)
 
 
 def frozen_parameter_names(module: torch.nn.Module) -> set[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -26,12 +26,16 @@ class RankingEvaluator(nn.Module):
         self.metrics = nn.ModuleDict({f"{stage}_{group}": TopKMetrics(ks) for stage in STAGES
                                       for group, _ in GROUPS})
         self._reported: dict[str, set[str]] = {stage: set() for stage in STAGES}
+        # called with (masked scores, targets, users) for every test batch: per-user breakdowns (figures.py)
+        self.test_observers: list[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]] = []
 
     def update(self, stage: str, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         """Masks the batch's known items in ``scores`` (in place) and accumulates every group the batch has."""
         scores = mask_scores(scores, batch["exclude_rows"], batch["exclude_cols"])
         targets = batch["targets"]
         self._accumulate(stage, "all", scores, targets)
+        for observe in self.test_observers if stage == "test" else ():
+            observe(scores, targets, batch["users"])
         for group in ("sparse", "rare"):
             if f"group_{group}" in batch:
                 rows = batch[f"group_{group}"]

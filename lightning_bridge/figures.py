@@ -1,0 +1,190 @@
+"""Test NDCG@10 by user activity and by target popularity: a table beside the run and a TensorBoard figure.
+
+The paper's claim is about sparse users and rare items, so one number per model hides what matters. After
+every test, the evaluated users are cut into quintiles of their training interactions (activity) and,
+separately, into quintiles of their test item's training interactions (popularity; a user with several test
+items counts by the rarest); each model's mean NDCG@10 per quintile goes to ``<run>/ndcg_by_bucket.csv`` and,
+where matplotlib is installed (``pip install -e ".[plots]"``), to TensorBoard's IMAGES tab as one figure with
+the models side by side.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torchmetrics
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_bridge.metrics import target_ranks
+
+log = logging.getLogger(__name__)
+K = 10
+BUCKETS = 5
+KINDS = {"activity": "users' training interactions", "popularity": "test item's training interactions"}
+
+
+class PerUserNDCG(torchmetrics.Metric):
+    """Each evaluated user's NDCG@10 and the training popularity of their rarest test item, kept per user id
+    so that the quintiles can be cut once every user is in (sum states: DDP-safe, each user is evaluated on
+    one rank only)."""
+
+    full_state_update = False
+
+    def __init__(self, num_users: int, item_popularity: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("popularity", torch.as_tensor(item_popularity, dtype=torch.float64), persistent=False)
+        for name in ("ndcg", "seen", "target_popularity"):
+            self.add_state(name, torch.zeros(num_users, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, scores: torch.Tensor, targets: torch.Tensor, users: torch.Tensor) -> None:
+        """``scores`` already masked, ``targets`` (B, T) padded with -1, as ``TopKMetrics.update``."""
+        if targets.dim() == 1:
+            targets = targets[:, None]
+        valid = targets >= 0
+        keep = valid.any(1)
+        scores, targets, valid, users = scores[keep], targets[keep], valid[keep], users[keep].to(self.ndcg.device)
+        ranks = target_ranks(scores, targets, K)
+        gain = torch.where(ranks < K, 1.0 / torch.log2(ranks.double() + 2), 0.0).sum(1)
+        ideal = (1.0 / torch.log2(torch.arange(K, dtype=torch.float64, device=gain.device) + 2)).cumsum(0)
+        ndcg = gain / ideal[valid.sum(1).clamp(max=K) - 1]
+        popularity = self.popularity[targets.clamp(min=0).to(self.popularity.device)]
+        rarest = popularity.masked_fill(~valid.to(popularity.device), float("inf")).min(1).values
+        self.ndcg[users] = ndcg.to(self.ndcg)
+        self.seen[users] = 1.0
+        self.target_popularity[users] = rarest
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        seen = self.seen > 0
+        return {"users": seen.nonzero()[:, 0], "ndcg": self.ndcg[seen],
+                "target_popularity": self.target_popularity[seen]}
+
+
+def quintiles(values: np.ndarray, ndcg: np.ndarray, users: np.ndarray) -> list[dict[str, Any]]:
+    """Five equal-size groups of users by ``values`` (ties by user id), each with its value range, size and
+    mean NDCG@10."""
+    order = np.lexsort((users, values))
+    rows = []
+    for index, part in enumerate(np.array_split(order, BUCKETS), start=1):
+        if len(part):
+            rows.append({"quintile": index, "low": int(values[part].min()), "high": int(values[part].max()),
+                         "users": len(part), "ndcg@10": float(ndcg[part].mean())})
+    return rows
+
+
+def bucket_table(result: dict[str, torch.Tensor], activity: np.ndarray) -> dict[str, list[dict[str, Any]]]:
+    """``{"activity": [...], "popularity": [...]}`` quintile rows for one model's test."""
+    users = result["users"].cpu().numpy()
+    ndcg = result["ndcg"].cpu().numpy()
+    return {"activity": quintiles(activity[users], ndcg, users),
+            "popularity": quintiles(result["target_popularity"].cpu().numpy(), ndcg, users)}
+
+
+def evaluators(pl_module: L.LightningModule) -> dict[str, Any]:
+    """The RankingEvaluator of each model the module tests, by model name (``domain``, ``lm``)."""
+    kinds = getattr(pl_module, "train_batch_kinds", ())
+    if len(kinds) == 1 and hasattr(pl_module, "evaluator"):
+        return {kinds[0]: pl_module.evaluator}
+    tested = {k: getattr(pl_module, k).evaluator for k in kinds if hasattr(getattr(pl_module, k, None), "evaluator")}
+    if not getattr(pl_module.hparams, "evaluate_lm", True):
+        tested.pop("lm", None)
+    return tested
+
+
+class TestFigures(Callback):
+    """After every test: NDCG@10 per activity and popularity quintile for each tested model, written to
+    ``<run>/ndcg_by_bucket.csv`` (one block per test, named by its checkpoint) and, with matplotlib, to
+    TensorBoard as the image ``test/ndcg@10_by_bucket/<checkpoint>``."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, PerUserNDCG] = {}
+        self._warned = False
+        self._loggers: list = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # kept from the start: after fit, the CLI tests with the loggers detached (cli.BridgeCLI.after_fit)
+        self._loggers = self._loggers or list(trainer.loggers)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        data = trainer.datamodule
+        if not hasattr(data, "item_popularity"):
+            return
+        popularity = data.item_popularity()
+        self._metrics = {}
+        for model, evaluator in evaluators(pl_module).items():
+            metric = PerUserNDCG(data.num_users, popularity).to(pl_module.device)
+            evaluator.test_observers[:] = [metric.update]
+            self._metrics[model] = metric
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._metrics:
+            return
+        for evaluator in evaluators(pl_module).values():
+            evaluator.test_observers.clear()
+        data = trainer.datamodule
+        activity = np.bincount(data.interactions.users[data.split.train], minlength=data.num_users)
+        tables = {model: bucket_table(metric.compute(), activity) for model, metric in self._metrics.items()}
+        self._metrics = {}
+        log_dir = self._loggers[0].log_dir if self._loggers else trainer.log_dir
+        if not trainer.is_global_zero or not log_dir:
+            return
+        checkpoint = Path(trainer.ckpt_path).stem if trainer.ckpt_path else "final"
+        write_csv(Path(log_dir) / "ndcg_by_bucket.csv", tables, checkpoint)
+        figure = draw(tables, checkpoint)
+        if figure is None:
+            if not self._warned:
+                log.info("matplotlib is not installed: NDCG@10 by bucket is in ndcg_by_bucket.csv only, no "
+                         "TensorBoard figure (pip install -e \".[plots]\")")
+                self._warned = True
+            return
+        for logger in self._loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(f"test/ndcg@10_by_bucket/{checkpoint}", figure, trainer.global_step)
+
+
+def write_csv(path: Path, tables: dict[str, dict[str, list[dict[str, Any]]]], checkpoint: str) -> None:
+    """Appends one row per (model, bucket kind, quintile) to ``path``."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["checkpoint", "model", "bucket", "quintile", "low", "high", "users", "ndcg@10"])
+        for model, table in tables.items():
+            for kind, rows in table.items():
+                for r in rows:
+                    writer.writerow([checkpoint, model, kind, r["quintile"], r["low"], r["high"], r["users"],
+                                     f"{r['ndcg@10']:.6f}"])
+
+
+def draw(tables: dict[str, dict[str, list[dict[str, Any]]]], title: str) -> Any:
+    """The matplotlib figure (None without matplotlib): one panel per bucket kind, one bar per model."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, axes = plt.subplots(1, len(KINDS), figsize=(11, 4), sharey=True)
+    width = 0.8 / max(1, len(tables))
+    for ax, (kind, meaning) in zip(axes, KINDS.items(), strict=True):
+        labels = []
+        for offset, (model, table) in enumerate(tables.items()):
+            rows = table[kind]
+            ax.bar([r["quintile"] + (offset - (len(tables) - 1) / 2) * width for r in rows],
+                   [r["ndcg@10"] for r in rows], width, label=model)
+            labels = [f"Q{r['quintile']}\n{r['low']}–{r['high']}" for r in rows]
+        ax.set_xticks(range(1, len(labels) + 1), labels)
+        ax.set_xlabel(f"quintile of {meaning}")
+        ax.set_title(f"by {kind}")
+    axes[0].set_ylabel("test NDCG@10")
+    axes[0].legend()
+    figure.suptitle(f"test NDCG@10 by bucket ({title})")
+    figure.tight_layout()
+    return figure

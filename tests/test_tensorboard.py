@@ -1,0 +1,144 @@
+"""What TensorBoard shows of a run: curves at the steps that trained, learning rates, the whole config with
+the final metrics in HPARAMS, and NDCG@10 by activity and popularity after each test."""
+
+import csv
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIGS
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from lightning_bridge import figures
+from lightning_bridge.cli import main
+from lightning_bridge.figures import PerUserNDCG, quintiles
+from lightning_bridge.metrics import TopKMetrics, mask_scores
+from lightning_bridge.run_hparams import flat_config
+
+TINY_BRIDGE = str(CONFIGS / "tiny_bridge.yaml")
+
+
+def _events(run):
+    return EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0}).Reload()
+
+
+@pytest.fixture(scope="module")
+def bridge_run(tmp_path_factory):
+    """A 2-epoch co-training run of 7 batches per epoch with the default log_every_n_steps (50), tested."""
+    root = tmp_path_factory.mktemp("tb")
+    cli = main(["fit", "--config", TINY_BRIDGE, "--test_after_fit", "true", "--trainer.default_root_dir", str(root),
+                "--data.init_args.cache_dir", str(root / "cache")])
+    return cli, root / "run" / "version_0"
+
+
+def test_each_loss_only_at_the_steps_its_model_trained_and_every_epoch(bridge_run):
+    cli, run = bridge_run
+    events, model = _events(run), cli.model
+    steps_per_epoch = cli.trainer.num_training_batches
+    assert cli.trainer.log_every_n_steps > steps_per_epoch  # Lightning alone would log no training loss
+    for side in ("domain", "lm"):
+        points = events.Scalars(f"train/{side}_loss")
+        assert all(model.side_for_step(p.step, p.step // steps_per_epoch) == side for p in points)
+        assert {p.step // steps_per_epoch for p in points} == {0, 1}  # every epoch
+        assert all(np.isfinite(p.value) for p in points)
+
+
+def test_learning_rates_by_model_and_named_group(bridge_run):
+    _, run = bridge_run
+    tags = set(_events(run).Tags()["scalars"])
+    assert {"lr/domain", "lr/lm/backbone", "lr/lm/id_head", "lr/lm/info_sharing"} <= tags
+    assert _events(run).Scalars("lr/domain")[-1].value == pytest.approx(0.01)
+
+
+def test_hparams_hold_the_whole_config_and_the_test_metrics_of_both_models(bridge_run):
+    _, run = bridge_run
+    events = _events(run)
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    params = start.session_start_info.hparams
+    assert params["model.lm.backbone"].string_value == "tiny-decoder"
+    assert params["model.lm.optimizer.lr"].number_value == pytest.approx(0.005)
+    assert params["model.domain.num_layers"].number_value == 2
+    assert params["seed_everything"].number_value == 42
+    assert {"model.lm.lora_rank", "model.lm.finetune", "trainer.max_epochs", "data.batch_size"} <= set(params)
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    metrics = {m.name.tag for m in experiment.metric_infos}
+    assert {"domain/test/ndcg@10", "lm/test/ndcg@10", "domain/val/ndcg@10"} <= metrics
+    assert "hp_metric" not in events.Tags()["scalars"]
+    for tag in ("domain/test/ndcg@10", "lm/test/ndcg@10"):  # the values the HPARAMS tab shows
+        assert 0.0 <= events.Scalars(tag)[-1].value <= 1.0
+
+
+def test_ndcg_by_bucket_after_each_test(bridge_run):
+    cli, run = bridge_run
+    with (run / "ndcg_by_bucket.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    checkpoints = {r["checkpoint"] for r in rows}
+    assert len(checkpoints) == 2  # each model tested at its own best checkpoint
+    for checkpoint in checkpoints:
+        for model in ("domain", "lm"):
+            for bucket in ("activity", "popularity"):
+                part = [r for r in rows if (r["checkpoint"], r["model"], r["bucket"]) == (checkpoint, model, bucket)]
+                assert [r["quintile"] for r in part] == ["1", "2", "3", "4", "5"]
+                assert sum(int(r["users"]) for r in part) == cli.datamodule.num_users
+    if _has_matplotlib():
+        images = _events(run).Tags()["images"]
+        assert {f"test/ndcg@10_by_bucket/{c}" for c in checkpoints} <= set(images)
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_per_user_ndcg_averages_to_the_reported_ndcg():
+    torch.manual_seed(0)
+    scores, targets = torch.randn(40, 30), torch.randint(0, 30, (40, 2))
+    targets[::3, 1] = -1  # some users with one target
+    rows, cols = torch.arange(40).repeat_interleave(3), torch.randint(0, 30, (120,))
+    scores = mask_scores(scores, rows, cols)
+    reference = TopKMetrics((10,))
+    reference.update(scores.clone(), targets)
+    per_user = PerUserNDCG(50, np.arange(30))
+    per_user.update(scores, targets, torch.arange(5, 45))
+    result = per_user.compute()
+    assert result["users"].tolist() == list(range(5, 45))
+    assert float(result["ndcg"].mean()) == pytest.approx(float(reference.compute()["ndcg@10"]))
+    rarest = torch.where(targets[:, 1] >= 0, targets.min(1).values, targets[:, 0]).double()
+    assert torch.equal(result["target_popularity"], rarest)
+
+
+def test_quintiles_are_equal_groups_in_order():
+    values, ndcg = np.array([5, 1, 4, 2, 3, 9, 8, 7, 6, 0]), np.arange(10) / 10
+    rows = quintiles(values, ndcg, np.arange(10))
+    assert [(r["low"], r["high"], r["users"]) for r in rows] == [(0, 1, 2), (2, 3, 2), (4, 5, 2), (6, 7, 2),
+                                                                  (8, 9, 2)]
+    assert rows[0]["ndcg@10"] == pytest.approx((0.9 + 0.1) / 2)
+
+
+def test_without_matplotlib_there_is_no_figure(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert figures.draw({"domain": {"activity": [], "popularity": []}}, "x") is None
+
+
+def test_flat_config_names_nested_sections_without_init_args():
+    config = {"model": {"class_path": "B", "init_args": {"lm": {"class_path": "L", "init_args": {
+        "backbone": "minilm", "lora_rank": 8, "task_weights": {"next_item": 1.0}}}, "ks": [5, 10]}},
+        "ckpt_path": "x.ckpt", "trainer": {"logger": {"class_path": "T"}, "max_epochs": 3, "precision": None}}
+    assert flat_config(config) == {"model.class_path": "B", "model.lm.class_path": "L",
+                                   "model.lm.backbone": "minilm", "model.lm.lora_rank": 8,
+                                   "model.lm.task_weights.next_item": 1.0, "model.ks": "[5, 10]",
+                                   "trainer.max_epochs": 3, "trainer.precision": "None"}
+
+
+def test_each_models_test_metrics_are_those_of_its_own_best_checkpoint(bridge_run):
+    cli, run = bridge_run
+    events = _events(run)
+    for key in ("domain/test/ndcg@10", "lm/test/ndcg@10", "lm/test/sparse_ndcg@10"):
+        values = [e.value for e in events.Scalars(key)]
+        assert values == [pytest.approx(cli.test_metrics[key])]  # logged once: the after-fit table's value
