@@ -16,9 +16,9 @@ def _propagate(user: torch.Tensor, item: torch.Tensor, r: torch.Tensor, r_t: tor
                num_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean of layers 0..K of ``[[0, R], [R^T, 0]]`` applied to ``[user; item]``, summed in place.
 
-    Always in float32, also under mixed precision: sparse kernels have no bfloat16 version on CPU, and the
-    sums over many neighbours are where low precision would cost most."""
-    user, item = user.float(), item.float()
+    In the graph's precision (float32), also under mixed precision: sparse kernels have no bfloat16 version
+    on CPU, and the sums over many neighbours are where low precision would cost most."""
+    user, item = user.to(r.dtype), item.to(r.dtype)
     user_sum, item_sum = user.clone(), item.clone()
     with torch.autocast(user.device.type, enabled=False):
         for _ in range(num_layers):
