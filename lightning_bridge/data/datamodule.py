@@ -25,6 +25,7 @@ from lightning_bridge.data.batches import (
     batches_done_this_epoch,
 )
 from lightning_bridge.data.cache import cached_read
+from lightning_bridge.data.contract import Side
 from lightning_bridge.data.download import ml1m_folder, ml100k_folder
 from lightning_bridge.data.interactions import (
     Interactions,
@@ -39,9 +40,6 @@ from lightning_bridge.data.sources import RawData, read_atomic, read_ml1m, read_
 from lightning_bridge.data.synthetic import synthetic_raw, synthetic_topics_raw
 
 log = logging.getLogger(__name__)
-
-BatchKind = Literal["domain", "lm"]
-
 
 class RecDataModule(L.LightningDataModule):
     """Loads a dataset once, splits it by the evaluation protocol and serves every batch kind.
@@ -209,7 +207,7 @@ class RecDataModule(L.LightningDataModule):
         model = self.trainer.lightning_module if self.trainer is not None else None
         return getattr(getattr(model, "domain", model), "sequence_len", None)
 
-    def _train_dataset(self, kind: BatchKind):
+    def _train_dataset(self, kind: Side):
         h, inter, rows = self.hparams, self.interactions, self.split.train
         if kind == "domain" and self._domain_sequence_len() is not None:
             return SequenceWindows(self._histories(rows), self._domain_sequence_len(), self.num_items,

@@ -12,23 +12,25 @@ import torch
 import torch.nn.functional as F
 
 from lightning_bridge.checkpoints import read_checkpoint
-from lightning_bridge.models.domain import DomainModule
-from lightning_bridge.models.lm import (
-    LMModule,
+from lightning_bridge.data.contract import Side
+from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
+from lightning_bridge.evaluation.ranking import RankingEvaluator
+from lightning_bridge.models.checkpoints import (
+    DOMAIN_HPARAMS_KEY,
+    TEXT_ANCHOR_KEY,
     complete_slim_state_dict,
-    log_task_losses,
     slim_state_dict,
-    weighted_sum,
+    upgrade_state_dict,
 )
-from lightning_bridge.models.ranking import top_k_items
+from lightning_bridge.models.domain import DomainModule
+from lightning_bridge.models.lm import LMModule, log_task_losses
 from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.id_tokens import ITEM
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
+from lightning_bridge.modules.lm_recommender import LMRecommender
 
-Side = Literal["domain", "lm"]
 
-
-class BridgeModule(L.LightningModule):
+class BridgeModule(RankingEvaluation, L.LightningModule):
     """Alternates domain and LM optimizer steps over one shared InfoSharing; each model still recommends alone.
 
     Every ``training_step`` makes exactly one optimizer step (domain or LM), so ``global_step``, ``max_steps``
@@ -72,7 +74,7 @@ class BridgeModule(L.LightningModule):
             shared table through its text tasks (no ``next_item`` task), which saves its prompt evaluations.
     """
 
-    train_batch_kinds = ("domain", "lm")
+    train_batch_kinds: tuple[Side, ...] = ("domain", "lm")
 
     def __init__(self, num_users: int, num_items: int, domain: Callable[[int, int], DomainModule],
                  lm: Callable[[int, int], LMModule], embedding_dim: int = 64, init: InitName = "xavier_uniform",
@@ -114,12 +116,13 @@ class BridgeModule(L.LightningModule):
     def warm_start_from(self, path: str) -> None:
         """Loads InfoSharing and the domain encoder from a domain-only run."""
         state = read_checkpoint(path)["state_dict"]  # a damaged file is an error naming it
-        wanted = {k: v for k, v in state.items() if k.startswith(("info.", "encoder."))}
-        if not any(k.startswith("info.") for k in wanted):
-            raise ValueError(f"{path}: not a DomainModule checkpoint (no 'info.*' weights)")
+        upgrade_state_dict(self.domain, state)
         expected = {k: tuple(v.shape) for k, v in self.domain.state_dict().items()}
+        wanted = {k: v for k, v in state.items() if k in expected}
+        if not any(k.startswith("recommender.info.") for k in wanted):
+            raise ValueError(f"{path}: not a DomainModule checkpoint (no 'info.*' weights)")
         found = {k: tuple(v.shape) for k, v in wanted.items()}
-        if any(expected.get(k) != shape for k, shape in found.items()):
+        if any(expected[k] != shape for k, shape in found.items()):
             raise ValueError(f"{path}: its weights {found} do not fit this model "
                              f"({self.info.num_users} users, {self.info.num_items} items, dim {self.info.dim})")
         self.domain.load_state_dict(wanted, strict=False)
@@ -136,8 +139,8 @@ class BridgeModule(L.LightningModule):
 
     # ---- training ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        self.domain.attach_data(self.trainer.datamodule)
-        self.lm.attach_data(self.trainer.datamodule)
+        self.domain.recommender.attach(self.trainer.datamodule)
+        self.lm.recommender.attach(self.trainer.datamodule)
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         side = self.side_for_step(self.global_step, self.current_epoch)
@@ -146,14 +149,15 @@ class BridgeModule(L.LightningModule):
         part = batch[side]
         with step_random_state(self.global_step, self.device):
             if side == "domain":
-                loss = self.domain.loss(part)
+                loss = self.domain.recommender.loss(part)
                 total = loss + self._anchor_term(batch["lm"])
             else:
-                losses = self.lm.losses(part)
-                loss = weighted_sum(losses, self.lm.task_weights)
-                if self._text_anchor is not None and self.lm.latest_item_text_queries is not None:
-                    self._text_anchor.update(*self.lm.latest_item_text_queries)
-                log_task_losses(self, losses, len(part["users"]))
+                lm = self.lm.recommender
+                losses = lm.losses(part)
+                loss = losses.total(lm.task_weights)
+                if self._text_anchor is not None and losses.item_text_queries is not None:
+                    self._text_anchor.update(*losses.item_text_queries)
+                log_task_losses(self, losses.tasks, len(part["users"]))
                 total = loss
             total = total + self._mutual_term(side, part)
         self.log(f"train/{side}_loss", loss, prog_bar=True, batch_size=len(part["users"]))
@@ -171,7 +175,7 @@ class BridgeModule(L.LightningModule):
             return
         refresh = h.text_anchor_refresh_epochs
         if self._text_anchor is None or (refresh and epoch - self._text_anchor.epoch >= refresh):
-            self._text_anchor = TextAnchor.from_lm(self.lm, epoch)
+            self._text_anchor = TextAnchor.from_lm(self.lm.recommender, epoch)
 
     def _anchor_term(self, lm_part: dict[str, torch.Tensor]) -> torch.Tensor:
         """The LM's item-text cross-entropy over the catalogue, with the LM's text queries held fixed, so that
@@ -183,7 +187,7 @@ class BridgeModule(L.LightningModule):
                              "data.text_batch_size > 0 (and use data with item text)")
         items = lm_part["text_items"].to(self.device)
         queries = self._text_anchor.queries.to(self.device)[items]
-        loss = F.cross_entropy(self.lm.recommender.score_queries(queries, self.info.item.weight).float(), items)
+        loss = F.cross_entropy(self.lm.recommender.network.score_queries(queries, self.info.item.weight).float(), items)
         self.log("train/text_anchor_loss", loss, batch_size=len(items))
         return self.hparams.text_anchor_weight * loss
 
@@ -202,9 +206,9 @@ class BridgeModule(L.LightningModule):
         if side == "lm":
             users = part["users"]
             columns = part["targets"][:, 0].unique() if h.mutual_scope == "batch" else None
-            lm_scores = self.lm.scores(part)
+            lm_scores = self.lm.recommender.scores(part)
             with torch.no_grad():
-                domain_scores = self.domain.scores(users.to(self.device))
+                domain_scores = self.domain.recommender.scores({"users": users.to(self.device)})
             if columns is not None:
                 lm_scores, domain_scores = lm_scores[:, columns], domain_scores[:, columns]
             self._lm_teacher = (users, columns, lm_scores.detach())
@@ -215,7 +219,7 @@ class BridgeModule(L.LightningModule):
             if self._lm_teacher is None or h.mutual_direction == "domain_to_lm":
                 return zero
             users, columns, teacher = self._lm_teacher
-            student = self.domain.scores(users.to(self.device))
+            student = self.domain.recommender.scores({"users": users.to(self.device)})
             kl = _kl(teacher, student if columns is None else student[:, columns], t)
         self.log("train/mutual_kl", kl, batch_size=len(part["users"]))
         return h.mutual_weight * t * t * kl
@@ -231,54 +235,37 @@ class BridgeModule(L.LightningModule):
             scheduler.step()
 
     # ---- evaluation: each model alone, side by side -----------------------------------------------------
-    def on_validation_epoch_start(self) -> None:
-        self.domain.freeze_vectors()
-
-    on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
-
-    def _evaluate(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        self.domain.evaluator.update(stage, self.domain.scores(batch["users"], batch.get("sequence")), batch)
+    def evaluated_models(self) -> dict[str, tuple[RankingEvaluator, Scorer]]:
+        models = {"domain": (self.domain.evaluator, self.domain.recommender.scores)}
         if self.hparams.evaluate_lm:
-            self.lm.evaluator.update(stage, self.lm.scores(batch).float(), batch)
+            models["lm"] = (self.lm.evaluator, self.lm.recommender.scores)
+        return models
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate("val", batch)
+    def predicting_model(self) -> tuple[Scorer, int]:
+        side = self.domain if self.hparams.predict_with == "domain" else self.lm
+        return side.recommender.scores, side.predict_top_k
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate("test", batch)
+    def freeze_vectors(self) -> None:
+        self.domain.recommender.freeze_vectors()
 
-    def _log_stage(self, stage: str) -> None:
-        lm = self.lm.evaluator.compute(stage, "lm") if self.hparams.evaluate_lm else {}
-        self.log_dict({**self.domain.evaluator.compute(stage, "domain"), **lm})
-        self.domain.release_vectors()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_stage("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_stage("test")
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        if self.hparams.predict_with == "domain":
-            scores = self.domain.scores(batch["users"], batch.get("sequence"))
-            return top_k_items(scores, batch, self.domain.predict_top_k)
-        return top_k_items(self.lm.scores(batch).float(), batch, self.lm.predict_top_k)
-
-    def on_predict_epoch_end(self) -> None:
-        self.domain.release_vectors()
+    def release_vectors(self) -> None:
+        self.domain.recommender.release_vectors()
 
     # ---- checkpoints -----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = slim_state_dict(self, checkpoint["state_dict"])
         if self._text_anchor is not None:  # a resumed run replays the same anchor until its next refresh
-            checkpoint["text_anchor"] = {"epoch": self._text_anchor.epoch, "queries": self._text_anchor.queries}
-        # what export_domain needs to write a DomainModule checkpoint without loading the LM
-        checkpoint["domain_hyper_parameters"] = {**self.domain.hparams, "embedding_dim": self.info.dim}
+            checkpoint[TEXT_ANCHOR_KEY] = {"epoch": self._text_anchor.epoch, "queries": self._text_anchor.queries}
+        # what export_domain needs to write a DomainModule checkpoint without loading the LM: the domain
+        # model's class and own settings, and the shared tables' settings, which are the bridge's
+        domain_class = f"{type(self.domain).__module__}.{type(self.domain).__qualname__}"
+        checkpoint[DOMAIN_HPARAMS_KEY] = {"_class_path": domain_class, **self.domain.hparams, **self.info.settings}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        upgrade_state_dict(self, checkpoint["state_dict"])
         complete_slim_state_dict(self, checkpoint["state_dict"])
-        if "text_anchor" in checkpoint:
-            self._text_anchor = TextAnchor(**checkpoint["text_anchor"])
+        if TEXT_ANCHOR_KEY in checkpoint:
+            self._text_anchor = TextAnchor(**checkpoint[TEXT_ANCHOR_KEY])
 
 
 @dataclass
@@ -293,17 +280,13 @@ class TextAnchor:
         self.queries[items.to(self.queries.device)] = queries.to(self.queries)
 
     @classmethod
-    def from_lm(cls, lm: LMModule, epoch: int, batch_size: int = 256) -> TextAnchor:
-        """Encodes every item's text with the LM in eval mode (no dropout), without gradients."""
+    def from_lm(cls, lm: LMRecommender, epoch: int) -> TextAnchor:
+        """Encodes every item's text with the LM (in eval mode, without gradients)."""
         has_text = [i for i, text in enumerate(lm.prompts.item_texts) if text] if lm.prompts else []
         queries = torch.zeros(lm.info.num_items, lm.info.dim, device=lm.device)
-        was_training = lm.training
-        lm.eval()
-        with torch.no_grad():
-            for start in range(0, len(has_text), batch_size):
-                ids = torch.tensor(has_text[start: start + batch_size], device=lm.device)
-                queries[ids] = lm.text_queries(ITEM, ids).float()
-        lm.train(was_training)
+        if has_text:
+            ids = torch.tensor(has_text, device=lm.device)
+            queries[ids] = lm.encode_texts(ITEM, ids).float()
         return cls(epoch, queries)
 
 
