@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
 from lightning_bridge.checkpoints import read_checkpoint
@@ -18,6 +19,9 @@ DOMAIN_HPARAMS_KEY = "domain_hyper_parameters"
 TEXT_ANCHOR_KEY = "text_anchor"
 # the class of a domain model whose checkpoint does not name it (written before the bridge recorded it)
 DOMAIN_CLASS_PATH = "lightning_bridge.models.domain.DomainModule"
+
+# init arguments a model checkpoint does not record: objects, and knobs the caller's config always decides
+NOT_HYPERPARAMETERS = ("info_sharing", "optimizer", "scheduler", "predict_top_k")
 
 # The side models (DomainRecommender, LMRecommender) hold what the LightningModules held before: a weight
 # saved as ``info.user.weight`` now lives at ``recommender.info.user.weight`` (new prefix: old prefix).
@@ -40,6 +44,20 @@ def upgrade_state_dict(module: torch.nn.Module, state: dict[str, Any]) -> None:
         old = legacy_name(key)
         if key not in state and old is not None and old in state:
             state[key] = state.pop(old)
+
+
+def save_own_hyperparameters(module: L.LightningModule, arguments: dict[str, Any]) -> None:
+    """Records a DomainModule's or LMModule's init ``arguments`` (``locals()`` on entering ``__init__``).
+
+    Alone, the module lets Lightning record them (under LightningCLI: the config, with the class path that
+    loading needs). Given shared tables it is a BridgeModule's child, built while Lightning holds the bridge's
+    config as the one to record, so it records its own arguments explicitly.
+    """
+    if arguments.get("info_sharing") is None:
+        module.save_hyperparameters(ignore=list(NOT_HYPERPARAMETERS))
+    else:
+        module.save_hyperparameters({k: v for k, v in arguments.items()
+                                     if k not in ("self", "__class__", *NOT_HYPERPARAMETERS)})
 
 
 def frozen_parameter_names(module: torch.nn.Module) -> set[str]:

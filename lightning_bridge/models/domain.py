@@ -11,8 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning_bridge.data.contract import Side
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
-from lightning_bridge.models.checkpoints import upgrade_state_dict
-from lightning_bridge.models.hparams import save_init_hyperparameters
+from lightning_bridge.models.checkpoints import save_own_hyperparameters, upgrade_state_dict
 from lightning_bridge.modules.domain_recommender import LOSSES, DomainRecommender, Encoder, Loss, build_encoder
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName, tables_for
 
@@ -59,8 +58,9 @@ class DomainModule(RankingEvaluation, L.LightningModule):
                  predict_top_k: int = 20, info_sharing: InfoSharing | None = None, loss: Loss | None = None,
                  mlp_layers: tuple[int, ...] | None = None, max_len: int = 50, num_blocks: int = 2,
                  num_heads: int = 1, dropout: float = 0.2) -> None:
+        arguments = dict(locals())
         super().__init__()
-        save_init_hyperparameters(self, ignore=["info_sharing", "optimizer", "scheduler", "predict_top_k"])
+        save_own_hyperparameters(self, arguments)
         self.predict_top_k = predict_top_k  # not a hyperparameter: a checkpoint must not override it
         if encoder not in LOSSES:
             raise ValueError(f"model.encoder must be one of {', '.join(LOSSES)}; got {encoder!r}")

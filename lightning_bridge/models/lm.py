@@ -14,8 +14,12 @@ from lightning_bridge.cache import DEFAULT_CACHE
 from lightning_bridge.data.contract import Side
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
-from lightning_bridge.models.checkpoints import complete_slim_state_dict, slim_state_dict, upgrade_state_dict
-from lightning_bridge.models.hparams import save_init_hyperparameters
+from lightning_bridge.models.checkpoints import (
+    complete_slim_state_dict,
+    save_own_hyperparameters,
+    slim_state_dict,
+    upgrade_state_dict,
+)
 from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.backbone import Finetune, add_id_placeholder, load_backbone
 from lightning_bridge.modules.id_tokens import IDTokenLM, Pooling, Scoring
@@ -94,9 +98,10 @@ class LMModule(RankingEvaluation, L.LightningModule):
                  head_lr: float | None = None, scheduler: LRSchedulerCallable | None = None,
                  ks: tuple[int, ...] = (5, 10, 20), predict_top_k: int = 20,
                  task_weights: dict[str, float] | None = None, info_sharing: InfoSharing | None = None) -> None:
+        arguments = dict(locals())
         super().__init__()
+        save_own_hyperparameters(self, arguments)
         task_weights = checked_task_weights(task_weights)
-        save_init_hyperparameters(self, ignore=["info_sharing", "optimizer", "scheduler", "predict_top_k"])
         self.predict_top_k = predict_top_k  # not a hyperparameter: a checkpoint must not override it
         backbone_model, tokenizer, is_decoder = load_backbone(
             backbone, gguf_file=gguf_file, cache_dir=cache_dir, local_files_only=local_files_only, dtype=dtype,
