@@ -44,11 +44,12 @@ log = logging.getLogger(__name__)
 class RecDataModule(L.LightningDataModule):
     """Loads a dataset once, splits it by the evaluation protocol and serves every batch kind.
 
-    Training batches follow what the model asks for through its ``train_batch_kinds`` attribute: BPR
-    triples (``"domain"``), next-item LM examples (``"lm"``), or a dict of both for co-training. A domain
-    model that reads histories (its ``sequence_len`` attribute is set, e.g. SASRec's ``max_len``) gets
-    training windows of item sequences as its ``"domain"`` batches, and a ``sequence`` in every evaluation
-    batch.
+    Training batches follow what the model asks for through its ``train_batch_kinds`` attribute (the
+    ``TrainingNeeds`` protocol of ``data/contract.py``): BPR triples (``"domain"``), next-item LM examples
+    (``"lm"``), or a dict of both for co-training, where each step uses one of the two (BridgeModule's
+    docstring says which). A domain model that reads histories (its ``sequence_len`` attribute is set, e.g.
+    SASRec's ``max_len``) gets training windows of item sequences as its ``"domain"`` batches, and a
+    ``sequence`` in every evaluation batch. Models read the data through ``RecommenderData`` (same file).
 
     Args:
         split: ``leave_one_out`` (per user by time: last item test, the one before validation) or ``ratio``.

@@ -4,12 +4,10 @@ turns updating it under manual optimization."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from lightning_bridge.checkpoints import read_checkpoint
 from lightning_bridge.data.contract import Side
@@ -25,9 +23,8 @@ from lightning_bridge.models.checkpoints import (
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule, log_task_losses
 from lightning_bridge.models.reproducible import step_random_state
-from lightning_bridge.modules.id_tokens import ITEM
+from lightning_bridge.modules.co_training import MutualLearning, TextAnchor
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
-from lightning_bridge.modules.lm_recommender import LMRecommender
 
 
 class BridgeModule(RankingEvaluation, L.LightningModule):
@@ -36,6 +33,11 @@ class BridgeModule(RankingEvaluation, L.LightningModule):
     Every ``training_step`` makes exactly one optimizer step (domain or LM), so ``global_step``, ``max_steps``
     and checkpoint cadence keep their usual meaning. Each side's optimizer holds its own state for the shared
     tables: an LM step never touches the domain optimizer's Adam moments, and vice versa.
+
+    Every step receives one batch of each kind (``train_batch_kinds``, read by the data module), whichever
+    side steps: the other side's batch is built and left unused, except that a domain step reads the LM
+    batch's ``text_items`` for the text anchor. With ``domain_steps: 4`` four of five LM batches go unused;
+    they are cheap to build (ids and histories; prompts are built only by the LM that steps).
 
     Args:
         num_users: linked from the data.
@@ -110,7 +112,7 @@ class BridgeModule(RankingEvaluation, L.LightningModule):
         self.lm = lm(num_users, num_items, info_sharing=self.info)
         if warm_start_checkpoint:
             self.warm_start_from(warm_start_checkpoint)
-        self._lm_teacher: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
+        self._mutual = MutualLearning(mutual_temperature, mutual_direction, mutual_scope)
         self._text_anchor: TextAnchor | None = None
 
     def warm_start_from(self, path: str) -> None:
@@ -178,50 +180,30 @@ class BridgeModule(RankingEvaluation, L.LightningModule):
             self._text_anchor = TextAnchor.from_lm(self.lm.recommender, epoch)
 
     def _anchor_term(self, lm_part: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The LM's item-text cross-entropy over the catalogue, with the LM's text queries held fixed, so that
-        only InfoSharing's item rows move (with the domain optimizer)."""
+        """The text anchor's loss on the LM batch's ``text_items``, weighted (zero before the anchor exists)."""
         if self._text_anchor is None:
             return torch.zeros((), device=self.device)
         if "text_items" not in lm_part:
             raise ValueError("model.text_anchor_weight > 0 needs LM batches with text_items: set "
                              "data.text_batch_size > 0 (and use data with item text)")
         items = lm_part["text_items"].to(self.device)
-        queries = self._text_anchor.queries.to(self.device)[items]
-        loss = F.cross_entropy(self.lm.recommender.network.score_queries(queries, self.info.item.weight).float(), items)
+        loss = self._text_anchor.loss(items, self.lm.recommender)
         self.log("train/text_anchor_loss", loss, batch_size=len(items))
         return self.hparams.text_anchor_weight * loss
 
     def _mutual_term(self, side: Side, part: dict[str, torch.Tensor]) -> torch.Tensor:
-        """KL between the two models' score distributions over the same items.
-
-        On an LM step both models score the LM batch's users: the LM learns from the domain model's
-        (detached) distribution, and that LM distribution is kept as the teacher for the following domain
-        steps, which pull the domain model's scores for the same users towards it.
-        """
+        """Mutual learning's KL for this step (``MutualLearning``), weighted; zero when it is off."""
         h = self.hparams
-        zero = torch.zeros((), device=self.device)
         if h.mutual_weight == 0:
-            return zero
-        t = h.mutual_temperature
+            return torch.zeros((), device=self.device)
         if side == "lm":
-            users = part["users"]
-            columns = part["targets"][:, 0].unique() if h.mutual_scope == "batch" else None
-            lm_scores = self.lm.recommender.scores(part)
-            with torch.no_grad():
-                domain_scores = self.domain.recommender.scores({"users": users.to(self.device)})
-            if columns is not None:
-                lm_scores, domain_scores = lm_scores[:, columns], domain_scores[:, columns]
-            self._lm_teacher = (users, columns, lm_scores.detach())
-            if h.mutual_direction == "lm_to_domain":
-                return zero
-            kl = _kl(domain_scores, lm_scores, t)
+            kl = self._mutual.lm_step(part, self.lm.recommender, self.domain.recommender)
         else:
-            if self._lm_teacher is None or h.mutual_direction == "domain_to_lm":
-                return zero
-            users, columns, teacher = self._lm_teacher
-            student = self.domain.recommender.scores({"users": users.to(self.device)})
-            kl = _kl(teacher, student if columns is None else student[:, columns], t)
+            kl = self._mutual.domain_step(self.domain.recommender, self.device)
+        if kl is None:
+            return torch.zeros((), device=self.device)
         self.log("train/mutual_kl", kl, batch_size=len(part["users"]))
+        t = h.mutual_temperature
         return h.mutual_weight * t * t * kl
 
     def configure_optimizers(self):
@@ -266,32 +248,3 @@ class BridgeModule(RankingEvaluation, L.LightningModule):
         complete_slim_state_dict(self, checkpoint["state_dict"])
         if TEXT_ANCHOR_KEY in checkpoint:
             self._text_anchor = TextAnchor(**checkpoint[TEXT_ANCHOR_KEY])
-
-
-@dataclass
-class TextAnchor:
-    """The LM's text representation of every item (zeros where an item has no text), encoded in full at
-    ``epoch`` and refreshed item by item as the LM's item-text task reads them."""
-
-    epoch: int
-    queries: torch.Tensor
-
-    def update(self, items: torch.Tensor, queries: torch.Tensor) -> None:
-        self.queries[items.to(self.queries.device)] = queries.to(self.queries)
-
-    @classmethod
-    def from_lm(cls, lm: LMRecommender, epoch: int) -> TextAnchor:
-        """Encodes every item's text with the LM (in eval mode, without gradients)."""
-        has_text = [i for i, text in enumerate(lm.prompts.item_texts) if text] if lm.prompts else []
-        queries = torch.zeros(lm.info.num_items, lm.info.dim, device=lm.device)
-        if has_text:
-            ids = torch.tensor(has_text, device=lm.device)
-            queries[ids] = lm.encode_texts(ITEM, ids).float()
-        return cls(epoch, queries)
-
-
-def _kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) of the temperature-softened score distributions, averaged over rows."""
-    return F.kl_div(F.log_softmax(student_logits.float() / temperature, -1),
-                    F.log_softmax(teacher_logits.float() / temperature, -1), log_target=True,
-                    reduction="batchmean")
