@@ -24,7 +24,7 @@ from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.backbone import Finetune, add_id_placeholder, load_backbone
 from lightning_bridge.modules.id_tokens import IDTokenLM, Pooling, Scoring
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName, tables_for
-from lightning_bridge.modules.lm_recommender import LMRecommender, PromptSettings, checked_task_weights
+from lightning_bridge.modules.lm_recommender import LMRecommender, checked_task_weights
 from lightning_bridge.modules.prompts import DEFAULT_TEMPLATE
 
 
@@ -113,8 +113,9 @@ class LMModule(RankingEvaluation, L.LightningModule):
                           init_std)
         network = IDTokenLM(backbone_model, info.dim, id_token, is_decoder=is_decoder, pooling=pooling,
                             scoring=scoring, temperature=temperature)
-        prompt = PromptSettings(template, max_length, max_item_tokens, item_separator)
-        self.recommender = LMRecommender(info, network, tokenizer, prompt, task_weights, finetune == "frozen")
+        self.recommender = LMRecommender(info, network, tokenizer, template=template, max_length=max_length,
+                                         max_item_tokens=max_item_tokens, item_separator=item_separator,
+                                         task_weights=task_weights, frozen_backbone=finetune == "frozen")
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.evaluator = RankingEvaluator(ks)
         # from_pretrained returns the backbone in eval mode, and Lightning keeps each module's mode as it

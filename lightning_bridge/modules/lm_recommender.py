@@ -17,16 +17,6 @@ from lightning_bridge.modules.prompts import PromptBuilder
 TASKS = ("next_item", "item_text", "user_text")
 
 
-@dataclass(frozen=True)
-class PromptSettings:
-    """How prompts are written (LMModule's arguments of the same names say what each does)."""
-
-    template: str
-    max_length: int
-    max_item_tokens: int
-    item_separator: str
-
-
 @dataclass
 class LMLoss:
     """One batch's task losses and, when the item_text task ran, its (items, detached queries): the bridge's
@@ -45,11 +35,15 @@ class LMRecommender(nn.Module):
     bridge's text anchor read. A frozen backbone's pooled text representations are cached: they are a pure
     function of the text."""
 
-    def __init__(self, info: InfoSharing, network: IDTokenLM, tokenizer: PreTrainedTokenizerBase,
-                 prompt: PromptSettings, task_weights: dict[str, float], frozen_backbone: bool) -> None:
+    def __init__(self, info: InfoSharing, network: IDTokenLM, tokenizer: PreTrainedTokenizerBase, *,
+                 template: str, max_length: int, max_item_tokens: int, item_separator: str,
+                 task_weights: dict[str, float], frozen_backbone: bool) -> None:
+        """The prompt settings are LMModule's arguments of the same names."""
         super().__init__()
         self.info, self.network, self.tokenizer = info, network, tokenizer
-        self.prompt_settings, self.task_weights, self.frozen_backbone = prompt, task_weights, frozen_backbone
+        self.template, self.max_length = template, max_length
+        self.max_item_tokens, self.item_separator = max_item_tokens, item_separator
+        self.task_weights, self.frozen_backbone = task_weights, frozen_backbone
         self.prompts: PromptBuilder | None = None
         self._text_features: dict[int, torch.Tensor] = {}  # frozen backbones only: see text_queries
 
@@ -65,9 +59,8 @@ class LMRecommender(nn.Module):
             if self.task_weights.get(task) and not any(texts):
                 raise ValueError(f"model task_weights.{task} > 0 needs {field} text, but the data has no "
                                  f"{field} text; set task_weights.{task} to 0 or use data with {field} text")
-        p = self.prompt_settings
         self.prompts = PromptBuilder(self.tokenizer, self.network.id_token_id, data.item_text, data.user_text,
-                                     p.template, p.max_length, p.max_item_tokens, p.item_separator)
+                                     self.template, self.max_length, self.max_item_tokens, self.item_separator)
 
     def _built_prompts(self) -> PromptBuilder:
         if self.prompts is None:
