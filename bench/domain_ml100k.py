@@ -78,7 +78,7 @@ def ranking_loop(model, batches: list[dict[str, torch.Tensor]]) -> dict[str, tor
     with torch.inference_mode():  # as Trainer.test runs it (the metric states are inference tensors)
         model.freeze_vectors()
         for batch in batches:
-            model.evaluator.update("test", model.scores(batch["users"], batch.get("sequence")), batch)
+            model.evaluator.update("test", model.recommender.scores(batch), batch)
         out = model.evaluator.compute("test", "domain")
         model.release_vectors()
     return out

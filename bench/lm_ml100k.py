@@ -59,7 +59,7 @@ class LMThroughput(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.train_s += time.perf_counter() - self._t
         self.train_cpu_s += time.process_time() - self._cpu
-        prompts = pl_module.prompts.build(batch["users"], batch["history"])  # outside the timed window
+        prompts = pl_module.recommender.prompts.build(batch["users"], batch["history"])  # outside the timed window
         self.tokens += int(prompts["attention_mask"].sum())
         self.examples += len(batch["users"])
         self.steps += 1
@@ -70,7 +70,8 @@ class LMThroughput(Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self.test_s += time.perf_counter() - self._t
         self.test_cpu_s += time.process_time() - self._cpu
-        self.test_tokens += int(pl_module.prompts.build(batch["users"], batch["history"])["attention_mask"].sum())
+        prompts = pl_module.recommender.prompts.build(batch["users"], batch["history"])
+        self.test_tokens += int(prompts["attention_mask"].sum())
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._v = time.perf_counter()
@@ -116,7 +117,7 @@ def bare_round(model, batches: list[dict]) -> list[float]:
     for batch in torch.utils.data.DataLoader(batches, batch_size=None):
         starts.append(time.perf_counter())
         optimizer.zero_grad()
-        loss = model.loss(batch)
+        loss = model.recommender.loss(batch)
         loss.backward()
         optimizer.step()
     starts.append(time.perf_counter())

@@ -68,7 +68,7 @@ def make_model(backbone: str, data: SyntheticTopicsDataModule, max_length: int) 
     torch.manual_seed(0)
     model = LMModule(data.num_users, data.num_items, backbone=backbone, finetune="lora", lora_dropout=0.0,
                      backbone_dropout=0.0, max_length=max_length, task_weights={"next_item": 1.0})
-    model.attach_data(data)
+    model.recommender.attach(data)
     return model
 
 
@@ -80,7 +80,7 @@ class HFTwin(torch.nn.Module):
         self.model = model
 
     def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": self.model.loss(batch)}
+        return {"loss": self.model.recommender.loss(batch)}
 
 
 def lightning_round(model: LMModule, batches: list[dict], precision: str, skip: int) -> list[float]:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     ours, twin = make_model(backbone, data, args.max_length), make_model(backbone, data, args.max_length)
     dataset = data._train_dataset("lm")
     batches = [dataset[(0, b)] for b in range(min(args.steps, len(dataset)))]
-    tokens = statistics.mean(int(ours.prompts.build(b["users"], b["history"])["attention_mask"].sum())
+    tokens = statistics.mean(int(ours.recommender.prompts.build(b["users"], b["history"])["attention_mask"].sum())
                              for b in batches)
     skip = 3
     lightning_s, hf_s = [], []

@@ -22,7 +22,7 @@ import torchmetrics
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_bridge.metrics import target_ranks
+from lightning_bridge.evaluation.metrics import target_ranks
 
 log = logging.getLogger(__name__)
 K = 10
@@ -88,13 +88,7 @@ def bucket_table(result: dict[str, torch.Tensor], activity: np.ndarray) -> dict[
 
 def evaluators(pl_module: L.LightningModule) -> dict[str, Any]:
     """The RankingEvaluator of each model the module tests, by model name (``domain``, ``lm``)."""
-    kinds = getattr(pl_module, "train_batch_kinds", ())
-    if len(kinds) == 1 and hasattr(pl_module, "evaluator"):
-        return {kinds[0]: pl_module.evaluator}
-    tested = {k: getattr(pl_module, k).evaluator for k in kinds if hasattr(getattr(pl_module, k, None), "evaluator")}
-    if not getattr(pl_module.hparams, "evaluate_lm", True):
-        tested.pop("lm", None)
-    return tested
+    return {name: evaluator for name, (evaluator, _) in pl_module.evaluated_models().items()}
 
 
 class TestFigures(Callback):

@@ -1,8 +1,8 @@
 """Fully sharded co-training (FSDP2 under Lightning's ``ModelParallelStrategy``).
 
-Only the LM side's recommender (backbone, ID-token projections, output projection) is sharded: it holds nearly
-all the parameters (a 7B decoder against a few MB of ID tables). InfoSharing and the domain encoder stay whole
-on every rank, because both
+Only the LM side's network (``IDTokenLM``: backbone, ID-token projections, output projection) is sharded: it
+holds nearly all the parameters (a 7B decoder against a few MB of ID tables). InfoSharing and the domain
+encoder stay whole on every rank, because both
 sides read InfoSharing's tables directly (scores against the whole item table, LightGCN propagation), not
 through a module's forward where FSDP could gather them. Their gradients are averaged across ranks here, as
 DDP would, before each optimizer step.
@@ -37,18 +37,18 @@ class FullyShardedStrategy(ModelParallelStrategy):
         super().setup_environment()
 
 
-def shard_recommender(recommender: nn.Module, mesh: DeviceMesh) -> None:
-    """``fully_shard`` each transformer block of the LM recommender's backbone, then the recommender itself,
-    which takes the remaining weights (embeddings, final norm, projections) and is the root that every LM
-    forward enters first."""
+def shard_lm_network(network: nn.Module, mesh: DeviceMesh) -> None:
+    """``fully_shard`` each transformer block of the LM network's backbone, then the network itself, which
+    takes the remaining weights (embeddings, final norm, projections) and is the root that every LM forward
+    enters first."""
     from torch.distributed.fsdp import fully_shard
 
-    blocks = max((m for m in recommender.modules() if isinstance(m, nn.ModuleList)), key=len, default=None)
+    blocks = max((m for m in network.modules() if isinstance(m, nn.ModuleList)), key=len, default=None)
     if blocks is None:
-        raise ValueError(f"{type(recommender).__name__} has no list of transformer blocks to shard")
+        raise ValueError(f"{type(network).__name__} has no list of transformer blocks to shard")
     for block in blocks:
         fully_shard(block, mesh=mesh)
-    fully_shard(recommender, mesh=mesh)
+    fully_shard(network, mesh=mesh)
 
 
 def is_sharded(param: torch.Tensor) -> bool:

@@ -14,8 +14,8 @@ from conftest import CONFIGS
 
 from lightning_bridge.cli import main
 from lightning_bridge.data.datamodule import SyntheticDataModule
-from lightning_bridge.export import export_domain
 from lightning_bridge.models.bridge import BridgeModule
+from lightning_bridge.models.checkpoints import export_domain
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
 
@@ -46,7 +46,7 @@ def _changed_after_one_step(model: BridgeModule, tmp_path: Path) -> set[str]:
 def test_domain_step_changes_shared_tables_never_the_lm(tmp_path):
     changed = _changed_after_one_step(_bridge(domain_steps=1, lm_steps=1), tmp_path)
     assert {"info.user.weight", "info.item.weight"} <= changed
-    assert not {n for n in changed if n.startswith("lm.") and not n.startswith("lm.info.")}
+    assert not {n for n in changed if n.startswith("lm.") and not n.startswith("lm.recommender.info.")}
 
 
 def test_lm_step_changes_lora_projections_and_shared_tables_never_the_domain_encoder(tmp_path):
@@ -58,7 +58,7 @@ def test_lm_step_changes_lora_projections_and_shared_tables_never_the_domain_enc
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen and not frozen & changed
     # LightGCN and MF hold no parameters of their own: the shared tables are the whole domain model
-    assert not {n for n in changed if n.startswith("domain.") and not n.startswith("domain.info.")}
+    assert not {n for n in changed if n.startswith("domain.") and not n.startswith("domain.recommender.info.")}
 
 
 def test_schedule_alternates_with_ratio_and_warmup():

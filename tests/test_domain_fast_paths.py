@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from lightning_bridge.data import batches as batches_module
 from lightning_bridge.data.batches import BPRTriples, EvalUsers, UserHistories
 from lightning_bridge.data.datamodule import SyntheticDataModule
-from lightning_bridge.models.domain import DomainModule, _squared_rows
+from lightning_bridge.models.domain import DomainModule
+from lightning_bridge.modules.domain_recommender import _squared_rows
 from lightning_bridge.modules.encoders import LightGCN, normalized_biadjacency
 
 
@@ -76,14 +77,14 @@ def test_domain_loss_is_bpr_plus_l2(graph):
     data.num_users, data.num_items = num_users, num_items
     data.train_graph = lambda: (users, items)
     model = DomainModule(num_users, num_items, num_layers=2, embedding_dim=8, reg_weight=0.1).double()
-    model.attach_data(data)
+    model.recommender.attach(data)
     batch = {"users": torch.tensor([0, 1, 1, 5]), "pos": torch.tensor([2, 3, 3, 7]), "neg": torch.tensor([4, 4, 9, 0])}
-    user_vec, item_vec = model.encoder(model.info)
+    user_vec, item_vec = model.recommender.encoder(model.info)
     u, p, n = user_vec[batch["users"]], item_vec[batch["pos"]], item_vec[batch["neg"]]
     bpr = F.softplus(-((u * p).sum(-1) - (u * n).sum(-1))).mean()
     ego = model.info.user.weight[batch["users"]].square().sum() + model.info.item.weight[batch["pos"]].square().sum() \
         + model.info.item.weight[batch["neg"]].square().sum()
-    torch.testing.assert_close(model.loss(batch), bpr + 0.1 * ego / 8)
+    torch.testing.assert_close(model.recommender.loss(batch), bpr + 0.1 * ego / 8)
 
 
 def test_dense_and_sorted_negative_samplers_agree(graph, monkeypatch):

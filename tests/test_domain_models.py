@@ -11,7 +11,7 @@ from test_bridge import _assert_unseen_top_20, _bridge, _changed_after_one_step
 from lightning_bridge.cli import main
 from lightning_bridge.data.batches import SequenceWindows, UserHistories
 from lightning_bridge.data.datamodule import SyntheticDataModule
-from lightning_bridge.export import export_domain
+from lightning_bridge.models.checkpoints import export_domain
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.modules.ncf import NeuMF
 from lightning_bridge.modules.sasrec import SASRec, check_histories, warn_about_order
@@ -98,15 +98,15 @@ def test_users_without_history_and_missing_timestamps_get_clear_messages():
 def test_domain_and_lm_steps_both_change_the_shared_rows(encoder, tmp_path):
     changed = _changed_after_one_step(_bridge(domain_steps=1, lm_steps=1, encoder=encoder), tmp_path)
     assert "info.item.weight" in changed
-    assert any(n.startswith("domain.encoder.") for n in changed)
-    assert not {n for n in changed if n.startswith("lm.") and not n.startswith("lm.info.")}
+    assert any(n.startswith("domain.recommender.encoder.") for n in changed)
+    assert not {n for n in changed if n.startswith("lm.") and not n.startswith("lm.recommender.info.")}
     # SASRec reads users only through their items: a domain step leaves the user table as it was
     assert ("info.user.weight" in changed) == (encoder == "ncf")
 
     model = _bridge(domain_steps=0, lm_steps=1, encoder=encoder)
     changed = _changed_after_one_step(model, tmp_path)
     assert {"info.user.weight", "info.item.weight"} <= changed
-    assert not any(n.startswith("domain.encoder.") for n in changed)
+    assert not any(n.startswith("domain.recommender.encoder.") for n in changed)
 
 
 @pytest.mark.parametrize("encoder", ["ncf", "sasrec"])

@@ -176,14 +176,14 @@ def test_smollm2_loads_answers_and_trains_one_step(tmp_path: Path) -> None:
     chat = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer_prompt = [{"role": "user", "content": "What is the capital of France?"}]
     model = LMModule(30, 40, backbone="smollm2", cache_dir=cache, embedding_dim=16, max_length=96)
-    tokenizer = model.tokenizer
+    tokenizer = model.recommender.tokenizer
     ids = tokenizer.apply_chat_template(tokenizer_prompt, add_generation_prompt=True, return_tensors="pt",
                                         return_dict=True)
     answer = tokenizer.decode(chat.generate(**ids, max_new_tokens=12, do_sample=False)[0, ids.input_ids.shape[1]:])
     assert "Paris" in answer
 
-    backbone = model.recommender.backbone
-    assert model.recommender.pooling == "last" and backbone.get_input_embeddings().embedding_dim == 576
+    backbone = model.recommender.network.backbone
+    assert model.recommender.network.pooling == "last" and backbone.get_input_embeddings().embedding_dim == 576
     assert set(backbone.peft_config["default"].target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj",
                                                                     "gate_proj", "up_proj", "down_proj"}
     data = SyntheticDataModule(num_users=30, num_items=40, history_len=4, lm_batch_size=4, cache_dir=str(tmp_path))

@@ -26,7 +26,7 @@ from lightning_bridge.cli import main
 from lightning_bridge.data import download
 from lightning_bridge.data.datamodule import AtomicFilesDataModule
 from lightning_bridge.data.download import DatasetUnavailableError
-from lightning_bridge.export import export_domain
+from lightning_bridge.models.checkpoints import export_domain
 
 TINY = str(CONFIGS / "tiny_domain.yaml")
 TINY_BRIDGE = str(CONFIGS / "tiny_bridge.yaml")
@@ -433,12 +433,13 @@ def test_non_finite_loss_stops_training_naming_step_side_and_loss(in_tmp):
 
 def test_checkpoint_with_non_finite_weights_is_refused_naming_the_tensor(in_tmp, domain_run):
     checkpoint = torch.load(domain_run / "checkpoints" / "last.ckpt", weights_only=True)
-    checkpoint["state_dict"]["info.user.weight"][3] = float("nan")
+    checkpoint["state_dict"]["recommender.info.user.weight"][3] = float("nan")
     torch.save(checkpoint, in_tmp / "nan.ckpt")
     out = in_tmp / "top.tsv"
     status, message = cli("predict", "--config", str(domain_run / "config.yaml"), "--ckpt_path",
                           str(in_tmp / "nan.ckpt"), "--predictions.path", str(out))
-    assert status == 1 and "nan.ckpt: holds non-finite weights: info.user.weight (16 of 960 values)" in message
+    assert status == 1
+    assert "nan.ckpt: holds non-finite weights: recommender.info.user.weight (16 of 960 values)" in message
     assert not out.exists()
 
 

@@ -35,7 +35,7 @@ def _item_text_hits(lm: LMModule, k: int) -> float:
     items = torch.arange(NUM_ITEMS)
     lm.eval()
     with torch.no_grad():
-        scores = lm.recommender.score_queries(lm.text_queries(ITEM, items), lm.info.item.weight)
+        scores = lm.recommender.network.score_queries(lm.recommender.text_queries(ITEM, items), lm.info.item.weight)
     lm.train()
     return (scores.topk(k).indices == items[:, None]).any(1).float().mean().item()
 
@@ -58,7 +58,7 @@ def test_item_text_task_teaches_the_lm_to_find_an_item_from_its_text_alone(tmp_p
                   backbone_dropout=0.0, lora_dropout=0.0, task_weights={"item_text": 1.0},
                   optimizer=lambda p: torch.optim.AdamW(p, lr=2e-2))
     data = _data(tmp_path)
-    lm.attach_data(data)
+    lm.recommender.attach(data)
     before = _item_text_hits(lm, k=3)
     _trainer(tmp_path, max_steps=100).fit(lm, datamodule=data)
     after = _item_text_hits(lm, k=3)
@@ -72,11 +72,11 @@ def test_an_lm_text_step_moves_rows_that_the_domain_model_then_reads(tmp_path):
                           lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160,
                                                          task_weights={"item_text": 1.0}, **kw))
     data = _data(tmp_path)
-    bridge.domain.attach_data(data)
+    bridge.domain.recommender.attach(data)
     users = torch.arange(NUM_USERS)
-    scores_before = bridge.domain.scores(users).detach().clone()
+    scores_before = bridge.domain.recommender.scores({"users": users}).detach().clone()
     _trainer(tmp_path, max_steps=1).fit(bridge, datamodule=data)
-    assert not torch.allclose(bridge.domain.scores(users), scores_before)
+    assert not torch.allclose(bridge.domain.recommender.scores({"users": users}), scores_before)
 
 
 def _bridge_after_one_domain_step(tmp_path, anchor: float) -> tuple[BridgeModule, torch.Tensor]:
@@ -116,7 +116,7 @@ def test_automatic_warm_start_stops_at_the_domain_models_best_and_starts_from_it
                           lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
     best = warm_start_domain(bridge, _data(tmp_path), str(tmp_path))
     state = torch.load(best, map_location="cpu", weights_only=True)
-    assert torch.equal(bridge.info.item.weight, state["state_dict"]["info.item.weight"])
+    assert torch.equal(bridge.info.item.weight, state["state_dict"]["recommender.info.item.weight"])
     assert state["epoch"] < 199  # early stopping ended it, not the epoch cap
     assert bridge.domain._trainer is None
 
@@ -135,7 +135,7 @@ def test_item_text_task_on_data_without_item_text_names_the_option():
     lm = LMModule(2, 3, backbone="tiny-decoder", task_weights={"item_text": 1.0})
     data = SimpleNamespace(num_users=2, num_items=3, item_text=[None, "", None], user_text=[None, None])
     with pytest.raises(ValueError, match=r"task_weights\.item_text > 0 needs item text"):
-        lm.attach_data(data)
+        lm.recommender.attach(data)
 
 
 def test_bridge_rejects_a_negative_anchor_and_two_warm_starts():
@@ -154,24 +154,26 @@ def test_lm_item_text_steps_refresh_the_anchor_rows_they_read(tmp_path):
                           domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
                           lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160,
                                                          task_weights={"next_item": 1.0, "item_text": 1.0}, **kw))
+    results, losses = [], bridge.lm.recommender.losses
+    bridge.lm.recommender.losses = lambda batch: results.append(losses(batch)) or results[-1]
     _trainer(tmp_path, max_steps=2).fit(bridge, datamodule=_data(tmp_path))  # a domain step, then an LM step
-    items, queries = bridge.lm.latest_item_text_queries
+    items, queries = results[-1].item_text_queries
     assert torch.equal(bridge._text_anchor.queries[items], queries)
 
 
 def test_a_frozen_backbone_encodes_item_texts_once_and_gives_the_same_queries(tmp_path):
     lm = LMModule(NUM_USERS, NUM_ITEMS, backbone="tiny-encoder", finetune="frozen", embedding_dim=8,
                   task_weights={"item_text": 1.0})
-    lm.attach_data(_data(tmp_path))
+    lm.recommender.attach(_data(tmp_path))
     items = torch.tensor([3, 7, 7, 0])
     lm.eval()
     with torch.no_grad():
-        direct = lm.recommender(**lm._text_prompt(ITEM, items), info=lm.info)
-        cached = lm.text_queries(ITEM, items)
+        direct = lm.recommender.network(**lm.recommender._text_prompt(ITEM, items), info=lm.info)
+        cached = lm.recommender.text_queries(ITEM, items)
     assert torch.allclose(cached, direct, atol=1e-5)
-    assert lm._text_features[ITEM].shape[0] == NUM_ITEMS
+    assert lm.recommender._text_features[ITEM].shape[0] == NUM_ITEMS
     lm.train()
-    assert lm.text_queries(ITEM, items).requires_grad  # the output projection still trains
+    assert lm.recommender.text_queries(ITEM, items).requires_grad  # the output projection still trains
 
 
 def test_a_bridge_that_does_not_evaluate_its_lm_logs_only_the_domain_model(tmp_path):

@@ -11,9 +11,10 @@ from conftest import CONFIGS
 from peft import PeftModel
 
 from lightning_bridge.cli import main
-from lightning_bridge.models.lm import LMModule, complete_slim_state_dict, slim_state_dict
+from lightning_bridge.models.checkpoints import complete_slim_state_dict, slim_state_dict
+from lightning_bridge.models.lm import LMModule
 from lightning_bridge.modules.backbone import ID_TOKEN, add_id_placeholder, load_backbone
-from lightning_bridge.modules.id_tokens import ITEM, USER, LMRecommender
+from lightning_bridge.modules.id_tokens import ITEM, USER, IDTokenLM
 from lightning_bridge.modules.prompts import PromptBuilder
 from lightning_bridge.modules.tiny import tiny_backbone
 
@@ -147,10 +148,10 @@ def test_param_groups_and_slim_state() -> None:
     assert sum(len(g["params"]) for g in groups) == len(model.trainable_parameters()) == len(
         [p for p in model.parameters() if p.requires_grad])
     slim = slim_state_dict(model, model.state_dict())
-    assert "info.user.weight" in slim and any("lora_A" in k for k in slim)
-    assert not any("lora_" not in k and "recommender.backbone" in k and k.endswith("weight") for k in slim)
-    with pytest.raises(RuntimeError, match=r"missing keys \['info.item.weight'\]"):
-        complete_slim_state_dict(model, {k: v for k, v in slim.items() if k != "info.item.weight"})
+    assert "recommender.info.user.weight" in slim and any("lora_A" in k for k in slim)
+    assert not any("lora_" not in k and "recommender.network.backbone" in k and k.endswith("weight") for k in slim)
+    with pytest.raises(RuntimeError, match=r"missing keys \['recommender.info.item.weight'\]"):
+        complete_slim_state_dict(model, {k: v for k, v in slim.items() if k != "recommender.info.item.weight"})
     with pytest.raises(RuntimeError, match="unexpected keys"):
         complete_slim_state_dict(model, {**slim, "extra.weight": torch.zeros(1)})
     complete_slim_state_dict(model, slim)
@@ -162,14 +163,14 @@ def test_modules_train_in_train_mode_and_dropout_can_be_switched_off() -> None:
     """from_pretrained hands back eval-mode models; Lightning would keep them so (and drop dropout)."""
     model = LMModule(6, 5, backbone="tiny-encoder", embedding_dim=8)
     assert all(m.training for m in model.modules())
-    assert model.recommender.backbone.base_model.model.config.hidden_dropout_prob == 0.1  # BERT's default
+    assert model.recommender.network.backbone.base_model.model.config.hidden_dropout_prob == 0.1  # BERT's default
     quiet = LMModule(6, 5, backbone="tiny-encoder", embedding_dim=8, backbone_dropout=0.0, lora_dropout=0.0)
-    config = quiet.recommender.backbone.base_model.model.config
+    config = quiet.recommender.network.backbone.base_model.model.config
     assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == 0.0
     inputs = {"input_ids": torch.tensor([[2, 40, 41, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
               "id_kind": torch.full((1, 4), -1), "id_index": torch.zeros(1, 4, dtype=torch.long)}
-    train_mode = quiet.recommender.scores(**inputs, info=quiet.info)
-    torch.testing.assert_close(quiet.eval().recommender.scores(**inputs, info=quiet.info), train_mode)
+    train_mode = quiet.recommender.network.scores(**inputs, info=quiet.info)
+    torch.testing.assert_close(quiet.eval().recommender.network.scores(**inputs, info=quiet.info), train_mode)
 
 
 # ---- the real CLI -----------------------------------------------------------------------------------------
@@ -189,7 +190,7 @@ def _scores(model: LMModule, datamodule) -> torch.Tensor:
     model.eval()
     batch = datamodule.test_dataloader().dataset[(0, 0)]
     with torch.no_grad():
-        return model.scores(batch)
+        return model.recommender.scores(batch)
 
 
 def test_fit_logs_ranking_metrics_and_writes_slim_checkpoints(fitted) -> None:
@@ -199,8 +200,8 @@ def test_fit_logs_ranking_metrics_and_writes_slim_checkpoints(fitted) -> None:
         assert key in metrics
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     keys = set(ckpt["state_dict"])
-    assert {"info.user.weight", "info.item.weight", "recommender.out_proj.weight",
-            "recommender.injector.item_proj.weight"} <= keys
+    assert {"recommender.info.user.weight", "recommender.info.item.weight", "recommender.network.out_proj.weight",
+            "recommender.network.injector.item_proj.weight"} <= keys
     assert any("lora_A" in k for k in keys) and any("lora_B" in k for k in keys)
     assert not any("base_layer" in k or "embed_tokens" in k for k in keys)  # frozen weights left out
     assert ckpt["optimizer_states"] and ckpt["optimizer_states"][0]["state"]
@@ -210,13 +211,13 @@ def test_checkpoint_reload_gives_identical_scores(fitted, tmp_path) -> None:
     cli, _, run = fitted
     expected = _scores(cli.model, cli.datamodule)
     reloaded = LMModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
-    reloaded.attach_data(cli.datamodule)
+    reloaded.recommender.attach(cli.datamodule)
     torch.testing.assert_close(_scores(reloaded, cli.datamodule), expected, rtol=0, atol=0)
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    del ckpt["state_dict"]["recommender.out_proj.weight"]
+    del ckpt["state_dict"]["recommender.network.out_proj.weight"]
     torch.save(ckpt, tmp_path / "broken.ckpt")
-    with pytest.raises(RuntimeError, match=r"missing keys \['recommender.out_proj.weight'\]"):
+    with pytest.raises(RuntimeError, match=r"missing keys \['recommender.network.out_proj.weight'\]"):
         LMModule.load_from_checkpoint(tmp_path / "broken.ckpt")
 
 
@@ -253,20 +254,21 @@ def test_adapter_save_and_reload_give_identical_scores(fitted, tmp_path) -> None
 
     fresh = LMModule(**{k: v for k, v in model.hparams.items() if not k.startswith("_")})
     fresh.load_state_dict(head, strict=False)
-    fresh.attach_data(data)
+    fresh.recommender.attach(data)
     assert not torch.equal(_scores(fresh, data), expected)  # the trained LoRA matters
     fresh.load_adapter(tmp_path / "adapter")
     torch.testing.assert_close(_scores(fresh, data), expected, rtol=0, atol=0)
 
     # and with peft alone, from the backbone's source
     base, _, is_decoder = load_backbone(model.hparams.backbone, finetune="frozen")
-    rec = LMRecommender(PeftModel.from_pretrained(base, tmp_path / "adapter"), model.info.dim,
-                        model.recommender.id_token_id, is_decoder=is_decoder).eval()
-    rec.load_state_dict({k.removeprefix("recommender."): v for k, v in head.items()
-                         if k.startswith("recommender.")}, strict=False)
+    rec = IDTokenLM(PeftModel.from_pretrained(base, tmp_path / "adapter"), model.info.dim,
+                        model.recommender.network.id_token_id, is_decoder=is_decoder).eval()
+    rec.load_state_dict({k.removeprefix("recommender.network."): v for k, v in head.items()
+                         if k.startswith("recommender.network.")}, strict=False)
     batch = data.test_dataloader().dataset[(0, 0)]
     with torch.no_grad():
-        torch.testing.assert_close(rec.scores(**model.encode(batch), info=model.info), expected, rtol=0, atol=0)
+        torch.testing.assert_close(rec.scores(**model.recommender.encode(batch), info=model.info), expected,
+                                   rtol=0, atol=0)
 
 
 def test_lm_only_resume_with_dropout_matches_an_uninterrupted_run(in_tmp):

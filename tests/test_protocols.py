@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lightning_bridge.data.datamodule import SyntheticDataModule
-from lightning_bridge.models.ranking import RankingEvaluator
+from lightning_bridge.evaluation.ranking import RankingEvaluator
 
 
 def _data(tmp_path, **kwargs) -> SyntheticDataModule:

@@ -25,6 +25,7 @@ from lightning_bridge.data.batches import (
     batches_done_this_epoch,
 )
 from lightning_bridge.data.cache import cached_read
+from lightning_bridge.data.contract import Side
 from lightning_bridge.data.download import ml1m_folder, ml100k_folder
 from lightning_bridge.data.interactions import (
     Interactions,
@@ -40,17 +41,15 @@ from lightning_bridge.data.synthetic import synthetic_raw, synthetic_topics_raw
 
 log = logging.getLogger(__name__)
 
-BatchKind = Literal["domain", "lm"]
-
-
 class RecDataModule(L.LightningDataModule):
     """Loads a dataset once, splits it by the evaluation protocol and serves every batch kind.
 
-    Training batches follow what the model asks for through its ``train_batch_kinds`` attribute: BPR
-    triples (``"domain"``), next-item LM examples (``"lm"``), or a dict of both for co-training. A domain
-    model that reads histories (its ``sequence_len`` attribute is set, e.g. SASRec's ``max_len``) gets
-    training windows of item sequences as its ``"domain"`` batches, and a ``sequence`` in every evaluation
-    batch.
+    Training batches follow what the model asks for through its ``train_batch_kinds`` attribute (the
+    ``TrainingNeeds`` protocol of ``data/contract.py``): BPR triples (``"domain"``), next-item LM examples
+    (``"lm"``), or a dict of both for co-training, where each step uses one of the two (BridgeModule's
+    docstring says which). A domain model that reads histories (its ``sequence_len`` attribute is set, e.g.
+    SASRec's ``max_len``) gets training windows of item sequences as its ``"domain"`` batches, and a
+    ``sequence`` in every evaluation batch. Models read the data through ``RecommenderData`` (same file).
 
     Args:
         split: ``leave_one_out`` (per user by time: last item test, the one before validation) or ``ratio``.
@@ -210,7 +209,7 @@ class RecDataModule(L.LightningDataModule):
         model = self.trainer.lightning_module if self.trainer is not None else None
         return getattr(getattr(model, "domain", model), "sequence_len", None)
 
-    def _train_dataset(self, kind: BatchKind):
+    def _train_dataset(self, kind: Side):
         h, inter, rows = self.hparams, self.interactions, self.split.train
         if kind == "domain" and self._domain_sequence_len() is not None:
             return SequenceWindows(self._histories(rows), self._domain_sequence_len(), self.num_items,

@@ -4,45 +4,49 @@ turns updating it under manual optimization."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 from lightning_bridge.checkpoints import read_checkpoint
-from lightning_bridge.models.domain import DomainModule
-from lightning_bridge.models.lm import (
-    LMModule,
+from lightning_bridge.data.contract import Side
+from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
+from lightning_bridge.evaluation.ranking import RankingEvaluator
+from lightning_bridge.models.checkpoints import (
+    DOMAIN_HPARAMS_KEY,
+    TEXT_ANCHOR_KEY,
     complete_slim_state_dict,
-    log_task_losses,
     slim_state_dict,
-    weighted_sum,
+    upgrade_state_dict,
 )
-from lightning_bridge.models.ranking import top_k_items
+from lightning_bridge.models.domain import DomainModule
+from lightning_bridge.models.lm import LMModule, log_task_losses
 from lightning_bridge.models.reproducible import step_random_state
-from lightning_bridge.modules.id_tokens import ITEM
+from lightning_bridge.modules.co_training import MutualLearning, TextAnchor
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
 from lightning_bridge.sharding import (
     average_replicated_grads,
     clip_grad_norm,
     is_sharded,
     most_across_ranks,
-    shard_recommender,
+    shard_lm_network,
 )
 from lightning_bridge.training_log import log_training_loss
 
-Side = Literal["domain", "lm"]
 
-
-class BridgeModule(L.LightningModule):
+class BridgeModule(RankingEvaluation, L.LightningModule):
     """Alternates domain and LM optimizer steps over one shared InfoSharing; each model still recommends alone.
 
     Every ``training_step`` makes exactly one optimizer step (domain or LM), so ``global_step``, ``max_steps``
     and checkpoint cadence keep their usual meaning. Each side's optimizer holds its own state for the shared
     tables: an LM step never touches the domain optimizer's Adam moments, and vice versa.
+
+    Every step receives one batch of each kind (``train_batch_kinds``, read by the data module), whichever
+    side steps: the other side's batch is built and left unused, except that a domain step reads the LM
+    batch's ``text_items`` for the text anchor. With ``domain_steps: 4`` four of five LM batches go unused;
+    they are cheap to build (ids and histories; prompts are built only by the LM that steps).
 
     Args:
         num_users: linked from the data.
@@ -81,7 +85,7 @@ class BridgeModule(L.LightningModule):
             shared table through its text tasks (no ``next_item`` task), which saves its prompt evaluations.
     """
 
-    train_batch_kinds = ("domain", "lm")
+    train_batch_kinds: tuple[Side, ...] = ("domain", "lm")
 
     def __init__(self, num_users: int, num_items: int, domain: Callable[[int, int], DomainModule],
                  lm: Callable[[int, int], LMModule], embedding_dim: int = 64, init: InitName = "xavier_uniform",
@@ -117,7 +121,7 @@ class BridgeModule(L.LightningModule):
         self.lm = lm(num_users, num_items, info_sharing=self.info)
         if warm_start_checkpoint:
             self.warm_start_from(warm_start_checkpoint)
-        self._lm_teacher: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
+        self._mutual = MutualLearning(mutual_temperature, mutual_direction, mutual_scope)
         self._text_anchor: TextAnchor | None = None
         self._lm_eval_seen: tuple[int, dict[str, torch.Tensor] | None] = (0, None)  # (count, last batch)
         self._lm_eval_target = 0  # LM evaluation forwards to enter this epoch (sharded only)
@@ -125,12 +129,13 @@ class BridgeModule(L.LightningModule):
     def warm_start_from(self, path: str) -> None:
         """Loads InfoSharing and the domain encoder from a domain-only run."""
         state = read_checkpoint(path)["state_dict"]  # a damaged file is an error naming it
-        wanted = {k: v for k, v in state.items() if k.startswith(("info.", "encoder."))}
-        if not any(k.startswith("info.") for k in wanted):
-            raise ValueError(f"{path}: not a DomainModule checkpoint (no 'info.*' weights)")
+        upgrade_state_dict(self.domain, state)
         expected = {k: tuple(v.shape) for k, v in self.domain.state_dict().items()}
+        wanted = {k: v for k, v in state.items() if k in expected}
+        if not any(k.startswith("recommender.info.") for k in wanted):
+            raise ValueError(f"{path}: not a DomainModule checkpoint (no 'info.*' weights)")
         found = {k: tuple(v.shape) for k, v in wanted.items()}
-        if any(expected.get(k) != shape for k, shape in found.items()):
+        if any(expected[k] != shape for k, shape in found.items()):
             raise ValueError(f"{path}: its weights {found} do not fit this model "
                              f"({self.info.num_users} users, {self.info.num_items} items, dim {self.info.dim})")
         self.domain.load_state_dict(wanted, strict=False)
@@ -147,8 +152,8 @@ class BridgeModule(L.LightningModule):
 
     # ---- training ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        self.domain.attach_data(self.trainer.datamodule)
-        self.lm.attach_data(self.trainer.datamodule)
+        self.domain.recommender.attach(self.trainer.datamodule)
+        self.lm.recommender.attach(self.trainer.datamodule)
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         side = self.side_for_step(self.global_step, self.current_epoch)
@@ -157,14 +162,15 @@ class BridgeModule(L.LightningModule):
         part = batch[side]
         with step_random_state(self.global_step, self.device):
             if side == "domain":
-                loss = self.domain.loss(part)
+                loss = self.domain.recommender.loss(part)
                 total = loss + self._anchor_term(batch["lm"])
             else:
-                losses = self.lm.losses(part)
-                loss = weighted_sum(losses, self.lm.task_weights)
-                if self._text_anchor is not None and self.lm.latest_item_text_queries is not None:
-                    self._text_anchor.update(*self.lm.latest_item_text_queries)
-                log_task_losses(self, losses, len(part["users"]))
+                lm = self.lm.recommender
+                losses = lm.losses(part)
+                loss = losses.total(lm.task_weights)
+                if self._text_anchor is not None and losses.item_text_queries is not None:
+                    self._text_anchor.update(*losses.item_text_queries)
+                log_task_losses(self, losses.tasks, len(part["users"]))
                 total = loss
             total = total + self._mutual_term(side, part)
         log_training_loss(self, f"train/{side}_loss", loss, len(part["users"]), prog_bar=True)
@@ -178,12 +184,12 @@ class BridgeModule(L.LightningModule):
     def configure_model(self) -> None:
         """Under ``ModelParallelStrategy`` (FSDP2), shard the LM over the data-parallel ranks
         (``lightning_bridge.sharding``); other strategies leave the model as it is."""
-        if not self._sharded or is_sharded(next(self.lm.recommender.parameters())):
+        if not self._sharded or is_sharded(next(self.lm.recommender.network.parameters())):
             return
         if self.lm.hparams.finetune == "frozen":
             raise ValueError("A frozen backbone (model.lm.finetune: frozen) caches its text features outside the "
                              "sharded forward; use ModelParallelStrategy with finetune lora or full")
-        shard_recommender(self.lm.recommender, self.device_mesh["data_parallel"])
+        shard_lm_network(self.lm.recommender.network, self.device_mesh["data_parallel"])
         # The strategy loads a checkpoint's weights itself, before on_load_checkpoint could complete our slim
         # state dict: let it skip the frozen backbone weights, which stay as loaded from their source.
         self.strict_loading = False
@@ -211,53 +217,33 @@ class BridgeModule(L.LightningModule):
             return
         refresh = h.text_anchor_refresh_epochs
         if self._text_anchor is None or (refresh and epoch - self._text_anchor.epoch >= refresh):
-            self._text_anchor = TextAnchor.from_lm(self.lm, epoch)
+            self._text_anchor = TextAnchor.from_lm(self.lm.recommender, epoch)
 
     def _anchor_term(self, lm_part: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The LM's item-text cross-entropy over the catalogue, with the LM's text queries held fixed, so that
-        only InfoSharing's item rows move (with the domain optimizer)."""
+        """The text anchor's loss on the LM batch's ``text_items``, weighted (zero before the anchor exists)."""
         if self._text_anchor is None:
             return torch.zeros((), device=self.device)
         if "text_items" not in lm_part:
             raise ValueError("model.text_anchor_weight > 0 needs LM batches with text_items: set "
                              "data.text_batch_size > 0 (and use data with item text)")
         items = lm_part["text_items"].to(self.device)
-        queries = self._text_anchor.queries.to(self.device)[items]
-        loss = F.cross_entropy(self.lm.recommender.score_queries(queries, self.info.item.weight).float(), items)
+        loss = self._text_anchor.loss(items, self.lm.recommender)
         log_training_loss(self, "train/text_anchor_loss", loss, len(items))
         return self.hparams.text_anchor_weight * loss
 
     def _mutual_term(self, side: Side, part: dict[str, torch.Tensor]) -> torch.Tensor:
-        """KL between the two models' score distributions over the same items.
-
-        On an LM step both models score the LM batch's users: the LM learns from the domain model's
-        (detached) distribution, and that LM distribution is kept as the teacher for the following domain
-        steps, which pull the domain model's scores for the same users towards it.
-        """
+        """Mutual learning's KL for this step (``MutualLearning``), weighted; zero when it is off."""
         h = self.hparams
-        zero = torch.zeros((), device=self.device)
         if h.mutual_weight == 0:
-            return zero
-        t = h.mutual_temperature
+            return torch.zeros((), device=self.device)
         if side == "lm":
-            users = part["users"]
-            columns = part["targets"][:, 0].unique() if h.mutual_scope == "batch" else None
-            lm_scores = self.lm.scores(part)
-            with torch.no_grad():
-                domain_scores = self.domain.scores(users.to(self.device))
-            if columns is not None:
-                lm_scores, domain_scores = lm_scores[:, columns], domain_scores[:, columns]
-            self._lm_teacher = (users, columns, lm_scores.detach())
-            if h.mutual_direction == "lm_to_domain":
-                return zero
-            kl = _kl(domain_scores, lm_scores, t)
+            kl = self._mutual.lm_step(part, self.lm.recommender, self.domain.recommender)
         else:
-            if self._lm_teacher is None or h.mutual_direction == "domain_to_lm":
-                return zero
-            users, columns, teacher = self._lm_teacher
-            student = self.domain.scores(users.to(self.device))
-            kl = _kl(teacher, student if columns is None else student[:, columns], t)
+            kl = self._mutual.domain_step(self.domain.recommender, self.device)
+        if kl is None:
+            return torch.zeros((), device=self.device)
         log_training_loss(self, "train/mutual_kl", kl, len(part["users"]))
+        t = h.mutual_temperature
         return h.mutual_weight * t * t * kl
 
     def configure_optimizers(self):
@@ -271,28 +257,37 @@ class BridgeModule(L.LightningModule):
             scheduler.step()
 
     # ---- evaluation: each model alone, side by side -----------------------------------------------------
+    def evaluated_models(self) -> dict[str, tuple[RankingEvaluator, Scorer]]:
+        models = {"domain": (self.domain.evaluator, self.domain.recommender.scores)}
+        if self.hparams.evaluate_lm:
+            models["lm"] = (self.lm.evaluator, self._lm_eval_scores)
+        return models
+
     def on_validation_epoch_start(self) -> None:
         t = self.trainer
         self._plan_sharded_evaluation(t.num_sanity_val_batches if t.sanity_checking else t.num_val_batches,
                                       self.hparams.evaluate_lm)
-        self.domain.freeze_vectors()
+        self.freeze_vectors()
 
     def on_test_epoch_start(self) -> None:
         self._plan_sharded_evaluation(self.trainer.num_test_batches, self.hparams.evaluate_lm)
-        self.domain.freeze_vectors()
+        self.freeze_vectors()
 
     def on_predict_epoch_start(self) -> None:
         self._plan_sharded_evaluation(self.trainer.num_predict_batches, self.hparams.predict_with == "lm")
-        self.domain.freeze_vectors()
+        self.freeze_vectors()
 
-    def _evaluate(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        self.domain.evaluator.update(stage, self.domain.scores(batch["users"], batch.get("sequence")), batch)
-        if self.hparams.evaluate_lm:
-            self.lm.evaluator.update(stage, self._lm_eval_scores(batch), batch)
+    def _log_stage(self, stage: str) -> None:
+        self._finish_sharded_evaluation()
+        super()._log_stage(stage)
+
+    def on_predict_epoch_end(self) -> None:
+        self._finish_sharded_evaluation()
+        super().on_predict_epoch_end()
 
     def _lm_eval_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self._lm_eval_seen = (self._lm_eval_seen[0] + 1, batch)
-        return self.lm.scores(batch).float()
+        return self.lm.recommender.scores(batch)
 
     # Each forward of a sharded LM gathers its weights from every rank, so all ranks must enter the same
     # number of forwards. Evaluation gives them uneven shares of users (no padding, so no user counts twice):
@@ -313,79 +308,32 @@ class BridgeModule(L.LightningModule):
                              "data.eval_batch_size or use fewer devices")
         with torch.no_grad():
             for _ in range(self._lm_eval_target - count):
-                self.lm.scores(last)
+                self.lm.recommender.scores(last)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate("val", batch)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate("test", batch)
-
-    def _log_stage(self, stage: str) -> None:
-        self._finish_sharded_evaluation()
-        lm = self.lm.evaluator.compute(stage, "lm") if self.hparams.evaluate_lm else {}
-        self.log_dict({**self.domain.evaluator.compute(stage, "domain"), **lm})
-        self.domain.release_vectors()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_stage("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_stage("test")
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def predicting_model(self) -> tuple[Scorer, int]:
         if self.hparams.predict_with == "domain":
-            scores = self.domain.scores(batch["users"], batch.get("sequence"))
-            return top_k_items(scores, batch, self.domain.predict_top_k)
-        return top_k_items(self._lm_eval_scores(batch), batch, self.lm.predict_top_k)
+            return self.domain.recommender.scores, self.domain.predict_top_k
+        return self._lm_eval_scores, self.lm.predict_top_k
 
-    def on_predict_epoch_end(self) -> None:
-        self._finish_sharded_evaluation()
-        self.domain.release_vectors()
+    def freeze_vectors(self) -> None:
+        self.domain.recommender.freeze_vectors()
+
+    def release_vectors(self) -> None:
+        self.domain.recommender.release_vectors()
 
     # ---- checkpoints -----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = slim_state_dict(self, checkpoint["state_dict"])
         if self._text_anchor is not None:  # a resumed run replays the same anchor until its next refresh
-            checkpoint["text_anchor"] = {"epoch": self._text_anchor.epoch, "queries": self._text_anchor.queries}
-        # what export_domain needs to write a DomainModule checkpoint without loading the LM
-        checkpoint["domain_hyper_parameters"] = {**self.domain.hparams, "embedding_dim": self.info.dim}
+            checkpoint[TEXT_ANCHOR_KEY] = {"epoch": self._text_anchor.epoch, "queries": self._text_anchor.queries}
+        # what export_domain needs to write a DomainModule checkpoint without loading the LM: the domain
+        # model's class and own settings, and the shared tables' settings, which are the bridge's
+        domain_class = f"{type(self.domain).__module__}.{type(self.domain).__qualname__}"
+        checkpoint[DOMAIN_HPARAMS_KEY] = {"_class_path": domain_class, **self.domain.hparams, **self.info.settings}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "state_dict" in checkpoint:  # ModelParallelStrategy has loaded the weights already
+            upgrade_state_dict(self, checkpoint["state_dict"])
             complete_slim_state_dict(self, checkpoint["state_dict"])
-        if "text_anchor" in checkpoint:
-            self._text_anchor = TextAnchor(**checkpoint["text_anchor"])
-
-
-@dataclass
-class TextAnchor:
-    """The LM's text representation of every item (zeros where an item has no text), encoded in full at
-    ``epoch`` and refreshed item by item as the LM's item-text task reads them."""
-
-    epoch: int
-    queries: torch.Tensor
-
-    def update(self, items: torch.Tensor, queries: torch.Tensor) -> None:
-        self.queries[items.to(self.queries.device)] = queries.to(self.queries)
-
-    @classmethod
-    def from_lm(cls, lm: LMModule, epoch: int, batch_size: int = 256) -> TextAnchor:
-        """Encodes every item's text with the LM in eval mode (no dropout), without gradients."""
-        has_text = [i for i, text in enumerate(lm.prompts.item_texts) if text] if lm.prompts else []
-        queries = torch.zeros(lm.info.num_items, lm.info.dim, device=lm.device)
-        was_training = lm.training
-        lm.eval()
-        with torch.no_grad():
-            for start in range(0, len(has_text), batch_size):
-                ids = torch.tensor(has_text[start: start + batch_size], device=lm.device)
-                queries[ids] = lm.text_queries(ITEM, ids).float()
-        lm.train(was_training)
-        return cls(epoch, queries)
-
-
-def _kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) of the temperature-softened score distributions, averaged over rows."""
-    return F.kl_div(F.log_softmax(student_logits.float() / temperature, -1),
-                    F.log_softmax(teacher_logits.float() / temperature, -1), log_target=True,
-                    reduction="batchmean")
+        if TEXT_ANCHOR_KEY in checkpoint:
+            self._text_anchor = TextAnchor(**checkpoint[TEXT_ANCHOR_KEY])

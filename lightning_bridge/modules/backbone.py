@@ -95,7 +95,7 @@ def load_backbone(name_or_path: str, *, gguf_file: str | None = None, cache_dir:
 def add_id_placeholder(tokenizer: PreTrainedTokenizerBase) -> int:
     """Add the one placeholder token that stands for every user or item ID, and return its id.
 
-    The model's vocabulary is not resized: `LMRecommender` swaps the placeholder for an in-vocabulary id
+    The model's vocabulary is not resized: `IDTokenLM` swaps the placeholder for an in-vocabulary id
     before the embedding lookup and overwrites that position's vector anyway. Calling it twice is harmless.
     """
     tokenizer.add_tokens([ID_TOKEN], special_tokens=True)

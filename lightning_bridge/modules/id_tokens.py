@@ -40,7 +40,7 @@ class IDTokenInjector(nn.Module):
         return out
 
 
-class LMRecommender(nn.Module):
+class IDTokenLM(nn.Module):
     """A backbone that reads a prompt with ID tokens and scores every item of InfoSharing's item table."""
 
     def __init__(self, backbone: nn.Module, info_dim: int, id_token_id: int, *, is_decoder: bool,

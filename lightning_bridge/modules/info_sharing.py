@@ -18,21 +18,47 @@ class InfoSharing(nn.Module):
     patterns and text knowledge flow between the two models.
     """
 
-    def __init__(self, num_users: int, num_items: int, dim: int = 64, init: InitName = "normal",
+    def __init__(self, num_users: int, num_items: int, dim: int = 64, init: InitName = "xavier_uniform",
                  init_std: float = 0.1) -> None:
         super().__init__()
         if num_users <= 0 or num_items <= 0 or dim <= 0:
             raise ValueError(f"InfoSharing needs positive sizes, got num_users={num_users}, "
                              f"num_items={num_items}, dim={dim}")
         self.num_users, self.num_items, self.dim = num_users, num_items, dim
+        self.init, self.init_std = init, init_std
         self.user = nn.Embedding(num_users, dim)
         self.item = nn.Embedding(num_items, dim)
         for table in (self.user, self.item):
             _initialise(table.weight, init, init_std)
 
+    @property
+    def settings(self) -> dict[str, object]:
+        """The table settings under the names every model's config gives them."""
+        return {"embedding_dim": self.dim, "init": self.init, "init_std": self.init_std}
+
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Both whole tables, as (user_weight, item_weight)."""
         return self.user.weight, self.item.weight
+
+
+def tables_for(section: str, num_users: int, num_items: int, shared: InfoSharing | None,
+               embedding_dim: int | None, init: InitName | None, init_std: float | None) -> InfoSharing:
+    """A model's InfoSharing: ``shared`` when a BridgeModule injects it, else its own, built from the settings
+    given (InfoSharing's defaults for those left None).
+
+    Shared tables are configured once, by the bridge: a setting in the model's own config ``section`` that
+    differs from them would be silently ignored, so it is an error naming the key.
+    """
+    given = {"embedding_dim": embedding_dim, "init": init, "init_std": init_std}
+    if shared is None:
+        own = {"dim": embedding_dim, "init": init, "init_std": init_std}
+        return InfoSharing(num_users, num_items, **{k: v for k, v in own.items() if v is not None})
+    for name, value in given.items():
+        if value is not None and value != shared.settings[name]:
+            raise ValueError(f"{section}.{name}={value!r} would be ignored: the shared tables are configured "
+                             f"once, by the bridge's model.init_args.{name} ({shared.settings[name]!r}); remove "
+                             f"{name} from {section}")
+    return shared
 
 
 def _initialise(weight: torch.Tensor, init: str, std: float) -> None:

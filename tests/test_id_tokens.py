@@ -14,7 +14,7 @@ from lightning_bridge.modules.backbone import (
     default_lora_targets,
     load_backbone,
 )
-from lightning_bridge.modules.id_tokens import ITEM, USER, IDTokenInjector, LMRecommender
+from lightning_bridge.modules.id_tokens import ITEM, USER, IDTokenInjector, IDTokenLM
 from lightning_bridge.modules.info_sharing import InfoSharing
 from lightning_bridge.modules.tiny import save_tiny_backbone
 
@@ -22,14 +22,14 @@ INFO_DIM, NUM_USERS, NUM_ITEMS = 16, 6, 9
 PROMPTS = ["user [ID] watched [ID] then [ID]", "user [ID] watched [ID]"]
 
 
-def build(name: str = "tiny-decoder", seed: int = 0, **kwargs) -> tuple[LMRecommender, object, InfoSharing]:
+def build(name: str = "tiny-decoder", seed: int = 0, **kwargs) -> tuple[IDTokenLM, object, InfoSharing]:
     torch.manual_seed(seed)
     backbone, tokenizer, is_decoder = load_backbone(name, local_files_only=True, **kwargs)
-    rec = LMRecommender(backbone, INFO_DIM, add_id_placeholder(tokenizer), is_decoder=is_decoder)
+    rec = IDTokenLM(backbone, INFO_DIM, add_id_placeholder(tokenizer), is_decoder=is_decoder)
     return rec, tokenizer, InfoSharing(NUM_USERS, NUM_ITEMS, INFO_DIM)
 
 
-def batch(tokenizer, rec: LMRecommender, prompts: list[str] = PROMPTS,
+def batch(tokenizer, rec: IDTokenLM, prompts: list[str] = PROMPTS,
           users: list[int] | None = None) -> dict[str, torch.Tensor]:
     """A prompt's first placeholder is its user (default: the prompt's number), the rest items 1, 2, ..."""
     enc = tokenizer(prompts, padding=True, return_tensors="pt")
@@ -163,7 +163,7 @@ def test_lora_adapter_round_trip(tmp_path, name: str) -> None:
 
     torch.manual_seed(1)
     base, _, is_decoder = load_backbone(name, finetune="frozen")
-    reloaded = LMRecommender(PeftModel.from_pretrained(base, tmp_path / "adapter"), INFO_DIM, rec.id_token_id,
+    reloaded = IDTokenLM(PeftModel.from_pretrained(base, tmp_path / "adapter"), INFO_DIM, rec.id_token_id,
                              is_decoder=is_decoder)
     reloaded.injector.load_state_dict(rec.injector.state_dict())
     reloaded.out_proj.load_state_dict(rec.out_proj.state_dict())

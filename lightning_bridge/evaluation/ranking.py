@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from lightning_bridge.metrics import TopKMetrics, mask_scores
+from lightning_bridge.evaluation.metrics import TopKMetrics, mask_scores
 
 STAGES = ("val", "test")
 # (group, key prefix): every user; the sparsest fifth of users; the fifth whose target is rarest in training;
@@ -18,8 +18,8 @@ GROUPS = (("all", ""), ("sparse", "sparse_"), ("rare", "rare_"), ("new_item", "n
 
 
 class RankingEvaluator(nn.Module):
-    """One metric object per stage and user group (DESIGN.md's protocol): all users, the sparsest fifth, the
-    rarest-target fifth and, where the data has new items, the users whose target is one."""
+    """One metric object per stage and user group (the protocol of README.md's results): all users, the
+    sparsest fifth, the rarest-target fifth and, where the data has new items, the users whose target is one."""
 
     def __init__(self, ks: Sequence[int] = (5, 10, 20)) -> None:
         super().__init__()
