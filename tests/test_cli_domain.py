@@ -8,7 +8,7 @@ import yaml
 from conftest import CONFIGS
 
 from lightning_bridge.cli import main
-from lightning_bridge.data.sources import DataFormatError
+from lightning_bridge.data.tables import DataFormatError
 
 TINY = str(CONFIGS / "tiny_domain.yaml")
 

@@ -10,8 +10,9 @@ from lightning_bridge.data.interactions import (
     ratio_split,
     write_recbole_benchmark,
 )
-from lightning_bridge.data.sources import DataFormatError, RawData
+from lightning_bridge.data.sources import RawData
 from lightning_bridge.data.synthetic import synthetic_raw
+from lightning_bridge.data.tables import DataFormatError
 
 
 @pytest.fixture(scope="module")

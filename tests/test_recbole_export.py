@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
+from lightning_bridge.data.atomic import ATOMIC_TYPES, read_atomic
 from lightning_bridge.data.datamodule import AtomicFilesDataModule
-from lightning_bridge.data.sources import ATOMIC_TYPES, read_atomic
 
 FIELDS = {"inter": ["user_id:token", "item_id:token", "rating:float", "timestamp:float"],
           "item": ["item_id:token", "title:token_seq", "item_text:token_seq"],

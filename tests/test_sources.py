@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lightning_bridge.data import download
+from lightning_bridge.data.atomic import read_atomic
 from lightning_bridge.data.download import (
     ML100K,
     DatasetUnavailableError,
@@ -21,7 +22,8 @@ from lightning_bridge.data.download import (
     ml1m_folder,
     ml100k_folder,
 )
-from lightning_bridge.data.sources import DataFormatError, read_atomic, read_ml1m, read_ml100k
+from lightning_bridge.data.sources import read_ml1m, read_ml100k
+from lightning_bridge.data.tables import DataFormatError
 
 GENRE_FLAGS_TOY_STORY = "0|0|0|1|1|1" + "|0" * 13  # Animation, Children's, Comedy
 GENRE_FLAGS_ACTION = "0|1|1" + "|0" * 13 + "|1|0|0"  # Action, Adventure, Thriller

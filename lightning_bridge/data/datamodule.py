@@ -14,6 +14,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lightning_bridge.cache import DEFAULT_CACHE
+from lightning_bridge.data.atomic import read_atomic
 from lightning_bridge.data.batches import (
     BPRTriples,
     EvalUsers,
@@ -36,7 +37,7 @@ from lightning_bridge.data.interactions import (
     ratio_split,
     write_recbole_benchmark,
 )
-from lightning_bridge.data.sources import RawData, read_atomic, read_ml1m, read_ml100k
+from lightning_bridge.data.sources import RawData, read_ml1m, read_ml100k
 from lightning_bridge.data.synthetic import synthetic_raw, synthetic_topics_raw
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ from typing import Literal
 
 import numpy as np
 
-from lightning_bridge.data.sources import DataFormatError, RawData
+from lightning_bridge.data.sources import RawData
+from lightning_bridge.data.tables import DataFormatError
 
 log = logging.getLogger(__name__)
 

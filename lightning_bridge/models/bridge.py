@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import ModelParallelStrategy
 
 from lightning_bridge.checkpoints import read_checkpoint
 from lightning_bridge.data.contract import Side
@@ -24,19 +23,13 @@ from lightning_bridge.models.checkpoints import (
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule, log_task_losses
 from lightning_bridge.models.reproducible import step_random_state
+from lightning_bridge.models.sharded_training import FullyShardedCoTraining
 from lightning_bridge.modules.co_training import MutualLearning, TextAnchor
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
-from lightning_bridge.sharding import (
-    average_replicated_grads,
-    clip_grad_norm,
-    is_sharded,
-    most_across_ranks,
-    shard_lm_network,
-)
 from lightning_bridge.training_log import log_training_loss
 
 
-class BridgeModule(RankingEvaluation, L.LightningModule):
+class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule):
     """Alternates domain and LM optimizer steps over one shared InfoSharing; each model still recommends alone.
 
     Every ``training_step`` makes exactly one optimizer step (domain or LM), so ``global_step``, ``max_steps``
@@ -123,8 +116,6 @@ class BridgeModule(RankingEvaluation, L.LightningModule):
             self.warm_start_from(warm_start_checkpoint)
         self._mutual = MutualLearning(mutual_temperature, mutual_direction, mutual_scope)
         self._text_anchor: TextAnchor | None = None
-        self._lm_eval_seen: tuple[int, dict[str, torch.Tensor] | None] = (0, None)  # (count, last batch)
-        self._lm_eval_target = 0  # LM evaluation forwards to enter this epoch (sharded only)
 
     def warm_start_from(self, path: str) -> None:
         """Loads InfoSharing and the domain encoder from a domain-only run."""
@@ -180,36 +171,6 @@ class BridgeModule(RankingEvaluation, L.LightningModule):
         opt.step()
         return total
 
-    # ---- sharded training (FSDP2) -----------------------------------------------------------------------
-    def configure_model(self) -> None:
-        """Under ``ModelParallelStrategy`` (FSDP2), shard the LM over the data-parallel ranks
-        (``lightning_bridge.sharding``); other strategies leave the model as it is."""
-        if not self._sharded or is_sharded(next(self.lm.recommender.network.parameters())):
-            return
-        if self.lm.hparams.finetune == "frozen":
-            raise ValueError("A frozen backbone (model.lm.finetune: frozen) caches its text features outside the "
-                             "sharded forward; use ModelParallelStrategy with finetune lora or full")
-        shard_lm_network(self.lm.recommender.network, self.device_mesh["data_parallel"])
-        # The strategy loads a checkpoint's weights itself, before on_load_checkpoint could complete our slim
-        # state dict: let it skip the frozen backbone weights, which stay as loaded from their source.
-        self.strict_loading = False
-
-    @property
-    def _sharded(self) -> bool:
-        return isinstance(self._trainer.strategy, ModelParallelStrategy) if self._trainer else False
-
-    def _sync_and_clip(self, opt: torch.optim.Optimizer, clip: float | None) -> None:
-        """Average the unsharded parameters' gradients across ranks (FSDP2 does the sharded ones), then clip."""
-        if not self._sharded:
-            if clip is not None:
-                self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-            return
-        params = [p for group in opt.param_groups for p in group["params"]]
-        data_parallel = self.device_mesh["data_parallel"].get_group()
-        average_replicated_grads(params, data_parallel)
-        if clip is not None:
-            clip_grad_norm(params, clip, data_parallel)
-
     # ---- the text anchor ---------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         h, epoch = self.hparams, self.current_epoch
@@ -262,53 +223,6 @@ class BridgeModule(RankingEvaluation, L.LightningModule):
         if self.hparams.evaluate_lm:
             models["lm"] = (self.lm.evaluator, self._lm_eval_scores)
         return models
-
-    def on_validation_epoch_start(self) -> None:
-        t = self.trainer
-        self._plan_sharded_evaluation(t.num_sanity_val_batches if t.sanity_checking else t.num_val_batches,
-                                      self.hparams.evaluate_lm)
-        self.freeze_vectors()
-
-    def on_test_epoch_start(self) -> None:
-        self._plan_sharded_evaluation(self.trainer.num_test_batches, self.hparams.evaluate_lm)
-        self.freeze_vectors()
-
-    def on_predict_epoch_start(self) -> None:
-        self._plan_sharded_evaluation(self.trainer.num_predict_batches, self.hparams.predict_with == "lm")
-        self.freeze_vectors()
-
-    def _log_stage(self, stage: str) -> None:
-        self._finish_sharded_evaluation()
-        super()._log_stage(stage)
-
-    def on_predict_epoch_end(self) -> None:
-        self._finish_sharded_evaluation()
-        super().on_predict_epoch_end()
-
-    def _lm_eval_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        self._lm_eval_seen = (self._lm_eval_seen[0] + 1, batch)
-        return self.lm.recommender.scores(batch)
-
-    # Each forward of a sharded LM gathers its weights from every rank, so all ranks must enter the same
-    # number of forwards. Evaluation gives them uneven shares of users (no padding, so no user counts twice):
-    # at the start of an evaluation epoch the ranks agree on the most batches any of them has, and at its end
-    # the ranks with fewer repeat a throwaway forward of their last batch until they have matched it.
-    def _plan_sharded_evaluation(self, my_batches: int | list[int], uses_lm: bool) -> None:
-        self._lm_eval_seen, self._lm_eval_target = (0, None), 0
-        if self._sharded and uses_lm:
-            mine = sum(my_batches) if isinstance(my_batches, list) else int(my_batches)
-            self._lm_eval_target = most_across_ranks(mine, self.device_mesh["data_parallel"].get_group())
-
-    def _finish_sharded_evaluation(self) -> None:
-        (count, last), self._lm_eval_seen = self._lm_eval_seen, (0, None)
-        if count >= self._lm_eval_target:
-            return
-        if last is None:
-            raise ValueError("Under ModelParallelStrategy every rank needs at least one evaluation batch: lower "
-                             "data.eval_batch_size or use fewer devices")
-        with torch.no_grad():
-            for _ in range(self._lm_eval_target - count):
-                self.lm.recommender.scores(last)
 
     def predicting_model(self) -> tuple[Scorer, int]:
         if self.hparams.predict_with == "domain":
