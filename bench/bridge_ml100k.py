@@ -87,6 +87,12 @@ def run(variant: str, setting: str, seed: int, overrides: list[str], warm_start:
     return reported, float("nan") if best is None else float(best), wall, checkpoints
 
 
+def domain_options(variant: str, options: list[list[str]]) -> list[str]:
+    """``--domain_option NAME VALUE`` pairs as this variant's CLI overrides (none for LM-only)."""
+    prefix = {"domain_only": "--model.init_args."}.get(variant, "--model.init_args.domain.init_args.")
+    return [] if variant == "lm_only" else [arg for name, value in options for arg in (prefix + name, value)]
+
+
 def summarize(records: list[dict]) -> dict:
     """Per setting: mean and standard deviation over seeds of every reported metric, and the median wall
     time per variant (records without a setting are the full dataset's)."""
@@ -136,6 +142,10 @@ def main() -> None:
     parser.add_argument("--domain", choices=list(DOMAIN_CONFIGS), default="lightgcn",
                         help="the domain model of the domain-only and BDLM variants")
     parser.add_argument("--tag", default="", help="prefix of the reported keys (an ablation beside the defaults)")
+    parser.add_argument("--domain_option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a DomainModule option for every variant with a domain model, wherever its config "
+                             "puts it (model.init_args.NAME alone, model.init_args.domain.init_args.NAME in "
+                             "co-training), e.g. --domain_option isolated_nodes ego")
     parser.add_argument("--summarize", metavar="JSONL", help="print the summary of the runs in this file; run nothing")
     parser.add_argument("--reuse_domain_only", action="store_true",
                         help="co-training variants start from the same seed's domain-only best checkpoint (run "
@@ -153,8 +163,9 @@ def main() -> None:
         for seed in args.seeds:
             for variant in args.variants:
                 warm_start = domain_best.get((setting, seed)) if variant.startswith("bdlm") else None
-                reported, best_val, wall, checkpoints = run(variant, setting, seed, overrides, warm_start,
-                                                            args.domain)
+                reported, best_val, wall, checkpoints = run(variant, setting, seed,
+                                                            overrides + domain_options(variant, args.domain_option),
+                                                            warm_start, args.domain)
                 if variant == "domain_only" and args.reuse_domain_only:
                     domain_best[(setting, seed)] = checkpoints["best"]
                 reported = {f"{args.tag}{key}": values for key, values in reported.items()}
@@ -171,6 +182,7 @@ def main() -> None:
           + " --seeds "
           + " ".join(map(str, args.seeds)) + " --variants " + " ".join(args.variants)
           + (f" --tag {args.tag}" if args.tag else "") + (" --reuse_domain_only" if args.reuse_domain_only else "")
+          + "".join(f" --domain_option {name} {value}" for name, value in args.domain_option)
           + "".join(f" {o}" for o in overrides))
     print(json.dumps(summarize(records)))
 

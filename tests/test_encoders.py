@@ -59,3 +59,19 @@ def test_mf_returns_the_tables():
     info = InfoSharing(3, 4, dim=2)
     user_vec, item_vec = MF()(info)
     assert user_vec is info.user.weight and item_vec is info.item.weight
+
+
+def test_isolated_nodes_keep_their_ego_row_whole_and_the_rest_follow_the_layer_mean():
+    torch.manual_seed(0)
+    num_users, num_items = 6, 5
+    users, items = np.array([0, 0, 1, 2, 3, 3]), np.array([0, 1, 1, 2, 0, 2])  # users 4, 5 and items 3, 4: none
+    info = InfoSharing(num_users, num_items, dim=4)
+    paper, ego = LightGCN(num_layers=2), LightGCN(num_layers=2, isolated_nodes="ego")
+    for encoder in (paper, ego):
+        encoder.set_graph(users, items, num_users, num_items)
+    (paper_u, paper_i), (ego_u, ego_i) = paper(info), ego(info)
+    assert torch.allclose(ego_i[3:], info.item.weight[3:]) and torch.allclose(ego_u[4:], info.user.weight[4:])
+    assert torch.allclose(paper_i[3:], info.item.weight[3:] / 3)
+    assert torch.allclose(ego_i[:3], paper_i[:3]) and torch.allclose(ego_u[:4], paper_u[:4])
+    ego_i.sum().backward()
+    assert torch.allclose(info.item.weight.grad[3:], torch.ones(2, 4))  # isolated rows: gradient 1, not 1/3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -27,6 +27,10 @@ class DomainModule(RankingEvaluation, L.LightningModule):
             MLP towers over the same shared rows) or ``sasrec`` (causal self-attention over each user's most
             recent items; reads the item table only).
         num_layers: LightGCN propagation layers.
+        isolated_nodes: LightGCN's vector of a user or item with no training interaction (a new item).
+            ``layer_mean`` (the paper's) averages its K+1 layers, K of them zero, so its ego row is divided
+            by K+1 and it ranks far below items with neighbours. ``ego`` keeps the ego row whole, so that a
+            row taught by something else (the LM's text, through InfoSharing) can compete.
         embedding_dim: width of InfoSharing's tables (None: InfoSharing's default, 64). Inside a BridgeModule
             the bridge's own setting applies and a different value here is an error; so for ``init`` and
             ``init_std``.
@@ -58,7 +62,8 @@ class DomainModule(RankingEvaluation, L.LightningModule):
                  ks: tuple[int, ...] = (5, 10, 20),
                  predict_top_k: int = 20, info_sharing: InfoSharing | None = None, loss: Loss | None = None,
                  mlp_layers: tuple[int, ...] | None = None, max_len: int = 50, num_blocks: int = 2,
-                 num_heads: int = 1, dropout: float = 0.2) -> None:
+                 num_heads: int = 1, dropout: float = 0.2,
+                 isolated_nodes: Literal["layer_mean", "ego"] = "layer_mean") -> None:
         arguments = dict(locals())
         super().__init__()
         save_own_hyperparameters(self, arguments)
@@ -71,7 +76,7 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         info = tables_for("model.init_args.domain.init_args", num_users, num_items, info_sharing, embedding_dim,
                           init, init_std)
         encoder_module = build_encoder(encoder, info.dim, num_layers, mlp_layers, max_len, num_blocks, num_heads,
-                                       dropout)
+                                       dropout, isolated_nodes)
         self.recommender = DomainRecommender(info, encoder_module, loss or LOSSES[encoder][0], reg_weight)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.evaluator = RankingEvaluator(ks)

@@ -20,8 +20,8 @@ class FullyShardedCoTraining:
     """Mixed into BridgeModule (before RankingEvaluation): shards the LM network, syncs the replicated
     tables' gradients, and keeps the ranks' sharded LM forwards in step during evaluation."""
 
-    _lm_eval_seen: tuple[int, dict[str, torch.Tensor] | None] = (0, None)  # this epoch's (count, last batch)
-    _lm_eval_target = 0  # LM evaluation forwards every rank enters this epoch (sharded only)
+    # this evaluation epoch's LM forwards: done so far, this rank's batches, what every rank enters (sharded)
+    _lm_eval_count = _lm_eval_mine = _lm_eval_target = 0
 
     def configure_model(self) -> None:
         """Under ``ModelParallelStrategy`` (FSDP2), shard the LM over the data-parallel ranks
@@ -67,36 +67,26 @@ class FullyShardedCoTraining:
         self._plan_sharded_evaluation(self.trainer.num_predict_batches, self.hparams.predict_with == "lm")
         self.freeze_vectors()
 
-    def _log_stage(self, stage: str) -> None:
-        self._finish_sharded_evaluation()
-        super()._log_stage(stage)
-
-    def on_predict_epoch_end(self) -> None:
-        self._finish_sharded_evaluation()
-        super().on_predict_epoch_end()
-
-    def _lm_eval_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        self._lm_eval_seen = (self._lm_eval_seen[0] + 1, batch)
-        return self.lm.recommender.scores(batch)
-
     # Each forward of a sharded LM gathers its weights from every rank, so all ranks must enter the same
     # number of forwards. Evaluation gives them uneven shares of users (no padding, so no user counts twice):
-    # at the start of an evaluation epoch the ranks agree on the most batches any of them has, and at its end
-    # the ranks with fewer repeat a throwaway forward of their last batch until they have matched it.
+    # at the start of an evaluation epoch the ranks agree on the most batches any of them has, and right
+    # after its own last batch a rank with fewer repeats a throwaway forward of it until it has matched that
+    # number, before any epoch-end hook (a callback's metric sync, say) could wait on the others.
     def _plan_sharded_evaluation(self, my_batches: int | list[int], uses_lm: bool) -> None:
-        self._lm_eval_seen, self._lm_eval_target = (0, None), 0
+        self._lm_eval_count, self._lm_eval_mine, self._lm_eval_target = 0, 0, 0
         if self._sharded and uses_lm:
-            mine = sum(my_batches) if isinstance(my_batches, list) else int(my_batches)
-            self._lm_eval_target = most_across_ranks(mine, self.device_mesh["data_parallel"].get_group())
+            self._lm_eval_mine = sum(my_batches) if isinstance(my_batches, list) else int(my_batches)
+            self._lm_eval_target = most_across_ranks(self._lm_eval_mine,
+                                                     self.device_mesh["data_parallel"].get_group())
+            if self._lm_eval_mine == 0 and self._lm_eval_target > 0:
+                raise ValueError("Under ModelParallelStrategy every rank needs at least one evaluation batch: "
+                                 "lower data.eval_batch_size or use fewer devices")
 
-    def _finish_sharded_evaluation(self) -> None:
-        (count, last), self._lm_eval_seen = self._lm_eval_seen, (0, None)
-        if count >= self._lm_eval_target:
-            return
-        if last is None:
-            raise ValueError("Under ModelParallelStrategy every rank needs at least one evaluation batch: lower "
-                             "data.eval_batch_size or use fewer devices")
-        with torch.no_grad():
-            for _ in range(self._lm_eval_target - count):
-                self.lm.recommender.scores(last)
-
+    def _lm_eval_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        scores = self.lm.recommender.scores(batch)
+        self._lm_eval_count += 1
+        if self._lm_eval_count == self._lm_eval_mine:
+            with torch.no_grad():
+                for _ in range(self._lm_eval_target - self._lm_eval_mine):
+                    self.lm.recommender.scores(batch)
+        return scores

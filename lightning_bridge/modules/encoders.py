@@ -92,11 +92,16 @@ class LightGCN(nn.Module):
     half the work of multiplying by the full square matrix.
     """
 
-    def __init__(self, num_layers: int = 3) -> None:
+    def __init__(self, num_layers: int = 3, isolated_nodes: str = "layer_mean") -> None:
+        """``isolated_nodes``: ``layer_mean`` (the paper's: a node without edges gets its ego row / (K+1)) or
+        ``ego`` (it keeps its ego row whole; see DomainModule)."""
         super().__init__()
         if num_layers < 0:
             raise ValueError(f"LightGCN num_layers must be >= 0, got {num_layers}")
-        self.num_layers = num_layers
+        if isolated_nodes not in ("layer_mean", "ego"):
+            raise ValueError(f"model.isolated_nodes must be 'layer_mean' or 'ego', got {isolated_nodes!r}")
+        self.num_layers, self.isolated_nodes = num_layers, isolated_nodes
+        self._isolated: tuple[torch.Tensor, torch.Tensor] | None = None  # per-node scale, "ego" only
         self._graph: tuple[torch.Tensor, torch.Tensor] | None = None
         self._edges: tuple[np.ndarray, np.ndarray, int, int] | None = None
 
@@ -110,6 +115,10 @@ class LightGCN(nn.Module):
         r_t = normalized_biadjacency(items, users, num_items, num_users)
         device = self._graph[0].device if self._graph is not None else r.device
         self._graph = (r.to(device), r_t.to(device))
+        if self.isolated_nodes == "ego":  # undo the layer mean's 1/(K+1) where layers 1..K are all zero
+            scale = [torch.where(torch.from_numpy(np.bincount(ids, minlength=n) == 0), self.num_layers + 1.0, 1.0)
+                     for ids, n in ((users, num_users), (items, num_items))]
+            self._isolated = (scale[0].to(device).unsqueeze(1), scale[1].to(device).unsqueeze(1))
         self._edges = (np.array(users, copy=True), np.array(items, copy=True), num_users, num_items)
 
     def _graph_on(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +133,11 @@ class LightGCN(nn.Module):
         r, r_t = self._graph_on(user.device, user.dtype)
         if self.num_layers == 0:
             return user, item
-        return _Propagate.apply(user, item, r, r_t, self.num_layers)
+        user, item = _Propagate.apply(user, item, r, r_t, self.num_layers)
+        if self._isolated is None:
+            return user, item
+        user_scale, item_scale = (s.to(user.device) for s in self._isolated)
+        return user * user_scale, item * item_scale
 
 
 class MF(nn.Module):
