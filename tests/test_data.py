@@ -157,3 +157,17 @@ def test_sparse_users_are_the_fifth_with_fewest_training_interactions(tmp_path):
     sparse = data.sparse_users
     assert sparse.sum() == 10
     assert counts[sparse].max() <= counts[~sparse].min()
+
+
+def test_bpr_negatives_can_be_limited_to_items_seen_in_training():
+    """``data.negatives: interacted``: a new item (no training interaction) is never drawn as a negative."""
+    from lightning_bridge.data.datamodule import SyntheticDataModule
+
+    for negatives, expect_new in (("all", True), ("interacted", False)):
+        data = SyntheticDataModule(num_users=60, num_items=40, new_item_fraction=0.25, negatives=negatives)
+        data.prepare_data()
+        data.setup("fit")
+        trained = set(np.unique(data.interactions.items[data.split.train]).tolist())
+        dataset = data._train_dataset("domain")
+        negatives_drawn = {int(i) for epoch in range(3) for i in dataset.epoch_triples(epoch)[2]}
+        assert bool(negatives_drawn - trained) == expect_new

@@ -70,13 +70,14 @@ class BPRTriples(Dataset):
 
     Every epoch visits each training interaction once in a seeded shuffled order; each negative is drawn
     uniformly from the items that the user has not interacted with in training (rejection: only the draws
-    that hit a training item are drawn again).
+    that hit a training item are drawn again), among ``candidates`` when given (else the whole catalogue).
     """
 
     def __init__(self, users: np.ndarray, items: np.ndarray, num_items: int, batch_size: int,
-                 seed: int) -> None:
+                 seed: int, candidates: np.ndarray | None = None) -> None:
         self.users, self.items = users.astype(np.int64), items.astype(np.int64)
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.candidates = None if candidates is None else np.asarray(candidates, dtype=np.int64)
         # "Seen in training?" is answered by a dense (user, item) bitmap, O(1) per draw, or, for catalogues too
         # large for one (above 2^25 cells, 32 MB), by binary search in the sorted (user, item) keys.
         self._seen: np.ndarray | None = None
@@ -88,7 +89,7 @@ class BPRTriples(Dataset):
         else:
             self._positive_keys = np.unique(self.users * num_items + self.items)
         counts = np.bincount(self.users)
-        if (counts >= num_items).any():
+        if (counts >= (num_items if self.candidates is None else len(self.candidates))).any():
             raise ValueError(f"user {int(np.argmax(counts))} interacted with every item in training; "
                              "no negative item can be sampled")
         self._epoch, self._cache = -1, None
@@ -108,12 +109,17 @@ class BPRTriples(Dataset):
         return self._cache
 
     def sample_negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        neg = rng.integers(0, self.num_items, size=len(users))
+        neg = self._draw(rng, len(users))
         todo = np.arange(len(users))
         while len(todo):
             todo = todo[self._seen_in_training(users[todo], neg[todo])]
-            neg[todo] = rng.integers(0, self.num_items, size=len(todo))
+            neg[todo] = self._draw(rng, len(todo))
         return neg
+
+    def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self.candidates is None:
+            return rng.integers(0, self.num_items, size=n)
+        return self.candidates[rng.integers(0, len(self.candidates), size=n)]
 
     def _seen_in_training(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         if self._seen is not None:

@@ -66,6 +66,9 @@ class RecDataModule(L.LightningDataModule):
         text_batch_size: items (and users, where the data has user text) per LM batch for the LM's text tasks.
         text_sampling_power: how strongly those items favour the rare: drawn with probability proportional to
             ``(training interactions + 1) ** -power`` (0: uniform over the catalogue).
+        negatives: where BPR draws its negative items: ``all`` (the whole catalogue) or ``interacted`` (the
+            items with at least one training interaction). With ``interacted``, an item nobody could have met
+            in training (a new item) is never taught to the domain model as a dislike.
         batch_size: BPR triples per domain training batch.
         lm_batch_size: examples per LM training batch.
         eval_batch_size: users per validation / test / predict batch.
@@ -89,8 +92,10 @@ class RecDataModule(L.LightningDataModule):
                  batch_size: int = 2048, lm_batch_size: int = 32, eval_batch_size: int = 256,
                  history_len: int = 20, lm_examples_per_user: int = 8, num_workers: int = 0, seed: int | None = None,
                  cache_dir: str = DEFAULT_CACHE, export_split_to: str | None = None,
-                 sequence_batch_size: int = 64) -> None:
+                 sequence_batch_size: int = 64, negatives: Literal["all", "interacted"] = "all") -> None:
         super().__init__()
+        if negatives not in ("all", "interacted"):
+            raise ValueError(f"data.negatives must be 'all' or 'interacted', got {negatives!r}")
         if split not in ("leave_one_out", "ratio"):
             raise ValueError(f"data.split must be 'leave_one_out' or 'ratio', got {split!r}")
         for name, value in (("batch_size", batch_size), ("lm_batch_size", lm_batch_size),
@@ -216,7 +221,9 @@ class RecDataModule(L.LightningDataModule):
             return SequenceWindows(self._histories(rows), self._domain_sequence_len(), self.num_items,
                                    h.sequence_batch_size, self.seed)
         if kind == "domain":
-            return BPRTriples(inter.users[rows], inter.items[rows], self.num_items, h.batch_size, self.seed)
+            candidates = np.unique(inter.items[rows]) if h.negatives == "interacted" else None
+            return BPRTriples(inter.users[rows], inter.items[rows], self.num_items, h.batch_size, self.seed,
+                              candidates)
         if kind == "lm":
             return LMExamples(self._histories(rows), h.history_len, h.lm_examples_per_user, h.lm_batch_size,
                               self.seed, self._text_samplers())
