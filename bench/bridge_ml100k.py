@@ -93,6 +93,12 @@ def domain_options(variant: str, options: list[list[str]]) -> list[str]:
     return [] if variant == "lm_only" else [arg for name, value in options for arg in (prefix + name, value)]
 
 
+def bridge_options(variant: str, options: list[list[str]]) -> list[str]:
+    """``--bridge_option NAME VALUE`` pairs as CLI overrides of the co-training variants (none for the rest)."""
+    return [arg for name, value in options for arg in ("--model.init_args." + name, value)] \
+        if variant.startswith("bdlm") else []
+
+
 def summarize(records: list[dict]) -> dict:
     """Per setting: mean and standard deviation over seeds of every reported metric, and the median wall
     time per variant (records without a setting are the full dataset's)."""
@@ -146,6 +152,9 @@ def main() -> None:
                         help="a DomainModule option for every variant with a domain model, wherever its config "
                              "puts it (model.init_args.NAME alone, model.init_args.domain.init_args.NAME in "
                              "co-training), e.g. --domain_option isolated_nodes ego")
+    parser.add_argument("--bridge_option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a BridgeModule option (model.init_args.NAME) for the co-training variants only, "
+                             "e.g. --bridge_option text_anchor_weight 3.0")
     parser.add_argument("--summarize", metavar="JSONL", help="print the summary of the runs in this file; run nothing")
     parser.add_argument("--reuse_domain_only", action="store_true",
                         help="co-training variants start from the same seed's domain-only best checkpoint (run "
@@ -164,7 +173,8 @@ def main() -> None:
             for variant in args.variants:
                 warm_start = domain_best.get((setting, seed)) if variant.startswith("bdlm") else None
                 reported, best_val, wall, checkpoints = run(variant, setting, seed,
-                                                            overrides + domain_options(variant, args.domain_option),
+                                                            overrides + domain_options(variant, args.domain_option)
+                                                            + bridge_options(variant, args.bridge_option),
                                                             warm_start, args.domain)
                 if variant == "domain_only" and args.reuse_domain_only:
                     domain_best[(setting, seed)] = checkpoints["best"]
@@ -183,6 +193,7 @@ def main() -> None:
           + " ".join(map(str, args.seeds)) + " --variants " + " ".join(args.variants)
           + (f" --tag {args.tag}" if args.tag else "") + (" --reuse_domain_only" if args.reuse_domain_only else "")
           + "".join(f" --domain_option {name} {value}" for name, value in args.domain_option)
+          + "".join(f" --bridge_option {name} {value}" for name, value in args.bridge_option)
           + "".join(f" {o}" for o in overrides))
     print(json.dumps(summarize(records)))
 
