@@ -23,6 +23,7 @@ from lightning_bridge.checkpoints import (
     saved_model_config,
 )
 from lightning_bridge.data.datamodule import RecDataModule
+from lightning_bridge.data.requests import PredictionRequest
 from lightning_bridge.figures import TestFigures
 from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.fingerprint import check_fingerprint, check_sizes, dataset_fingerprint
@@ -61,6 +62,7 @@ class BridgeCLI(LightningCLI):
         parser.set_defaults({"checkpoint.monitor": "domain/val/ndcg@10", "checkpoint.mode": "max",
                              "checkpoint.save_last": True, "checkpoint.filename": "best-{epoch}-{step}"})
         parser.add_lightning_class_args(TopKWriter, "predictions")
+        parser.add_class_arguments(PredictionRequest, "predict_for", help="Whom predict recommends for")
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="After fit, test the best checkpoint and print its metrics")
         parser.add_argument("--allow_config_changes", type=bool, default=False,
@@ -169,6 +171,9 @@ class BridgeCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._check_data(interactions=False)  # predicting for updated histories is what predict is for
+        request = self.config_init[self.subcommand].get("predict_for")
+        if isinstance(self.datamodule, RecDataModule):
+            self.datamodule.request_predictions(request)
 
     def before_fit(self) -> None:
         fingerprint = self._check_data()

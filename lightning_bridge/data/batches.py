@@ -169,12 +169,16 @@ class EvalUsers(Dataset):
     over all users; under the item cold-start protocol, ``new_items`` (num_items,), the items never seen in
     training; and with ``sequence_len`` set (a sequential domain model), ``sequence`` (B, sequence_len): the
     same known items, as the domain model reads them.
+
+    ``reported_users`` (default: ``users``) are the ids written into ``users``, where ``known`` is indexed by
+    something else: a prediction request's rows (``data/requests.py``), whose new users have negative ids.
     """
 
     def __init__(self, users: np.ndarray, targets: list[np.ndarray], known: UserHistories, history_len: int,
                  groups: dict[str, np.ndarray], batch_size: int, new_items: np.ndarray | None = None,
-                 sequence_len: int | None = None) -> None:
+                 sequence_len: int | None = None, reported_users: np.ndarray | None = None) -> None:
         self.users, self.targets, self.known = users, targets, known
+        self.reported_users = users if reported_users is None else reported_users
         self.history_len, self.groups, self.batch_size = history_len, groups, batch_size
         self.new_items = None if new_items is None else torch.from_numpy(new_items)
         self.sequence_len = sequence_len
@@ -205,7 +209,7 @@ class EvalUsers(Dataset):
         starts = np.repeat(self.known.indptr[users] - (np.cumsum(counts) - counts), counts)
         cols = self.known.items[starts + np.arange(len(rows))]
         batch = {
-            "users": torch.from_numpy(users),
+            "users": torch.from_numpy(self.reported_users[s]),
             "targets": torch.from_numpy(padded),
             "history": torch.from_numpy(self.known.recent(users, counts, self.history_len)),
             "exclude_rows": torch.from_numpy(rows),

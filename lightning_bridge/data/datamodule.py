@@ -37,6 +37,7 @@ from lightning_bridge.data.interactions import (
     ratio_split,
     write_recbole_benchmark,
 )
+from lightning_bridge.data.requests import PredictionRequest, request_dataset
 from lightning_bridge.data.sources import RawData, read_ml1m, read_ml100k
 from lightning_bridge.data.synthetic import synthetic_raw, synthetic_topics_raw
 
@@ -115,6 +116,7 @@ class RecDataModule(L.LightningDataModule):
         self.cache_dir = Path(os.path.expanduser(cache_dir))
         # built once per stage (and sequence length): every evaluation reuses its batches
         self._eval_datasets: dict[tuple[str, int | None], EvalUsers] = {}
+        self._request: PredictionRequest | None = None
 
     # ---- what each dataset provides -------------------------------------------------------------------
     def name(self) -> str:
@@ -263,6 +265,10 @@ class RecDataModule(L.LightningDataModule):
 
     def _eval_dataset(self, stage: Literal["val", "test", "predict"], sequence_len: int | None) -> EvalUsers:
         s, inter = self.split, self.interactions
+        if stage == "predict" and self._request is not None:
+            return request_dataset(self._request, self._histories(s.train, s.valid, s.test), self._user_index,
+                                   self._item_index, self.hparams.history_len, self.hparams.eval_batch_size,
+                                   sequence_len)
         if stage == "predict":
             known = self._histories(s.train, s.valid, s.test)
             users = np.arange(self.num_users)
@@ -306,8 +312,24 @@ class RecDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict")
 
-    # ---- mapping back to raw ids, for predictions ------------------------------------------------------
+    # ---- prediction requests, and mapping back to raw ids ----------------------------------------------
+    def request_predictions(self, request: PredictionRequest | None) -> None:
+        """``predict`` then serves only the request's users and new users (None: every user again)."""
+        self._request = None if request is None or request.is_empty else request
+        self._eval_datasets = {k: v for k, v in self._eval_datasets.items() if k[0] != "predict"}
+
+    @cached_property
+    def _user_index(self) -> dict[str, int]:
+        return {str(raw): i for i, raw in enumerate(self.interactions.user_ids)}
+
+    @cached_property
+    def _item_index(self) -> dict[str, int]:
+        return {str(raw): i for i, raw in enumerate(self.interactions.item_ids)}
+
     def raw_user_id(self, user: int) -> str:
+        """The raw id of a user, or a new user's label (negative ids: ``data/requests.py``)."""
+        if user < 0:
+            return self._request.new_users[-1 - user].label
         return str(self.interactions.user_ids[user])
 
     def raw_item_id(self, item: int) -> str:

@@ -91,8 +91,9 @@ class DomainRecommender(nn.Module):
         self._frozen_vectors = None
 
     def scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, num_items) float32 scores of every item for the batch's ``users``. SASRec reads the batch's
-        ``sequence`` (B x max_len), or when it has none the users' most recent training items."""
+        """(B, num_items) float32 scores of every item for the batch's ``users`` (new users folded in from
+        their ``history``: ``_user_rows``). SASRec reads the batch's ``sequence`` (B x max_len), or when it
+        has none the users' most recent training items."""
         users, sequence = batch["users"], batch.get("sequence")
         user_vec, item_vec = self._frozen_vectors or self.encoder(self.info)
         if isinstance(self.encoder, SASRec):
@@ -101,9 +102,29 @@ class DomainRecommender(nn.Module):
                     raise RuntimeError("DomainRecommender.attach must run before SASRec can score users")
                 sequence = self._train_sequences[users.cpu()]
             return self.encoder.scores(item_vec, sequence.to(item_vec.device)).float()
+        rows = _user_rows(user_vec, item_vec, users, batch.get("history"))
         if isinstance(self.encoder, NeuMF):
-            return self.encoder.scores(user_vec[users], item_vec).float()
-        return (user_vec[users] @ item_vec.T).float()
+            return self.encoder.scores(rows, item_vec).float()
+        return (rows @ item_vec.T).float()
+
+
+def _user_rows(user_vec: torch.Tensor, item_vec: torch.Tensor, users: torch.Tensor,
+               history: torch.Tensor | None) -> torch.Tensor:
+    """The users' vectors. A new user (negative id: a prediction request's history, ``data/requests.py``) is
+    folded in as the mean of their history items' vectors, the encoder's own item vectors (LightGCN's
+    propagated ones; NeuMF's shared rows, which both towers then read as the user's): a user who likes what
+    those items are like."""
+    new = users < 0
+    if not bool(new.any()):
+        return user_vec[users]
+    if history is None:
+        raise ValueError("a new user (negative id) needs a history in the batch to be folded in from")
+    rows = user_vec[users.clamp(min=0)].clone()
+    items = history[new].to(item_vec.device)
+    present = (items >= 0).to(item_vec.dtype).unsqueeze(-1)
+    folded = (item_vec[items.clamp(min=0)] * present).sum(1) / present.sum(1).clamp_min(1)
+    rows[new] = folded.to(rows.dtype)
+    return rows
 
 
 def _squared_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

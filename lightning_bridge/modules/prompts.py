@@ -29,8 +29,8 @@ NO_KIND = -1  # id_kind of every token that is not an ID placeholder
 class PromptBuilder:
     """Builds (input_ids, attention_mask, id_kind, id_index) for a batch of (user, history) pairs.
 
-    ``{user}`` becomes the user's ID token, ``{user_text}`` the user's features (empty when the data has
-    none) and ``{history}`` the most recent items, oldest first, each as its ID token followed by its text.
+    ``{user}`` becomes the user's ID token, ``{user_text}`` the user's features (both empty for a new user,
+    whose id is negative, and features empty when the data has none) and ``{history}`` the most recent items, oldest first, each as its ID token followed by its text.
     When a prompt would exceed ``max_length`` the oldest items are dropped whole; an item is never split.
     Prompts are right-padded and wrapped in the tokenizer's own special tokens ([CLS] ... [SEP], <s> ...).
     """
@@ -102,8 +102,11 @@ class PromptBuilder:
         valid = hist >= 0
         safe = np.where(valid, hist, 0)
 
+        # A new user (negative id: a prediction request's history) has no ID token and no features.
+        known = users_np >= 0
+        user_seg = np.where(known, self.id_seg, self.empty_seg)
+        user_text_seg = np.where(known & self.has_user_text, self.user_base + users_np, self.empty_seg)
         # Budget left for history items in each row, then which items fit, newest first.
-        user_text_seg = (self.user_base + users_np) if self.has_user_text else np.full(b, self.empty_seg)
         budget = np.full(b, self.max_length - self._fixed_length())
         if "user_text" in self.fields:
             budget -= self.seg_len[user_text_seg]
@@ -131,7 +134,7 @@ class PromptBuilder:
             if kind == "text":
                 add(next(literal))
             elif part == "user":
-                add(self.id_seg, USER, users_np)
+                add(user_seg, USER, np.maximum(users_np, 0))
             elif part == "user_text":
                 add(user_text_seg)
             else:  # per item, oldest first: separator (not before the first), ID token, text
