@@ -1,0 +1,10 @@
+"""lightning_bridge: BDLM co-training of a domain recommender and a language model (see README.md)."""
+
+
+def __getattr__(name: str):
+    """``lightning_bridge.load_recommender``, imported on first use: the package itself stays light."""
+    if name == "load_recommender":
+        from lightning_bridge.serving import load_recommender
+
+        return load_recommender
+    raise AttributeError(f"module 'lightning_bridge' has no attribute {name!r}")

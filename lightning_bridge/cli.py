@@ -10,6 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_bridge.artefacts import export_checkpoints
 from lightning_bridge.callbacks import RunCheckpoint, RunConfigSaver, StopOnNonFiniteLoss, TopKWriter
 from lightning_bridge.checkpoints import (
     DATA_LINKED,
@@ -28,6 +29,7 @@ from lightning_bridge.figures import TestFigures
 from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.fingerprint import check_fingerprint, check_sizes, dataset_fingerprint
 from lightning_bridge.models.bridge import BridgeModule
+from lightning_bridge.models.lm import LMModule
 from lightning_bridge.run_hparams import RunHparams
 from lightning_bridge.training_log import TrainingCurves
 from lightning_bridge.warm_start import warm_start_domain
@@ -49,6 +51,8 @@ class BridgeCLI(LightningCLI):
 
     test_metrics: dict[str, float]
     """After ``fit --test_after_fit true``: the reported test metrics, each model's from its own best."""
+    exported: Path | None = None
+    """After ``fit`` (unless ``--export_after_fit false``): the run's artefacts folder."""
     warm_start_checkpoint: str | None = None
     """After a fit with ``model.warm_start_auto``: the domain model's best checkpoint that co-training began from."""
 
@@ -65,6 +69,9 @@ class BridgeCLI(LightningCLI):
         parser.add_class_arguments(PredictionRequest, "predict_for", help="Whom predict recommends for")
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="After fit, test the best checkpoint and print its metrics")
+        parser.add_argument("--export_after_fit", type=bool, default=True,
+                            help="After fit, write the run's portable artefacts into <run>/export "
+                                 "(lightning_bridge.artefacts), each model from its best checkpoint")
         parser.add_argument("--allow_config_changes", type=bool, default=False,
                             help="Resume (fit --ckpt_path) even where the model config contradicts the "
                                  "checkpoint's; the config's values win")
@@ -197,11 +204,30 @@ class BridgeCLI(LightningCLI):
                 filename=f"best-{other}-{{epoch}}-{{step}}", auto_insert_metric_name=True))
 
     def after_fit(self) -> None:
-        if not self.config.fit.test_after_fit:
-            return
         # read before testing: loading a checkpoint restores the callbacks' states as they were saved in it
         best = {_side(c): c.best_model_path for c in self.trainer.checkpoint_callbacks
                 if _side(c) and c.best_model_path}
+        last = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
+        if self.config.fit.test_after_fit:
+            self._test_after_fit(best)
+        if self.config.fit.export_after_fit and self.trainer.is_global_zero:
+            self._export(best, last)
+
+    def _export(self, best: dict[str, str], last: str) -> None:
+        """Writes ``<run>/export`` from each model's best checkpoint (the last one where none was kept)."""
+        sides = export_sides(self.model, best, last)
+        if not sides:
+            log.warning("export_after_fit: no checkpoint was written, so there is nothing to export")
+            return
+        if any(Path(p).is_dir() for p in sides.values()):
+            log.warning("export_after_fit: the checkpoints are sharded folders; consolidate one into a file and "
+                        "run `python -m lightning_bridge.export artefacts <checkpoint>`")
+            return
+        folder = Path(self.trainer.log_dir or ".").resolve() / "export"
+        self.exported = export_checkpoints(self.datamodule, sides, folder)
+        log.info("exported the run's artefacts to %s", self.exported)
+
+    def _test_after_fit(self, best: dict[str, str]) -> None:
         primary, trainer = self.trainer.checkpoint_callback, self.trainer
         if primary is not None and not primary.best_model_path:
             last = primary.last_model_path or "last.ckpt"
@@ -229,6 +255,17 @@ class BridgeCLI(LightningCLI):
                                    step=self.trainer.global_step)
         if self.trainer.is_global_zero:
             print(summary_table(self.test_metrics, best))
+
+
+def export_sides(model: L.LightningModule, best: dict[str, str], last: str) -> dict[str, str]:
+    """The checkpoint each model of ``model`` is exported from: its own best (``best``: side -> path), else the
+    other model's best, else ``last``."""
+    fallback = best.get("domain") or best.get("lm") or last
+    if isinstance(model, BridgeModule):
+        sides = {"domain": best.get("domain") or fallback, "lm": best.get("lm") or fallback}
+    else:
+        sides = {"lm" if isinstance(model, LMModule) else "domain": fallback}
+    return {side: path for side, path in sides.items() if path}
 
 
 def is_run_folder(folder: Path) -> bool:

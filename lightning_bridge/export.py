@@ -1,25 +1,72 @@
-"""Export the domain half of a co-training checkpoint as a DomainModule checkpoint.
+"""Export a trained run: its portable artefacts folder, or the domain half of a co-training checkpoint.
 
-    python -m lightning_bridge.export logs/<run>/checkpoints/last.ckpt domain.ckpt
+    python -m lightning_bridge.export artefacts logs/run/version_0/checkpoints/best-epoch=9-step=90.ckpt
+    python -m lightning_bridge.export artefacts BRIDGE.ckpt --lm_checkpoint best-lm-....ckpt --out export/
+    python -m lightning_bridge.export domain logs/<run>/checkpoints/last.ckpt domain.ckpt
 
-The result loads with ``DomainModule.load_from_checkpoint`` or ``main.py predict --ckpt_path domain.ckpt``
-and serves recommendations without building, or even installing the weights of, the language model. The
-export itself is ``lightning_bridge.models.checkpoints.export_domain``.
+``artefacts`` writes ``<run>/export/`` (or ``--out``): see ``lightning_bridge.artefacts`` for what it holds and
+``lightning_bridge.load_recommender`` for reading it back. The data is rebuilt from the checkpoint's own
+data settings (the same files must be readable). ``domain`` writes a DomainModule checkpoint that loads with
+``DomainModule.load_from_checkpoint`` or ``main.py predict --ckpt_path domain.ckpt`` and serves
+recommendations without building, or even installing the weights of, the language model.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+import lightning as L
+
+from lightning_bridge.artefacts import export_checkpoints
+from lightning_bridge.checkpoints import read_checkpoint
+from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
+from lightning_bridge.fingerprint import check_fingerprint, dataset_fingerprint
 from lightning_bridge.models.checkpoints import export_domain
+
+DEFAULT_FOLDER = "export"
+
+
+def default_folder(checkpoint: str | Path) -> Path:
+    """``<run>/export`` for a checkpoint inside ``<run>/checkpoints/``, else ``export`` beside the file."""
+    path = Path(checkpoint).resolve()
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return run / DEFAULT_FOLDER
+
+
+def export_artefacts(checkpoint: str, lm_checkpoint: str | None = None, out: str | None = None) -> Path:
+    """The ``artefacts`` command: the models of ``checkpoint`` (the LM from ``lm_checkpoint`` if given)."""
+    saved = read_checkpoint(checkpoint)
+    if "datamodule_hyper_parameters" not in saved:
+        raise ValueError(f"{checkpoint}: the checkpoint does not record its data module's settings (it was not "
+                         "written by `main.py fit`), so the data to export cannot be rebuilt")
+    data = L.LightningDataModule.load_from_checkpoint(checkpoint, weights_only=False)
+    check_fingerprint(saved.get(FINGERPRINT_KEY), dataset_fingerprint(data), checkpoint)
+    kind = saved["hyper_parameters"].get("_class_path", "")
+    if kind.endswith("BridgeModule"):
+        sides = {"domain": checkpoint, "lm": lm_checkpoint or checkpoint}
+    else:
+        if lm_checkpoint:
+            raise ValueError(f"--lm_checkpoint applies to co-training runs; {checkpoint} holds a {kind}")
+        sides = {"lm" if kind.endswith("LMModule") else "domain": checkpoint}
+    return export_checkpoints(data, sides, out or default_folder(checkpoint))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bridge_checkpoint")
-    parser.add_argument("out")
+    commands = parser.add_subparsers(dest="command", required=True)
+    artefacts = commands.add_parser("artefacts", help="the portable export folder of a run")
+    artefacts.add_argument("checkpoint", help="a checkpoint written by main.py fit")
+    artefacts.add_argument("--lm_checkpoint", help="co-training: the LM's own best checkpoint (best-lm-*.ckpt)")
+    artefacts.add_argument("--out", help=f"the folder to write (default: <run>/{DEFAULT_FOLDER})")
+    domain = commands.add_parser("domain", help="the domain half of a co-training checkpoint, as a checkpoint")
+    domain.add_argument("bridge_checkpoint")
+    domain.add_argument("out")
     args = parser.parse_args(argv)
-    print(export_domain(args.bridge_checkpoint, args.out))
+    if args.command == "artefacts":
+        print(export_artefacts(args.checkpoint, args.lm_checkpoint, args.out))
+    else:
+        print(export_domain(args.bridge_checkpoint, args.out))
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ class RecDataModule(L.LightningDataModule):
             raise ValueError(f"data.text_batch_size must be >= 0, got {text_batch_size}")
         self.save_hyperparameters()
         self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        self.hparams["seed"] = self.seed  # a checkpoint records the seed that cut its split, whoever chose it
         self.cache_dir = Path(os.path.expanduser(cache_dir))
         # built once per stage (and sequence length): every evaluation reuses its batches
         self._eval_datasets: dict[tuple[str, int | None], EvalUsers] = {}
@@ -194,6 +195,11 @@ class RecDataModule(L.LightningDataModule):
         train = self._histories(self.split.train)
         return train.recent(np.arange(self.num_users), train.counts(), length)
 
+    def known_histories(self) -> UserHistories:
+        """Every interaction of every user (training, validation and test): what predict reads and masks."""
+        s = self.split
+        return self._histories(s.train, s.valid, s.test)
+
     def _histories(self, *parts: np.ndarray) -> UserHistories:
         rows = np.concatenate(parts)
         i = self.interactions
@@ -266,11 +272,11 @@ class RecDataModule(L.LightningDataModule):
     def _eval_dataset(self, stage: Literal["val", "test", "predict"], sequence_len: int | None) -> EvalUsers:
         s, inter = self.split, self.interactions
         if stage == "predict" and self._request is not None:
-            return request_dataset(self._request, self._histories(s.train, s.valid, s.test), self._user_index,
+            return request_dataset(self._request, self.known_histories(), self._user_index,
                                    self._item_index, self.hparams.history_len, self.hparams.eval_batch_size,
                                    sequence_len)
         if stage == "predict":
-            known = self._histories(s.train, s.valid, s.test)
+            known = self.known_histories()
             users = np.arange(self.num_users)
             targets = [np.zeros(0, np.int64)] * self.num_users
         else:

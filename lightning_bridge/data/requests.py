@@ -30,7 +30,8 @@ class NewUser:
 
 @dataclass
 class PredictionRequest:
-    """Whom ``predict`` recommends for (the CLI's ``--predict_for.users`` / ``--predict_for.histories``; Lightning already names a group ``predict``).
+    """Whom ``predict`` recommends for: the CLI's ``--predict_for.users`` and ``--predict_for.histories``
+    (Lightning's own ``predict`` group holds the trainer's arguments).
 
     Args:
         users: raw user ids, inline (``[196, 186]``) or the path of a file with one id per line; None and

@@ -30,7 +30,8 @@ class PromptBuilder:
     """Builds (input_ids, attention_mask, id_kind, id_index) for a batch of (user, history) pairs.
 
     ``{user}`` becomes the user's ID token, ``{user_text}`` the user's features (both empty for a new user,
-    whose id is negative, and features empty when the data has none) and ``{history}`` the most recent items, oldest first, each as its ID token followed by its text.
+    whose id is negative; features empty when the data has none) and ``{history}`` the most recent items,
+    oldest first, each as its ID token followed by its text.
     When a prompt would exceed ``max_length`` the oldest items are dropped whole; an item is never split.
     Prompts are right-padded and wrapped in the tokenizer's own special tokens ([CLS] ... [SEP], <s> ...).
     """
