@@ -171,3 +171,10 @@ def test_bpr_negatives_can_be_limited_to_items_seen_in_training():
         dataset = data._train_dataset("domain")
         negatives_drawn = {int(i) for epoch in range(3) for i in dataset.epoch_triples(epoch)[2]}
         assert bool(negatives_drawn - trained) == expect_new
+
+
+def test_unknown_negatives_setting_names_the_option():
+    from lightning_bridge.data.datamodule import SyntheticDataModule
+
+    with pytest.raises(ValueError, match=r"data.negatives must be 'all' or 'interacted', got 'seen'"):
+        SyntheticDataModule(negatives="seen")

@@ -1,6 +1,7 @@
 """LightGCN propagation against a dense-matrix reference; MF passes embeddings through."""
 
 import numpy as np
+import pytest
 import torch
 
 from lightning_bridge.modules.encoders import MF, LightGCN
@@ -75,3 +76,8 @@ def test_isolated_nodes_keep_their_ego_row_whole_and_the_rest_follow_the_layer_m
     assert torch.allclose(ego_i[:3], paper_i[:3]) and torch.allclose(ego_u[:4], paper_u[:4])
     ego_i.sum().backward()
     assert torch.allclose(info.item.weight.grad[3:], torch.ones(2, 4))  # isolated rows: gradient 1, not 1/3
+
+
+def test_unknown_isolated_nodes_setting_names_the_option():
+    with pytest.raises(ValueError, match=r"model.isolated_nodes must be 'layer_mean' or 'ego', got 'zero'"):
+        LightGCN(num_layers=2, isolated_nodes="zero")
