@@ -177,3 +177,15 @@ def test_warm_start_loads_the_shared_tables_from_a_domain_checkpoint(in_tmp):
     assert bridge.lm.info is bridge.info and bridge.domain.info is bridge.info
     with pytest.raises(ValueError, match="do not fit this model"):
         BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=8, warm_start_checkpoint=str(ckpt))
+
+    # warm_start_optimizer: the domain optimizer continues the domain-only run's Adam, at this config's lr
+    saved = torch.load(ckpt, weights_only=False)["optimizer_states"][0]
+    carried = BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=16, warm_start_checkpoint=str(ckpt),
+                           warm_start_optimizer=True)
+    fresh = BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=16, warm_start_checkpoint=str(ckpt))
+    (carried_domain, _), (fresh_domain, _) = (
+        [c["optimizer"] for c in m.configure_optimizers()] for m in (carried, fresh))
+    for index, param in enumerate(carried_domain.param_groups[0]["params"]):
+        assert torch.equal(carried_domain.state[param]["exp_avg"], saved["state"][index]["exp_avg"])
+    assert not fresh_domain.state
+    assert carried_domain.param_groups[0]["lr"] == fresh_domain.param_groups[0]["lr"] == 1e-3  # the config's, not 0.01

@@ -74,6 +74,10 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         warm_start_max_epochs: most domain-only epochs of the automatic warm start.
         warm_start_patience: validations without improvement that end the automatic warm start.
         warm_start_val_every: domain-only epochs between two validations of the automatic warm start.
+        warm_start_optimizer: a warm start also carries the domain optimizer's state (Adam's moments) over,
+            so that co-training continues the domain model's training instead of restarting it: a fresh
+            Adam's first steps move every touched row by about the learning rate, which knocks a converged
+            model off its best (its learning rate and other settings stay this config's).
         evaluate_lm: validate and test the LM beside the domain model. Off when the LM only teaches the
             shared table through its text tasks (no ``next_item`` task), which saves its prompt evaluations.
     """
@@ -91,7 +95,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
                  lm_clip: float | None = None, predict_with: Side = "domain", text_anchor_weight: float = 0.0,
                  text_anchor_refresh_epochs: int | None = None, warm_start_auto: bool = False,
                  warm_start_max_epochs: int = 300, warm_start_patience: int = 10,
-                 warm_start_val_every: int = 5, evaluate_lm: bool = True) -> None:
+                 warm_start_val_every: int = 5, evaluate_lm: bool = True, warm_start_optimizer: bool = False) -> None:
         super().__init__()
         if text_anchor_weight < 0:
             raise ValueError(f"model.text_anchor_weight must be >= 0, got {text_anchor_weight}")
@@ -112,6 +116,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         self.info = InfoSharing(num_users, num_items, embedding_dim, init, init_std)
         self.domain = domain(num_users, num_items, info_sharing=self.info)
         self.lm = lm(num_users, num_items, info_sharing=self.info)
+        self._warm_optimizer_state: dict[str, Any] | None = None  # the warm start's, for configure_optimizers
         if warm_start_checkpoint:
             self.warm_start_from(warm_start_checkpoint)
         self._mutual = MutualLearning(mutual_temperature, mutual_direction, mutual_scope)
@@ -119,7 +124,8 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
 
     def warm_start_from(self, path: str) -> None:
         """Loads InfoSharing and the domain encoder from a domain-only run."""
-        state = read_checkpoint(path)["state_dict"]  # a damaged file is an error naming it
+        checkpoint = read_checkpoint(path)  # a damaged file is an error naming it
+        state = checkpoint["state_dict"]
         upgrade_state_dict(self.domain, state)
         expected = {k: tuple(v.shape) for k, v in self.domain.state_dict().items()}
         wanted = {k: v for k, v in state.items() if k in expected}
@@ -130,6 +136,12 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             raise ValueError(f"{path}: its weights {found} do not fit this model "
                              f"({self.info.num_users} users, {self.info.num_items} items, dim {self.info.dim})")
         self.domain.load_state_dict(wanted, strict=False)
+        if self.hparams.warm_start_optimizer:
+            states = checkpoint.get("optimizer_states") or []
+            if len(states) != 1:
+                raise ValueError(f"{path}: model.warm_start_optimizer needs the domain-only run's one optimizer "
+                                 f"state, but the checkpoint holds {len(states)}")
+            self._warm_optimizer_state = states[0]
 
     # ---- schedule ---------------------------------------------------------------------------------------
     def side_for_step(self, global_step: int, epoch: int) -> Side:
@@ -209,8 +221,11 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
 
     def configure_optimizers(self):
         """Each side's own optimizer (and scheduler) from its config section: domain first, then LM."""
-        configs = [self.domain.configure_optimizers(), self.lm.configure_optimizers()]
-        return [c if isinstance(c, dict) else {"optimizer": c} for c in configs]
+        configs = [c if isinstance(c, dict) else {"optimizer": c}
+                   for c in (self.domain.configure_optimizers(), self.lm.configure_optimizers())]
+        if self._warm_optimizer_state is not None:  # a resumed run's own state replaces it afterwards
+            continue_optimizer(configs[0]["optimizer"], self._warm_optimizer_state)
+        return configs
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()
@@ -251,3 +266,16 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             complete_slim_state_dict(self, checkpoint["state_dict"])
         if TEXT_ANCHOR_KEY in checkpoint:
             self._text_anchor = TextAnchor(**checkpoint[TEXT_ANCHOR_KEY])
+
+
+def continue_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Loads ``saved``'s per-parameter state (e.g. Adam's moments and step counts) into ``optimizer``, keeping
+    its own hyperparameters (learning rate, weight decay...); a state of another shape is an error."""
+    groups = [len(g["params"]) for g in optimizer.param_groups]
+    if [len(g["params"]) for g in saved["param_groups"]] != groups:
+        raise ValueError("model.warm_start_optimizer: the warm start's domain optimizer has other parameter groups "
+                         f"({[len(g['params']) for g in saved['param_groups']]} parameters) than this one ({groups})")
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, own in zip(optimizer.param_groups, settings, strict=True):
+        group.update(own)
