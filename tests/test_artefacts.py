@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import CONFIGS, fit_in_own_folder
 from peft import PeftConfig
 
 from lightning_bridge import load_recommender
@@ -22,12 +22,7 @@ BRIDGE, DOMAIN = str(CONFIGS / "tiny_bridge.yaml"), str(CONFIGS / "tiny_domain.y
 @pytest.fixture(scope="module")
 def bridge_run(tmp_path_factory):
     """One co-training fit (it exports itself at the end), shared by the tests that only read it."""
-    folder = tmp_path_factory.mktemp("bridge")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("HOME", str(folder))
-        cli = main(["fit", "--config", BRIDGE])
-    return cli, folder
+    return fit_in_own_folder(tmp_path_factory, "bridge", ["--config", BRIDGE])
 
 
 def _histories_file(path, rows):

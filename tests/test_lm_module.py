@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import CONFIGS, fit_in_own_folder
 from peft import PeftModel
 
 from lightning_bridge.cli import main
@@ -177,11 +177,7 @@ def test_modules_train_in_train_mode_and_dropout_can_be_switched_off() -> None:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """One tiny fit through the CLI, shared by the tests below (each only reads it)."""
-    root = tmp_path_factory.mktemp("lm_run")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("HOME", str(root))
-        cli = main(["fit", "--config", TINY_LM])
+    cli, root = fit_in_own_folder(tmp_path_factory, "lm_run", ["--config", TINY_LM])
     (run,) = sorted((root / "logs" / "run").iterdir())
     return cli, root, run
 
