@@ -210,11 +210,13 @@ class BridgeCLI(LightningCLI):
         last = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
         if self.config.fit.test_after_fit:
             self._test_after_fit(best)
-        if self.config.fit.export_after_fit and self.trainer.is_global_zero:
-            self._export(best, last)
+        if self.config.fit.export_after_fit:
+            folder = Path(self.trainer.log_dir or ".").resolve() / "export"  # log_dir is a collective under DDP
+            if self.trainer.is_global_zero:
+                self._export(best, last, folder)
 
-    def _export(self, best: dict[str, str], last: str) -> None:
-        """Writes ``<run>/export`` from each model's best checkpoint (the last one where none was kept)."""
+    def _export(self, best: dict[str, str], last: str, folder: Path) -> None:
+        """Writes ``folder`` from each model's best checkpoint (the last one where none was kept)."""
         sides = export_sides(self.model, best, last)
         if not sides:
             log.warning("export_after_fit: no checkpoint was written, so there is nothing to export")
@@ -223,7 +225,6 @@ class BridgeCLI(LightningCLI):
             log.warning("export_after_fit: the checkpoints are sharded folders; consolidate one into a file and "
                         "run `python -m lightning_bridge.export artefacts <checkpoint>`")
             return
-        folder = Path(self.trainer.log_dir or ".").resolve() / "export"
         self.exported = export_checkpoints(self.datamodule, sides, folder)
         log.info("exported the run's artefacts to %s", self.exported)
 
