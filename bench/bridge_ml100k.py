@@ -65,7 +65,8 @@ def run(variant: str, setting: str, seed: int, overrides: list[str], warm_start:
     the best (and the warm-start) checkpoints."""
     start = time.perf_counter()
     paths = list(CONFIGS[variant])
-    paths[0] = DOMAIN_CONFIGS[domain].get(variant, paths[0])
+    # bdlm_text layers its variant over the domain model's BDLM config, as bdlm is that config
+    paths[0] = DOMAIN_CONFIGS[domain].get("bdlm" if variant.startswith("bdlm") else variant, paths[0])
     configs = [arg for path in paths for arg in ("--config", path)]
     if warm_start:  # co-training starts from the domain-only run's best checkpoint instead of its own warm-up
         overrides = ["--model.init_args.warm_start_auto", "false", "--model.init_args.warm_start_checkpoint",
