@@ -118,7 +118,7 @@ class BridgeCLI(LightningCLI):
                 init_args[key] = given["init_args"][key]
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
         logger = config.trainer.get("logger")
         logger_args = logger.get("init_args") if hasattr(logger, "get") else None
         if logger_args is None or "save_dir" not in logger_args:
