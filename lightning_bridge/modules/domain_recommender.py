@@ -73,9 +73,10 @@ class DomainRecommender(nn.Module):
             ego = user_rows.square().sum() + pos_rows.square().sum() + neg_rows.square().sum()
         else:
             user_vec, item_vec = self.encoder(self.info)
-            user_rows, pos_rows, neg_rows = user_vec[users], item_vec[pos], item_vec[neg]
-            ego = _squared_rows(self.info.user.weight, users) + _squared_rows(self.info.item.weight,
-                                                                              torch.cat([pos, neg]))
+            items = torch.cat([pos, neg])
+            # one gather of both item sets: its backward scatters into one dense (items x dim) gradient, not two
+            user_rows, (pos_rows, neg_rows) = user_vec[users], item_vec[items].split(len(pos))
+            ego = _squared_rows(self.info.user.weight, users) + _squared_rows(self.info.item.weight, items)
         if isinstance(self.encoder, NeuMF):
             ranking = self.encoder.loss(user_rows, pos_rows, neg_rows, self.loss_kind)
         else:  # softplus(-(s_pos - s_neg)) with one product instead of two
