@@ -105,6 +105,11 @@ def test_resume_with_sparse_embeddings_equals_an_uninterrupted_run(in_tmp):
         assert torch.equal(value, resumed.model.state_dict()[name]), name
 
 
+def test_gradient_clipping_with_sparse_embeddings_is_an_error_naming_both(in_tmp):
+    with pytest.raises(ValueError, match=r"trainer.gradient_clip_val=1.0 cannot apply with .*sparse_embeddings=true"):
+        main(["fit", "--config", TINY, *SPARSE_MF, "--trainer.gradient_clip_val", "1.0"])
+
+
 @pytest.mark.parametrize(("encoder", "reason"), [("lightgcn", "propagates over every user and item row"),
                                                  ("sasrec", "scores the whole item table")])
 def test_encoders_that_read_every_row_refuse_sparse_embeddings(encoder, reason):

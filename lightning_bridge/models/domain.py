@@ -110,6 +110,10 @@ class DomainModule(RankingEvaluation, L.LightningModule):
 
     # ---- Lightning hooks -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.info.sparse and self.trainer.gradient_clip_val:
+            raise ValueError(f"trainer.gradient_clip_val={self.trainer.gradient_clip_val} cannot apply with "
+                             "model.init_args.sparse_embeddings=true: torch clips neither the norm nor the values of "
+                             "sparse gradients; remove one of them")
         self.recommender.attach(self.trainer.datamodule)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
