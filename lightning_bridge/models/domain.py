@@ -64,7 +64,8 @@ class DomainModule(RankingEvaluation, L.LightningModule):
             Only ``mf`` and ``ncf`` read just the batch's rows; LightGCN propagates over every row at every
             step, so its gradients are dense by design, and SASRec's loss reads the whole item table: both are
             an error. Domain-only: inside a BridgeModule it is an error. The optimizer needs weight_decay 0
-            (``reg_weight`` regularises the batch's rows).
+            (``reg_weight`` regularises the batch's rows), and gradient clipping is an error (torch cannot
+            clip sparse gradients).
     """
 
     train_batch_kinds: tuple[Side, ...] = ("domain",)
