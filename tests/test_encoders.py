@@ -23,17 +23,19 @@ def dense_lightgcn(users, items, num_users, num_items, emb, layers):
     return out / (layers + 1)
 
 
-def test_lightgcn_matches_dense_reference_and_backpropagates():
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_lightgcn_matches_dense_reference_and_backpropagates(layers):
+    """Also for 1 and 2 layers: the first and the last layer are computed differently (``_propagate``)."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     num_users, num_items = 12, 9
     users, items = rng.integers(0, num_users, 40), rng.integers(0, num_items, 40)
     info = InfoSharing(num_users, num_items, dim=5)
-    model = LightGCN(num_layers=3)
+    model = LightGCN(num_layers=layers)
     model.set_graph(users, items, num_users, num_items)
     user_vec, item_vec = model(info)
     emb = torch.cat([info.user.weight, info.item.weight]).detach().double().numpy()
-    expected = dense_lightgcn(users, items, num_users, num_items, emb, 3)
+    expected = dense_lightgcn(users, items, num_users, num_items, emb, layers)
     got = torch.cat([user_vec, item_vec]).detach().double().numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
@@ -48,10 +50,10 @@ def test_lightgcn_matches_dense_reference_and_backpropagates():
     inv = torch.where(deg > 0, deg.pow(-0.5), 0)
     norm = inv[:, None] * a * inv[None, :]
     layer, total = dense, dense
-    for _ in range(3):
+    for _ in range(layers):
         layer = norm @ layer
         total = total + layer
-    ((total / 4)[:num_users] * weights.double()).sum().backward()
+    ((total / (layers + 1))[:num_users] * weights.double()).sum().backward()
     got_grad = torch.cat([info.user.weight.grad, info.item.weight.grad]).double()
     torch.testing.assert_close(got_grad, dense.grad, atol=1e-5, rtol=1e-4)
 

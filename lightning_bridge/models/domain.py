@@ -11,10 +11,17 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning_bridge.data.contract import Side
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
+from lightning_bridge.lazy_adam import lazy_optimizer
 from lightning_bridge.models.checkpoints import save_own_hyperparameters, upgrade_state_dict
 from lightning_bridge.modules.domain_recommender import LOSSES, DomainRecommender, Encoder, Loss, build_encoder
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName, tables_for
 from lightning_bridge.training_log import log_training_loss
+
+# the encoders whose loss reads only the batch's rows, and why the others cannot train with sparse gradients
+SPARSE_ENCODERS = ("mf", "ncf")
+NOT_SPARSE = {"lightgcn": "LightGCN propagates over every user and item row at every step (O(interactions) per "
+                          "step by design)",
+              "sasrec": "SASRec's loss scores the whole item table (ce) and reads its rows by indexing it"}
 
 
 class DomainModule(RankingEvaluation, L.LightningModule):
@@ -51,6 +58,14 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         num_blocks: SASRec's attention blocks.
         num_heads: SASRec's attention heads.
         dropout: SASRec's dropout, and NeuMF's between MLP layers.
+        sparse_embeddings: a training step that costs O(batch) instead of O(users + items), for large
+            catalogues: the batch's rows are looked up with sparse gradients and ``optimizer`` (Adam) becomes
+            ``LazyAdam``, which updates only those rows and their moments (``lightning_bridge/lazy_adam.py``).
+            Only ``mf`` and ``ncf`` read just the batch's rows; LightGCN propagates over every row at every
+            step, so its gradients are dense by design, and SASRec's loss reads the whole item table: both are
+            an error. Domain-only: inside a BridgeModule it is an error. The optimizer needs weight_decay 0
+            (``reg_weight`` regularises the batch's rows), and gradient clipping is an error (torch cannot
+            clip sparse gradients).
     """
 
     train_batch_kinds: tuple[Side, ...] = ("domain",)
@@ -63,7 +78,7 @@ class DomainModule(RankingEvaluation, L.LightningModule):
                  predict_top_k: int = 20, info_sharing: InfoSharing | None = None, loss: Loss | None = None,
                  mlp_layers: tuple[int, ...] | None = None, max_len: int = 50, num_blocks: int = 2,
                  num_heads: int = 1, dropout: float = 0.2,
-                 isolated_nodes: Literal["layer_mean", "ego"] = "layer_mean") -> None:
+                 isolated_nodes: Literal["layer_mean", "ego"] = "layer_mean", sparse_embeddings: bool = False) -> None:
         arguments = dict(locals())
         super().__init__()
         save_own_hyperparameters(self, arguments)
@@ -73,8 +88,12 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         if loss is not None and loss not in LOSSES[encoder]:
             raise ValueError(f"model.loss={loss!r} does not apply to encoder={encoder!r}; it trains with "
                              f"{' or '.join(LOSSES[encoder])}")
+        if sparse_embeddings and encoder not in SPARSE_ENCODERS:
+            raise ValueError(f"model.sparse_embeddings=true applies to encoder {' or '.join(SPARSE_ENCODERS)}, "
+                             f"whose loss reads only the batch's rows; got encoder={encoder!r}: "
+                             f"{NOT_SPARSE[encoder]}, so its gradients are dense whatever the tables do")
         info = tables_for("model.init_args.domain.init_args", num_users, num_items, info_sharing, embedding_dim,
-                          init, init_std)
+                          init, init_std, sparse_embeddings)
         encoder_module = build_encoder(encoder, info.dim, num_layers, mlp_layers, max_len, num_blocks, num_heads,
                                        dropout, isolated_nodes)
         self.recommender = DomainRecommender(info, encoder_module, loss or LOSSES[encoder][0], reg_weight)
@@ -92,6 +111,10 @@ class DomainModule(RankingEvaluation, L.LightningModule):
 
     # ---- Lightning hooks -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.info.sparse and self.trainer.gradient_clip_val:
+            raise ValueError(f"trainer.gradient_clip_val={self.trainer.gradient_clip_val} cannot apply with "
+                             "model.init_args.sparse_embeddings=true: torch clips neither the norm nor the values of "
+                             "sparse gradients; remove one of them")
         self.recommender.attach(self.trainer.datamodule)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -113,6 +136,8 @@ class DomainModule(RankingEvaluation, L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
+        if self.info.sparse:
+            optimizer = lazy_optimizer(optimizer, "model.init_args")
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

@@ -67,12 +67,20 @@ class DomainRecommender(nn.Module):
         if isinstance(self.encoder, SASRec):
             return self._next_item_loss(batch)
         users, pos, neg = batch["users"], batch["pos"], batch["neg"]
-        user_vec, item_vec = self.encoder(self.info)
+        if self.info.sparse:  # MF, NeuMF: the vectors are the ego rows, looked up with sparse gradients
+            user_rows, pos_rows = self.info.user_rows(users), self.info.item_rows(pos)
+            neg_rows = self.info.item_rows(neg)
+            ego = user_rows.square().sum() + pos_rows.square().sum() + neg_rows.square().sum()
+        else:
+            user_vec, item_vec = self.encoder(self.info)
+            items = torch.cat([pos, neg])
+            # one gather of both item sets: its backward scatters into one dense (items x dim) gradient, not two
+            user_rows, (pos_rows, neg_rows) = user_vec[users], item_vec[items].split(len(pos))
+            ego = _squared_rows(self.info.user.weight, users) + _squared_rows(self.info.item.weight, items)
         if isinstance(self.encoder, NeuMF):
-            ranking = self.encoder.loss(user_vec[users], item_vec[pos], item_vec[neg], self.loss_kind)
+            ranking = self.encoder.loss(user_rows, pos_rows, neg_rows, self.loss_kind)
         else:  # softplus(-(s_pos - s_neg)) with one product instead of two
-            ranking = F.softplus((user_vec[users] * (item_vec[neg] - item_vec[pos])).sum(-1)).mean()
-        ego = _squared_rows(self.info.user.weight, users) + _squared_rows(self.info.item.weight, torch.cat([pos, neg]))
+            ranking = F.softplus((user_rows * (neg_rows - pos_rows)).sum(-1)).mean()
         return ranking + self.reg_weight * ego / (2 * len(users))
 
     def _next_item_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
