@@ -78,12 +78,23 @@ def learning_rates(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str
 def log_training_loss(module: L.LightningModule, name: str, value: torch.Tensor, batch_size: int,
                       prog_bar: bool = False) -> None:
     """Records a training loss for :class:`TrainingCurves` (and shows it in the progress bar with
-    ``prog_bar``). Without that callback (a Trainer built by hand) it is ``module.log`` as usual."""
+    ``prog_bar``, at the steps whose value the bar shows). Without that callback (a Trainer built by hand) it
+    is ``module.log`` as usual, at every step."""
     trainer = module._trainer
     curves = next((c for c in trainer.callbacks if isinstance(c, TrainingCurves)), None) if trainer else None
     if curves is None:
         module.log(name, value, prog_bar=prog_bar, batch_size=batch_size)
         return
     curves.record(name, value, trainer.global_step)
-    if prog_bar:
+    if prog_bar and _shown_this_step(trainer):
         module.log(name, value, prog_bar=True, logger=False, batch_size=batch_size)
+
+
+def _shown_this_step(trainer: L.Trainer) -> bool:
+    """Whether Lightning writes step metrics after this step (every ``log_every_n_steps``, counted in
+    optimizer steps), the only steps whose progress-bar value anyone sees. A per-step ``self.log`` costs about
+    a millisecond of Lightning bookkeeping, several percent of a LightGCN step on MovieLens-100K, where
+    recording the value for the curve costs about 3 µs. (Only here: Lightning refuses a key logged with
+    ``prog_bar`` on some steps of an epoch and without it on others.)"""
+    every, step = trainer.log_every_n_steps, trainer.global_step
+    return every <= 1 or step == 0 or (step + 1) % every == 0

@@ -125,3 +125,15 @@ def test_cotrain_checkpoint_export_and_serve_the_domain_model(encoder, in_tmp):
                    "--ckpt_path", str(exported), "--predictions.path", str(out)])
     assert served.model.hparams.encoder == encoder
     _assert_unseen_top_20(out)
+
+
+def test_a_plain_trainer_fits_a_domain_module_over_several_logging_intervals(tmp_path):
+    """Without the CLI's TrainingCurves, the loss is logged at every step with the same arguments (Lightning
+    refuses a key shown in the progress bar at some steps of an epoch and not at others)."""
+    data = SyntheticDataModule(num_users=40, num_items=30, batch_size=16)
+    model = DomainModule(40, 30, encoder="mf", embedding_dim=8)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        log_every_n_steps=3, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=data)
+    assert trainer.global_step > 6 and "train/domain_loss" in trainer.callback_metrics

@@ -82,8 +82,7 @@ def test_mf_with_sparse_embeddings_trains():
     with torch.no_grad():
         before = module.recommender.loss(batch).item()
     trainer = L.Trainer(max_epochs=5, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        log_every_n_steps=1)
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, datamodule=data)
     with torch.no_grad():
         after = module.recommender.loss(batch).item()

@@ -119,7 +119,7 @@ class DomainModule(RankingEvaluation, L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.recommender.loss(batch)
-        log_training_loss(self, "train/domain_loss", loss, len(batch["users"]), prog_bar=_logs_this_step(self))
+        log_training_loss(self, "train/domain_loss", loss, len(batch["users"]), prog_bar=True)
         return loss
 
     def evaluated_models(self) -> dict[str, tuple[RankingEvaluator, Scorer]]:
@@ -145,15 +145,3 @@ class DomainModule(RankingEvaluation, L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint written before the side models keeps its weights one level up: renamed here."""
         upgrade_state_dict(self, checkpoint["state_dict"])
-
-
-def _logs_this_step(module: L.LightningModule) -> bool:
-    """Whether Lightning writes step metrics after this step (every ``log_every_n_steps``, counted in
-    optimizer steps), the only steps whose progress-bar value anyone sees. A per-step ``self.log`` costs about
-    a millisecond of Lightning bookkeeping, several percent of a LightGCN step on MovieLens-100K; the
-    TensorBoard curve is written by ``TrainingCurves`` (about 3 µs per step to record the value)."""
-    trainer = module._trainer
-    if trainer is None:  # a bare call of training_step: let self.log decide what to do
-        return True
-    every, step = trainer.log_every_n_steps, trainer.global_step
-    return every <= 1 or step == 0 or (step + 1) % every == 0
