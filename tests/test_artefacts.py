@@ -149,3 +149,23 @@ def test_unknown_and_malformed_requests_are_named(in_tmp):
         PredictionRequest(users="ids.txt")
     (in_tmp / "ids.txt").write_text("# chosen users\n0\n\n5\n")
     assert PredictionRequest(users="ids.txt").users == ["0", "5"]
+
+
+def test_an_lm_only_run_fine_tuned_in_full_exports_its_whole_backbone(in_tmp):
+    cli = main(["fit", "--config", str(CONFIGS / "tiny_lm.yaml"), "--model.init_args.finetune", "full"])
+    export = cli.exported
+    assert (export / "lm" / "backbone" / "config.json").is_file() and not (export / "lm" / "adapter").exists()
+    spec = json.loads((export / "recommender.json").read_text())
+    assert "domain" not in spec
+    model = model_from_checkpoint(spec["lm"]["checkpoint"])
+    data = cli.datamodule
+    users = [data.raw_user_id(u) for u in (0, 5)]
+    data.request_predictions(PredictionRequest(users=users))
+    batch = next(iter(data.predict_dataloader()))
+    model.recommender.attach(data)
+    with torch.no_grad():
+        expected = model.recommender.scores(batch)
+    loaded = load_recommender(export)
+    assert list(loaded.models) == ["lm"]
+    assert torch.equal(loaded.scores(user_ids=users), expected)
+    assert len(loaded.recommend(history=[data.raw_item_id(2)], k=3)[0].items) == 3
