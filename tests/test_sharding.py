@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import CONFIGS
 
+from lightning_bridge.models.sharded_training import FullyShardedCoTraining
 from lightning_bridge.sharding import average_replicated_grads, clip_grad_norm
 
 TINY = str(CONFIGS / "tiny_bridge.yaml")
@@ -87,3 +88,46 @@ def test_fsdp2_co_training_matches_ddp_resumes_exactly_and_evaluates_like_one_pr
     assert sharded["world_size"] == 2
     for key in ("domain/test/ndcg@10", "lm/test/ndcg@10", "lm/test/sparse_hr@20", "lm/test/mrr@20"):
         assert sharded[key] == pytest.approx(single[key], abs=1e-6), key
+
+
+class _DefaultGroup:
+    """A device-mesh dimension over the default process group."""
+
+    @staticmethod
+    def get_group() -> None:
+        return None
+
+
+class _Planner(FullyShardedCoTraining):
+    """BridgeModule's sharded-evaluation planning on its own: sharded, over the default process group."""
+
+    _sharded = True
+
+    def __init__(self) -> None:
+        self.device_mesh = {"data_parallel": _DefaultGroup()}
+
+
+def _plan_rank(rank: int, port: int, batches: list[int], out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    planner = _Planner()
+    try:
+        planner._plan_sharded_evaluation(batches[rank], uses_lm=True)
+        result = {"target": planner._lm_eval_target}
+    except ValueError as err:
+        result = {"error": str(err)}
+    torch.save(result, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("batches", [[3, 1], [2, 0]])
+def test_every_rank_agrees_on_the_sharded_evaluation_plan(tmp_path, batches):
+    """Uneven shares: every rank enters the most forwards any rank has. A rank without a batch: every rank
+    raises the error (none is left waiting in a sharded forward for it)."""
+    out = str(tmp_path / "plan")
+    mp.start_processes(_plan_rank, args=(29619 + batches[1], batches, out), nprocs=2, start_method="fork")
+    results = [torch.load(f"{out}.{r}") for r in range(2)]
+    if 0 in batches:
+        assert all("every rank needs at least one evaluation batch" in r["error"] for r in results)
+    else:
+        assert [r["target"] for r in results] == [3, 3]

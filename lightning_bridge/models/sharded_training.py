@@ -76,11 +76,13 @@ class FullyShardedCoTraining:
         self._lm_eval_count, self._lm_eval_mine, self._lm_eval_target = 0, 0, 0
         if self._sharded and uses_lm:
             self._lm_eval_mine = sum(my_batches) if isinstance(my_batches, list) else int(my_batches)
-            self._lm_eval_target = most_across_ranks(self._lm_eval_mine,
-                                                     self.device_mesh["data_parallel"].get_group())
-            if self._lm_eval_mine == 0 and self._lm_eval_target > 0:
-                raise ValueError("Under ModelParallelStrategy every rank needs at least one evaluation batch: "
-                                 "lower data.eval_batch_size or use fewer devices")
+            group = self.device_mesh["data_parallel"].get_group()
+            self._lm_eval_target = most_across_ranks(self._lm_eval_mine, group)
+            fewest = -most_across_ranks(-self._lm_eval_mine, group)
+            if fewest == 0 and self._lm_eval_target > 0:  # raised on every rank: none waits in a forward
+                raise ValueError(f"Under ModelParallelStrategy every rank needs at least one evaluation batch, but "
+                                 f"a rank has none (at most {self._lm_eval_target} on any rank): lower "
+                                 "data.eval_batch_size, evaluate more users or use fewer devices")
 
     def _lm_eval_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         scores = self.lm.recommender.scores(batch)
