@@ -180,7 +180,8 @@ def main() -> None:
                 if variant == "domain_only" and args.reuse_domain_only:
                     domain_best[(setting, seed)] = checkpoints["best"]
                 reported = {f"{args.tag}{key}": values for key, values in reported.items()}
-                records.append({"setting": setting, "seed": seed, "variant": args.tag + variant, "wall_s": wall,
+                records.append({"setting": setting, "domain": args.domain, "seed": seed,
+                                "variant": args.tag + variant, "wall_s": wall,
                                 "metrics": reported, "best_val": best_val, "checkpoints": checkpoints,
                                 "overrides": overrides})
                 if args.jsonl:
