@@ -14,6 +14,7 @@ from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.models.checkpoints import save_own_hyperparameters, upgrade_state_dict
 from lightning_bridge.modules.domain_recommender import LOSSES, DomainRecommender, Encoder, Loss, build_encoder
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName, tables_for
+from lightning_bridge.modules.ncf import MLPTowerInput
 from lightning_bridge.training_log import log_training_loss
 
 
@@ -47,6 +48,8 @@ class DomainModule(RankingEvaluation, L.LightningModule):
             per position). None: the encoder's default (bpr; log for ncf; ce for sasrec).
         mlp_layers: NeuMF's MLP tower widths; they narrow from ``2 * embedding_dim`` (None:
             ``[embedding_dim, embedding_dim // 2]``).
+        mlp_tower_input: what NeuMF's MLP tower reads: ``shared`` (InfoSharing's rows, as GMF does) or
+            ``projected`` (its own learned ``tanh`` projection of them, per side).
         max_len: most recent items SASRec reads.
         num_blocks: SASRec's attention blocks.
         num_heads: SASRec's attention heads.
@@ -63,7 +66,8 @@ class DomainModule(RankingEvaluation, L.LightningModule):
                  predict_top_k: int = 20, info_sharing: InfoSharing | None = None, loss: Loss | None = None,
                  mlp_layers: tuple[int, ...] | None = None, max_len: int = 50, num_blocks: int = 2,
                  num_heads: int = 1, dropout: float = 0.2,
-                 isolated_nodes: Literal["layer_mean", "ego"] = "layer_mean") -> None:
+                 isolated_nodes: Literal["layer_mean", "ego"] = "layer_mean",
+                 mlp_tower_input: MLPTowerInput = "shared") -> None:
         arguments = dict(locals())
         super().__init__()
         save_own_hyperparameters(self, arguments)
@@ -76,7 +80,7 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         info = tables_for("model.init_args.domain.init_args", num_users, num_items, info_sharing, embedding_dim,
                           init, init_std)
         encoder_module = build_encoder(encoder, info.dim, num_layers, mlp_layers, max_len, num_blocks, num_heads,
-                                       dropout, isolated_nodes)
+                                       dropout, isolated_nodes, mlp_tower_input)
         self.recommender = DomainRecommender(info, encoder_module, loss or LOSSES[encoder][0], reg_weight)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.evaluator = RankingEvaluator(ks)
