@@ -64,6 +64,16 @@ def test_sasrec_is_causal_and_left_padding_does_not_matter():
     torch.testing.assert_close(model.scores(table, seq), model.states(table, seq)[:, -1] @ table.T)
 
 
+def test_sasrec_scores_from_length_sorted_chunks_equal_the_padded_batch():
+    torch.manual_seed(0)
+    model, table = SASRec(dim=8, max_len=6, num_blocks=2).eval(), torch.randn(30, 8)
+    lengths = torch.randint(1, 7, (300,))  # more rows than one scoring chunk, every history length
+    sequences = torch.randint(0, 30, (300, 6)).masked_fill(torch.arange(6) < 6 - lengths[:, None], -1)
+    with torch.no_grad():
+        padded = model.states(table, sequences)[:, -1] @ table.T
+        torch.testing.assert_close(model.scores(table, sequences), padded)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"max_len": 0}, "max_len must be at least 1"),
                                            ({"num_heads": 3}, "num_heads must divide"),
                                            ({"loss": "bpr"}, "loss='bpr' does not apply to encoder='sasrec'")])
