@@ -39,7 +39,7 @@ from lightning_bridge.serving import FORMAT
 
 HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 DOMAIN_SETTINGS = ("encoder", "num_layers", "isolated_nodes", "mlp_layers", "max_len", "num_blocks", "num_heads",
-                   "dropout", "reg_weight")
+                   "dropout", "reg_weight", "mlp_tower_input")
 LM_SETTINGS = ("backbone", "gguf_file", "local_files_only", "dtype", "finetune", "scoring", "temperature",
                "template", "item_separator", "max_length", "max_item_tokens")
 

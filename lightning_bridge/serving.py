@@ -144,7 +144,7 @@ def _domain(spec: dict[str, Any], tables: dict[str, torch.Tensor],
     s = spec["domain"]
     info = _tables(spec, tables, "domain")
     encoder = build_encoder(s["encoder"], info.dim, s["num_layers"], s["mlp_layers"], s["max_len"], s["num_blocks"],
-                            s["num_heads"], s["dropout"], s["isolated_nodes"])
+                            s["num_heads"], s["dropout"], s["isolated_nodes"], s.get("mlp_tower_input", "shared"))
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")})
     if hasattr(encoder, "set_graph"):
         encoder.set_graph(weights["graph.users"].numpy(), weights["graph.items"].numpy(), info.num_users,

@@ -1,5 +1,6 @@
 """NCF and SASRec: their maths, the sequences the data module serves them, bad input, and co-training."""
 
+import json
 
 import lightning as L
 import numpy as np
@@ -8,18 +9,22 @@ import torch
 from conftest import CONFIGS
 from test_bridge import _assert_unseen_top_20, _bridge, _changed_after_one_step
 
+from lightning_bridge import load_recommender
+from lightning_bridge.artefacts import model_from_checkpoint
 from lightning_bridge.cli import main
 from lightning_bridge.data.batches import SequenceWindows, UserHistories
 from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.data.requests import PredictionRequest
 from lightning_bridge.models.checkpoints import export_domain
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.modules.ncf import NeuMF
 from lightning_bridge.modules.sasrec import SASRec, check_histories, warn_about_order
 
 
-def test_neumf_catalogue_scores_equal_per_pair_scores():
+@pytest.mark.parametrize("mlp_tower_input", ["shared", "projected"])
+def test_neumf_catalogue_scores_equal_per_pair_scores(mlp_tower_input):
     torch.manual_seed(0)
-    model = NeuMF(dim=6, mlp_layers=(8, 4, 2)).eval()
+    model = NeuMF(dim=6, mlp_layers=(8, 4, 2), mlp_tower_input=mlp_tower_input).eval()
     users, items = torch.randn(5, 6), torch.randn(7, 6)
     pairs = model.pair_scores(users.repeat_interleave(7, 0), items.repeat(5, 1)).view(5, 7)
     torch.testing.assert_close(model.scores(users, items), pairs)
@@ -29,6 +34,22 @@ def test_neumf_catalogue_scores_equal_per_pair_scores():
 def test_neumf_layers_that_do_not_fit_the_width_name_the_option(layers):
     with pytest.raises(ValueError, match=r"mlp_layers .* 2 \* embedding_dim = 16"):
         NeuMF(dim=8, mlp_layers=layers)
+
+
+def test_neumf_projected_tower_reads_its_own_view_of_the_rows():
+    torch.manual_seed(0)
+    shared = NeuMF(dim=6, mlp_tower_input="shared")
+    projected = NeuMF(dim=6, mlp_tower_input="projected")
+    projected.load_state_dict(shared.state_dict(), strict=False)
+    users, items = torch.randn(4, 6), torch.randn(4, 6)
+    assert not torch.allclose(shared.pair_scores(users, items), projected.pair_scores(users, items))
+    assert {n.split(".")[0] for n, _ in projected.named_parameters()} - {
+        n.split(".")[0] for n, _ in shared.named_parameters()} == {"user_view", "item_view"}
+
+
+def test_an_unknown_mlp_tower_input_names_the_option():
+    with pytest.raises(ValueError, match=r"model.mlp_tower_input must be 'shared' .* or 'projected' .*; got 'own'"):
+        DomainModule(num_users=3, num_items=4, encoder="ncf", mlp_tower_input="own")
 
 
 def test_sasrec_is_causal_and_left_padding_does_not_matter():
@@ -41,6 +62,16 @@ def test_sasrec_is_causal_and_left_padding_does_not_matter():
     torch.testing.assert_close(model.states(table, seq)[:, -1], model.states(table, shorter)[:, -1])
     assert torch.isfinite(model.states(table, torch.full((1, 5), -1))).all()  # no empty attention row
     torch.testing.assert_close(model.scores(table, seq), model.states(table, seq)[:, -1] @ table.T)
+
+
+def test_sasrec_scores_from_length_sorted_chunks_equal_the_padded_batch():
+    torch.manual_seed(0)
+    model, table = SASRec(dim=8, max_len=6, num_blocks=2).eval(), torch.randn(30, 8)
+    lengths = torch.randint(1, 7, (300,))  # more rows than one scoring chunk, every history length
+    sequences = torch.randint(0, 30, (300, 6)).masked_fill(torch.arange(6) < 6 - lengths[:, None], -1)
+    with torch.no_grad():
+        padded = model.states(table, sequences)[:, -1] @ table.T
+        torch.testing.assert_close(model.scores(table, sequences), padded)
 
 
 @pytest.mark.parametrize("kwargs, match", [({"max_len": 0}, "max_len must be at least 1"),
@@ -137,3 +168,20 @@ def test_a_plain_trainer_fits_a_domain_module_over_several_logging_intervals(tmp
                         log_every_n_steps=3, default_root_dir=tmp_path)
     trainer.fit(model, datamodule=data)
     assert trainer.global_step > 6 and "train/domain_loss" in trainer.callback_metrics
+
+
+def test_a_projected_ncf_tower_survives_export_and_serving(in_tmp):
+    cli = main(["fit", "--config", str(CONFIGS / "tiny_domain.yaml"), "--model.init_args.encoder", "ncf",
+                "--model.init_args.mlp_tower_input", "projected", "--trainer.max_epochs", "1"])
+    spec = json.loads((cli.exported / "recommender.json").read_text())
+    model, data = model_from_checkpoint(spec["domain"]["checkpoint"]).eval(), cli.datamodule
+    model.recommender.attach(data)
+    users = [data.raw_user_id(u) for u in (0, 3)]
+    data.request_predictions(PredictionRequest(users=users))
+    batch = next(iter(data.predict_dataloader()))
+    data.request_predictions(None)
+    with torch.no_grad():
+        expected = model.recommender.scores(batch)
+    loaded = load_recommender(cli.exported)
+    assert "user_view" in dict(loaded.models["domain"].encoder.named_children())
+    assert torch.equal(loaded.scores(user_ids=users, model="domain"), expected)

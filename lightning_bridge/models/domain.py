@@ -15,6 +15,7 @@ from lightning_bridge.lazy_adam import lazy_optimizer
 from lightning_bridge.models.checkpoints import save_own_hyperparameters, upgrade_state_dict
 from lightning_bridge.modules.domain_recommender import LOSSES, DomainRecommender, Encoder, Loss, build_encoder
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName, tables_for
+from lightning_bridge.modules.ncf import MLPTowerInput
 from lightning_bridge.training_log import log_training_loss
 
 # the encoders whose loss reads only the batch's rows, and why the others cannot train with sparse gradients
@@ -54,6 +55,8 @@ class DomainModule(RankingEvaluation, L.LightningModule):
             per position). None: the encoder's default (bpr; log for ncf; ce for sasrec).
         mlp_layers: NeuMF's MLP tower widths; they narrow from ``2 * embedding_dim`` (None:
             ``[embedding_dim, embedding_dim // 2]``).
+        mlp_tower_input: what NeuMF's MLP tower reads: ``shared`` (InfoSharing's rows, as GMF does) or
+            ``projected`` (its own learned ``tanh`` projection of them, per side).
         max_len: most recent items SASRec reads.
         num_blocks: SASRec's attention blocks.
         num_heads: SASRec's attention heads.
@@ -78,7 +81,8 @@ class DomainModule(RankingEvaluation, L.LightningModule):
                  predict_top_k: int = 20, info_sharing: InfoSharing | None = None, loss: Loss | None = None,
                  mlp_layers: tuple[int, ...] | None = None, max_len: int = 50, num_blocks: int = 2,
                  num_heads: int = 1, dropout: float = 0.2,
-                 isolated_nodes: Literal["layer_mean", "ego"] = "layer_mean", sparse_embeddings: bool = False) -> None:
+                 isolated_nodes: Literal["layer_mean", "ego"] = "layer_mean", sparse_embeddings: bool = False,
+                 mlp_tower_input: MLPTowerInput = "shared") -> None:
         arguments = dict(locals())
         super().__init__()
         save_own_hyperparameters(self, arguments)
@@ -95,7 +99,7 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         info = tables_for("model.init_args.domain.init_args", num_users, num_items, info_sharing, embedding_dim,
                           init, init_std, sparse_embeddings)
         encoder_module = build_encoder(encoder, info.dim, num_layers, mlp_layers, max_len, num_blocks, num_heads,
-                                       dropout, isolated_nodes)
+                                       dropout, isolated_nodes, mlp_tower_input)
         self.recommender = DomainRecommender(info, encoder_module, loss or LOSSES[encoder][0], reg_weight)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.evaluator = RankingEvaluator(ks)

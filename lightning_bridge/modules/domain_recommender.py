@@ -11,7 +11,7 @@ from torch import nn
 from lightning_bridge.data.contract import RecommenderData, check_sizes
 from lightning_bridge.modules.encoders import MF, LightGCN
 from lightning_bridge.modules.info_sharing import InfoSharing
-from lightning_bridge.modules.ncf import NeuMF
+from lightning_bridge.modules.ncf import MLPTowerInput, NeuMF
 from lightning_bridge.modules.sasrec import SASRec, check_histories, warn_about_order
 
 Encoder = Literal["lightgcn", "mf", "ncf", "sasrec"]
@@ -22,14 +22,15 @@ LOSSES: dict[str, tuple[str, ...]] = {"lightgcn": ("bpr",), "mf": ("bpr",), "ncf
 
 
 def build_encoder(name: Encoder, dim: int, num_layers: int, mlp_layers: tuple[int, ...] | None, max_len: int,
-                  num_blocks: int, num_heads: int, dropout: float, isolated_nodes: str = "layer_mean") -> nn.Module:
+                  num_blocks: int, num_heads: int, dropout: float, isolated_nodes: str = "layer_mean",
+                  mlp_tower_input: MLPTowerInput = "shared") -> nn.Module:
     """The domain encoder a config names (DomainModule's arguments say what each setting does)."""
     if name == "lightgcn":
         return LightGCN(num_layers, isolated_nodes)
     if name == "mf":
         return MF()
     if name == "ncf":
-        return NeuMF(dim, mlp_layers, dropout)
+        return NeuMF(dim, mlp_layers, dropout, mlp_tower_input)
     return SASRec(dim, max_len, num_blocks, num_heads, dropout)
 
 
