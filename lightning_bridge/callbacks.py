@@ -121,11 +121,12 @@ def _moved(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
 
 class RunConfigSaver(SaveConfigCallback):
     """Saves the resolved ``config.yaml`` into the run folder, except where ``test``, ``validate`` or
-    ``predict`` write beside a fitted run: there the run's own config stays the record of how it was trained."""
+    ``predict`` write beside a fitted run: there the run's own config stays the record of how it was trained.
+    Nor does an evaluation without a logger write one: it has no run folder, only the caller's directory."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         log_dir = trainer.log_dir
-        if stage != "fit" and log_dir and (Path(log_dir) / self.config_filename).exists():
+        if stage != "fit" and (not trainer.loggers or (log_dir and (Path(log_dir) / self.config_filename).exists())):
             return
         super().setup(trainer, pl_module, stage)
 

@@ -125,11 +125,15 @@ class TestFigures(Callback):
         activity = np.bincount(data.interactions.users[data.split.train], minlength=data.num_users)
         tables = {model: bucket_table(metric.compute(), activity) for model, metric in self._metrics.items()}
         self._metrics = {}
-        log_dir = self._loggers[0].log_dir if self._loggers else trainer.log_dir
+        # without a logger there is no run folder to write into (and nothing to show a figure)
+        log_dir = self._loggers[0].log_dir if self._loggers else None
         if not trainer.is_global_zero or not log_dir:
             return
         checkpoint = Path(trainer.ckpt_path).stem if trainer.ckpt_path else "final"
         write_csv(Path(log_dir) / "ndcg_by_bucket.csv", tables, checkpoint)
+        boards = [logger for logger in self._loggers if isinstance(logger, TensorBoardLogger)]
+        if not boards:
+            return
         figure = draw(tables, checkpoint)
         if figure is None:
             if not self._warned:
@@ -137,9 +141,8 @@ class TestFigures(Callback):
                          "TensorBoard figure (pip install -e \".[plots]\")")
                 self._warned = True
             return
-        for logger in self._loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure(f"test/ndcg@10_by_bucket/{checkpoint}", figure, trainer.global_step)
+        for logger in boards:  # add_figure closes the figure
+            logger.experiment.add_figure(f"test/ndcg@10_by_bucket/{checkpoint}", figure, trainer.global_step)
 
 
 def write_csv(path: Path, tables: dict[str, dict[str, list[dict[str, Any]]]], checkpoint: str) -> None:

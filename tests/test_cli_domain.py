@@ -91,3 +91,12 @@ def test_missing_dataset_folder_names_the_file(in_tmp):
     with pytest.raises(DataFormatError, match=r"nowhere.*ratings.inter|ratings\.inter"):
         main(["fit", "--config", TINY, "--data", "lightning_bridge.data.datamodule.AtomicFilesDataModule",
               "--data.folder", str(in_tmp / "nowhere" / "ratings")])
+
+
+def test_a_test_without_a_logger_leaves_no_files_in_the_working_directory(in_tmp):
+    main(["fit", "--config", TINY, "--trainer.max_epochs", "1", "--export_after_fit", "false"])
+    run = _run_dir(in_tmp)
+    before = set(in_tmp.iterdir())
+    main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+          "--trainer.logger", "false"])
+    assert set(in_tmp.iterdir()) == before  # no ndcg_by_bucket.csv beside the caller
