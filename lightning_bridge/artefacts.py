@@ -48,8 +48,9 @@ def export_checkpoints(data: RecDataModule, checkpoints: dict[str, str], out: st
     """Writes ``out`` from checkpoints: ``{"domain": path, "lm": path}`` for a co-training run (each model from
     its own; one path may serve both), or one of them for a model trained alone."""
     sides: dict[str, L.LightningModule] = {}
+    loaded: dict[str, L.LightningModule] = {}  # a co-training checkpoint that serves both models is built once
     for side, path in checkpoints.items():
-        model = model_from_checkpoint(path)
+        model = loaded[path] = loaded.get(path) or model_from_checkpoint(path)
         if isinstance(model, BridgeModule):
             model = model.domain if side == "domain" else model.lm
         expected = DomainModule if side == "domain" else LMModule
@@ -97,7 +98,9 @@ def write_artefacts(data: RecDataModule, sides: dict[str, L.LightningModule], ou
         info = model.recommender.info
         tables[f"{side}.user"], tables[f"{side}.item"] = info.user.weight, info.item.weight
         spec["embedding_dim"] = info.dim
-    save_file({k: v.detach().contiguous() for k, v in tables.items()}, out / "info_sharing.safetensors")
+    # copies: both models built from one co-training checkpoint share the very same tables, which safetensors
+    # refuses to write twice
+    save_file({k: v.detach().clone() for k, v in tables.items()}, out / "info_sharing.safetensors")
     if "domain" in sides:
         spec["domain"] = _write_domain(sides["domain"], data, out)
     if "lm" in sides:

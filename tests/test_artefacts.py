@@ -169,3 +169,14 @@ def test_an_lm_only_run_fine_tuned_in_full_exports_its_whole_backbone(in_tmp):
     assert list(loaded.models) == ["lm"]
     assert torch.equal(loaded.scores(user_ids=users), expected)
     assert len(loaded.recommend(history=[data.raw_item_id(2)], k=3)[0].items) == 3
+
+
+def test_both_models_from_one_co_training_checkpoint(bridge_run, tmp_path):
+    cli, _ = bridge_run
+    last = cli.exported.parent / "checkpoints" / "last.ckpt"
+    export_main(["artefacts", str(last), "--out", str(tmp_path / "export")])
+    spec = json.loads((tmp_path / "export" / "recommender.json").read_text())
+    assert spec["domain"]["checkpoint"] == spec["lm"]["checkpoint"] == str(last.resolve())
+    loaded = load_recommender(tmp_path / "export")
+    assert list(loaded.models) == ["domain", "lm"]
+    assert torch.equal(loaded.models["domain"].info.item.weight, loaded.models["lm"].info.item.weight)
