@@ -14,7 +14,7 @@ from conftest import CONFIGS
 
 from lightning_bridge.cli import main
 from lightning_bridge.data.datamodule import SyntheticDataModule
-from lightning_bridge.models.bridge import BridgeModule
+from lightning_bridge.models.bridge import BridgeModule, continue_optimizer
 from lightning_bridge.models.checkpoints import export_domain
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
@@ -189,3 +189,13 @@ def test_warm_start_loads_the_shared_tables_from_a_domain_checkpoint(in_tmp):
         assert torch.equal(carried_domain.state[param]["exp_avg"], saved["state"][index]["exp_avg"])
     assert not fresh_domain.state
     assert carried_domain.param_groups[0]["lr"] == fresh_domain.param_groups[0]["lr"] == 1e-3  # the config's, not 0.01
+
+    weights_only = in_tmp / "weights_only.ckpt"
+    torch.save({k: v for k, v in torch.load(ckpt, weights_only=False).items() if k != "optimizer_states"},
+               weights_only)
+    with pytest.raises(ValueError, match="warm_start_optimizer needs the domain-only run's one optimizer state"):
+        BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=16,
+                     warm_start_checkpoint=str(weights_only), warm_start_optimizer=True)
+    other = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2)) for _ in range(3)])
+    with pytest.raises(ValueError, match="other parameter groups"):
+        continue_optimizer(other, saved)
