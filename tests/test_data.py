@@ -11,7 +11,7 @@ from lightning_bridge.data.interactions import (
     write_recbole_benchmark,
 )
 from lightning_bridge.data.sources import RawData
-from lightning_bridge.data.synthetic import synthetic_raw
+from lightning_bridge.data.synthetic import TOPIC_WORDS, synthetic_raw, synthetic_topics_raw
 from lightning_bridge.data.tables import DataFormatError
 
 
@@ -178,3 +178,28 @@ def test_unknown_negatives_setting_names_the_option():
 
     with pytest.raises(ValueError, match=r"data.negatives must be 'all' or 'interacted', got 'seen'"):
         SyntheticDataModule(negatives="seen")
+
+
+@pytest.mark.parametrize("favourite_words", [0, 1])
+def test_synthetic_topics_taste_is_in_the_titles(favourite_words):
+    """Without noise every user's items share a topic's words; with favourite words, each of a user's items
+    of one topic shows one of the user's few words in its title. Most items stay at <= 3 interactions."""
+    raw = synthetic_topics_raw(num_users=300, num_items=3000, noise=0.0, favourite_words=favourite_words)
+    word_topic = {w.title(): t for t, words in TOPIC_WORDS.items() for w in words}
+    by_user: dict[str, list[set[str]]] = {}
+    for user, item in zip(raw.users, raw.items, strict=True):
+        by_user.setdefault(user, []).append(set(raw.item_text[item].split()) & set(word_topic))
+    for titles in by_user.values():
+        topics = {word_topic[w] for words in titles for w in words}
+        assert 1 <= len(topics) <= 2
+        if favourite_words:  # one topic's items are covered by that topic's single favourite word
+            for topic in topics:
+                of_topic = [words for words in titles if word_topic[next(iter(words))] == topic]
+                assert set.intersection(*of_topic)
+    _, counts = np.unique(raw.items, return_counts=True)
+    assert (counts <= 3).mean() > 0.5
+
+
+def test_synthetic_topics_rejects_too_many_favourite_words():
+    with pytest.raises(ValueError, match=r"favourite_words must be in 0\.\.9"):
+        synthetic_topics_raw(favourite_words=10)

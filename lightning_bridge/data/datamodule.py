@@ -461,16 +461,18 @@ class SyntheticTopicsDataModule(RecDataModule):
         mean_interactions: mean interactions per user (at least 3).
         popularity_exponent: Zipf exponent of item popularity within a topic.
         noise: share of each user's items picked at random, outside their topics.
+        favourite_words: each user's favourite words per favourite topic; only items whose title has one are
+            picked (0: any item of the topic). The part of the taste that only titles reveal for rare items.
         data_seed: seeds the generated data (``seed`` seeds training).
     """
 
     def __init__(self, generated_users: int = 1500, generated_items: int = 3000, num_topics: int = 10,
                  mean_interactions: float = 8.0, popularity_exponent: float = 1.0, noise: float = 0.1,
-                 data_seed: int = 0, **kwargs) -> None:
+                 favourite_words: int = 2, data_seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.generator_args = dict(num_users=generated_users, num_items=generated_items, num_topics=num_topics,
                                    mean_interactions=mean_interactions, popularity_exponent=popularity_exponent,
-                                   noise=noise, seed=data_seed)
+                                   noise=noise, favourite_words=favourite_words, seed=data_seed)
 
     def name(self) -> str:
         return "synthetic_topics"

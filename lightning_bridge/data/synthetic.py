@@ -61,26 +61,45 @@ TITLE_PATTERNS = ("The {a} of the {b}", "{a} and {b}", "The Last {a}", "{a} {b}"
 
 def synthetic_topics_raw(num_users: int = 1500, num_items: int = 3000, num_topics: int = 10,
                          mean_interactions: float = 8.0, popularity_exponent: float = 1.0,
-                         noise: float = 0.1, seed: int = 0) -> RawData:
+                         noise: float = 0.1, favourite_words: int = 2, seed: int = 0) -> RawData:
     """Users with one or two favourite topics pick items of those topics, popular ones more often
-    (``popularity_exponent``: Zipf weights within a topic), and a ``noise`` share of items at random. Item
-    titles are made of their topic's words, so text tells what sparse interactions cannot: most items have
-    at most three interactions, most users a handful, and a new item's topic is in its title alone."""
+    (``popularity_exponent``: Zipf weights), and a ``noise`` share of items at random. Item titles are made of
+    two of their topic's words, so text tells what sparse interactions cannot: most items have at most three
+    interactions, most users a handful, and a new item's topic is in its title alone.
+
+    With ``favourite_words`` > 0 a user also has that many favourite words in each favourite topic and picks
+    only items whose title has one of them. The graph then learns the topic from a handful of interactions,
+    but which of a topic's hundreds of rare items share a user's words only their titles say; with 0 the taste
+    is the topic alone, which a few interactions already reveal, and text can add little."""
     if not 1 <= num_topics <= len(TOPIC_WORDS):
         raise ValueError(f"num_topics must be in 1..{len(TOPIC_WORDS)}, got {num_topics}")
     if mean_interactions < 3 or not 0 <= noise < 1:
         raise ValueError(f"need mean_interactions >= 3 and 0 <= noise < 1, got {mean_interactions}, {noise}")
+    words_per_topic = len(next(iter(TOPIC_WORDS.values())))
+    if not 0 <= favourite_words < words_per_topic:
+        raise ValueError(f"favourite_words must be in 0..{words_per_topic - 1}, got {favourite_words}")
     rng = np.random.default_rng(seed)
     topics = list(TOPIC_WORDS)[:num_topics]
     item_topic = rng.integers(num_topics, size=num_items)
+    # each title: two distinct words of its topic, in one of the patterns
+    item_words = np.argsort(rng.random((num_items, words_per_topic)), axis=1)[:, :2]
+    patterns = rng.integers(len(TITLE_PATTERNS), size=num_items)
+    # a title of one word ("The Last {a}") shows only its first word: the second must not steer anyone's taste
+    shows_word = np.stack([np.ones(num_items, dtype=bool),
+                           np.array(["{b}" in p for p in TITLE_PATTERNS])[patterns]], axis=1)
     weight = rng.permutation(num_items) + 1.0
     weight = weight ** -popularity_exponent  # Zipf popularity, in a random order over items
-    by_topic = [np.flatnonzero(item_topic == t) for t in range(num_topics)]
     favourites = [rng.choice(num_topics, size=rng.integers(1, 3), replace=False) for _ in range(num_users)]
     counts = np.minimum(3 + rng.geometric(1 / (mean_interactions - 2), size=num_users) - 1, num_items // 4)
     users, items = [], []
     for u, (likes, n) in enumerate(zip(favourites, counts, strict=True)):
-        pool = np.concatenate([by_topic[t] for t in likes])
+        liked = np.isin(item_topic, likes)
+        if favourite_words:
+            words = np.zeros((num_topics, words_per_topic), dtype=bool)
+            for t in likes:
+                words[t, rng.choice(words_per_topic, size=favourite_words, replace=False)] = True
+            liked &= (words[item_topic[:, None], item_words] & shows_word).any(1)
+        pool = np.flatnonzero(liked)
         from_taste = min(n - rng.binomial(n, noise), len(pool))
         chosen = rng.choice(pool, size=from_taste, replace=False, p=weight[pool] / weight[pool].sum())
         rest = np.setdiff1d(np.arange(num_items), chosen)
@@ -91,9 +110,8 @@ def synthetic_topics_raw(num_users: int = 1500, num_items: int = 3000, num_topic
     item_text = {}
     for i in range(num_items):
         words = TOPIC_WORDS[topics[item_topic[i]]]
-        a, b = rng.choice(len(words), size=2, replace=False)
-        pattern = TITLE_PATTERNS[rng.integers(len(TITLE_PATTERNS))]
-        item_text[str(i)] = pattern.format(a=words[a].title(), b=words[b].title())
+        a, b = item_words[i]
+        item_text[str(i)] = TITLE_PATTERNS[patterns[i]].format(a=words[a].title(), b=words[b].title())
     return RawData(users=users.astype(str), items=items.astype(str),
                    ratings=np.ones(len(users), dtype=np.float32),
                    timestamps=np.arange(len(users), dtype=np.int64), item_text=item_text,
