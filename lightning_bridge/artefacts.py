@@ -96,7 +96,8 @@ def write_artefacts(data: RecDataModule, sides: dict[str, L.LightningModule], ou
     tables = {}
     for side, model in sides.items():
         info = model.recommender.info
-        tables[f"{side}.user"], tables[f"{side}.item"] = info.user.weight, info.item.weight
+        # the item vectors, text channel included: the exported tables score exactly as the model did
+        tables[f"{side}.user"], tables[f"{side}.item"] = info.user.weight, info.item_vectors()
         spec["embedding_dim"] = info.dim
     # copies: both models built from one co-training checkpoint share the very same tables, which safetensors
     # refuses to write twice

@@ -13,7 +13,7 @@ import logging
 import os
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_bridge.models.bridge import BridgeModule
@@ -35,7 +35,8 @@ def warm_start_domain(bridge: BridgeModule, datamodule: L.LightningDataModule, l
         accelerator=accelerator, devices=1, num_sanity_val_steps=0, enable_progress_bar=False,
         enable_model_summary=False, log_every_n_steps=1,
         logger=TensorBoardLogger(folder, name="", version=""),
-        callbacks=[EarlyStopping(MONITOR, mode="max", patience=h.warm_start_patience), checkpoint])
+        callbacks=[EarlyStopping(MONITOR, mode="max", patience=h.warm_start_patience), checkpoint,
+                   *([TextChannelFromTheStart(bridge)] if h.text_channel else [])])
     trainer.fit(bridge.domain, datamodule=datamodule)
     if not checkpoint.best_model_path:
         raise RuntimeError(f"warm start: no validation ran in {h.warm_start_max_epochs} epochs; lower "
@@ -45,3 +46,17 @@ def warm_start_domain(bridge: BridgeModule, datamodule: L.LightningDataModule, l
     log.info("warm start: domain model best at %s (%s=%.4f after %d epochs)", checkpoint.best_model_path,
              MONITOR, float(checkpoint.best_model_score), trainer.current_epoch)
     return checkpoint.best_model_path
+
+
+class TextChannelFromTheStart(Callback):
+    """With ``model.text_channel`` the domain model trains alone with the LM's text part of every item vector
+    from its first step: the text must shape the vectors while BPR learns them, not be added to a model
+    that has already converged without it."""
+
+    def __init__(self, bridge: BridgeModule) -> None:
+        self.bridge = bridge
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.bridge.lm.to(pl_module.device)
+        self.bridge.lm.recommender.attach(trainer.datamodule)
+        self.bridge.encode_item_texts(epoch=0)

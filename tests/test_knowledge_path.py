@@ -12,6 +12,7 @@ from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
 from lightning_bridge.modules.id_tokens import ITEM
+from lightning_bridge.modules.info_sharing import fold_text_channel
 from lightning_bridge.modules.prompts import PromptBuilder
 from lightning_bridge.warm_start import warm_start_domain
 
@@ -183,3 +184,77 @@ def test_a_bridge_that_does_not_evaluate_its_lm_logs_only_the_domain_model(tmp_p
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     (metrics,) = trainer.validate(bridge, datamodule=_data(tmp_path), verbose=False)
     assert "domain/val/ndcg@10" in metrics and not any(k.startswith("lm/") for k in metrics)
+
+
+def _channel_bridge(**kwargs) -> BridgeModule:
+    torch.manual_seed(0)
+    return BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, text_channel=True,
+                        domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
+                        lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw),
+                        **kwargs)
+
+
+def test_text_channel_gives_every_item_a_text_part_that_domain_steps_train(tmp_path):
+    bridge = _channel_bridge(domain_steps=1, lm_steps=0)
+    rows = bridge.info.item.weight.detach().clone()
+    assert torch.equal(bridge.info.item_vectors(), bridge.info.item.weight)  # the map starts at zero
+    _trainer(tmp_path, max_steps=3).fit(bridge, datamodule=_data(tmp_path, batch_size=4))
+    info = bridge.info
+    assert torch.allclose(info.item_text_features.norm(dim=1), torch.ones(NUM_ITEMS))  # every item has text
+    assert bridge._text_channel_epoch == 0 and info.text_proj.weight.abs().sum() > 0
+    untouched = (info.item.weight.detach() == rows).all(1)  # rows BPR's three 4-triple batches never drew
+    assert untouched.any()
+    moved = (info.item_vectors().detach() != rows).any(1)
+    assert moved[untouched].all()  # their vectors follow the text part all the same
+
+
+def test_text_channel_is_read_by_both_models_and_folds_into_plain_tables(tmp_path):
+    bridge = _channel_bridge()
+    data = _data(tmp_path)
+    bridge.domain.recommender.attach(data)
+    bridge.lm.recommender.attach(data)
+    bridge.encode_item_texts(epoch=0)
+    users = torch.arange(NUM_USERS)
+    prompts = {"users": torch.tensor([0, 1]), "history": torch.tensor([[0, 1, 2], [3, -1, -1]])}
+    bridge.eval()
+    with torch.no_grad():
+        before = [bridge.domain.recommender.scores({"users": users}), bridge.lm.recommender.scores(prompts)]
+        bridge.info.text_proj.weight.normal_()  # the text part moves; the ID rows stay
+        after = [bridge.domain.recommender.scores({"users": users}), bridge.lm.recommender.scores(prompts)]
+    assert not torch.allclose(after[0], before[0]) and not torch.allclose(after[1], before[1])
+
+    plain = DomainModule(NUM_USERS, NUM_ITEMS, encoder="mf", embedding_dim=8)
+    plain.load_state_dict(fold_text_channel(bridge.domain.state_dict(), "recommender.info."))
+    plain.recommender.attach(data)
+    with torch.no_grad():
+        assert torch.equal(plain.recommender.scores({"users": users}), after[0])
+
+
+def test_text_channel_epoch_survives_a_checkpoint_and_needs_item_text(tmp_path):
+    bridge = _channel_bridge(domain_steps=1, lm_steps=0)
+    _trainer(tmp_path, max_steps=1).fit(bridge, datamodule=_data(tmp_path, batch_size=4))
+    checkpoint = {"state_dict": bridge.state_dict()}
+    bridge.on_save_checkpoint(checkpoint)
+    fresh = _channel_bridge(domain_steps=1, lm_steps=0)
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])
+    assert fresh._text_channel_epoch == 0
+    assert torch.equal(fresh.info.item_text_features, bridge.info.item_text_features)
+
+    no_text = _data(tmp_path)
+    no_text.prepare_data()
+    no_text.setup("fit")
+    no_text.interactions.item_text[:] = [None] * NUM_ITEMS
+    with pytest.raises(ValueError, match=r"model\.text_channel=true needs item text"):
+        _trainer(tmp_path, max_steps=1).fit(_channel_bridge(), datamodule=no_text)
+
+
+def test_automatic_warm_start_trains_the_text_channel_from_its_first_step(tmp_path):
+    bridge = _channel_bridge(warm_start_auto=True, warm_start_max_epochs=3, warm_start_patience=2,
+                             warm_start_val_every=1)
+    best = warm_start_domain(bridge, _data(tmp_path), str(tmp_path))
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    assert state["recommender.info.item_text_features"].norm(dim=1).allclose(torch.ones(NUM_ITEMS))
+    assert state["recommender.info.text_proj.weight"].abs().sum() > 0  # BPR trained the map alongside the rows
+    assert torch.equal(bridge.info.text_proj.weight, state["recommender.info.text_proj.weight"])
+    assert bridge._text_channel_epoch == 0  # co-training's first epoch keeps these features

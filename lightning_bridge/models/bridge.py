@@ -16,6 +16,7 @@ from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.models.checkpoints import (
     DOMAIN_HPARAMS_KEY,
     TEXT_ANCHOR_KEY,
+    TEXT_CHANNEL_EPOCH_KEY,
     complete_slim_state_dict,
     slim_state_dict,
     upgrade_state_dict,
@@ -25,6 +26,7 @@ from lightning_bridge.models.lm import LMModule, log_task_losses
 from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.models.sharded_training import FullyShardedCoTraining
 from lightning_bridge.modules.co_training import MutualLearning, TextAnchor
+from lightning_bridge.modules.id_tokens import ITEM
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
 from lightning_bridge.training_log import log_training_loss
 
@@ -78,6 +80,11 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             so that co-training continues the domain model's training instead of restarting it: a fresh
             Adam's first steps move every touched row by about the learning rate, which knocks a converged
             model off its best (its learning rate and other settings stay this config's).
+        text_channel: every item's vector in InfoSharing becomes its ID row plus a learned linear map of the
+            LM's representation of the item's text (its pooled text prompt, unit-normalised), which the LM
+            re-encodes at the start of every co-training epoch. Both models read it: knowledge reaches a
+            rare or new item's vector directly, not only by pulling its row (the text anchor). The map starts
+            at zero, so co-training starts exactly from the warm start.
         evaluate_lm: validate and test the LM beside the domain model. Off when the LM only teaches the
             shared table through its text tasks (no ``next_item`` task), which saves its prompt evaluations.
     """
@@ -95,7 +102,8 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
                  lm_clip: float | None = None, predict_with: Side = "domain", text_anchor_weight: float = 0.0,
                  text_anchor_refresh_epochs: int | None = None, warm_start_auto: bool = False,
                  warm_start_max_epochs: int = 300, warm_start_patience: int = 10,
-                 warm_start_val_every: int = 5, evaluate_lm: bool = True, warm_start_optimizer: bool = False) -> None:
+                 warm_start_val_every: int = 5, evaluate_lm: bool = True, warm_start_optimizer: bool = False,
+                 text_channel: bool = False) -> None:
         super().__init__()
         if text_anchor_weight < 0:
             raise ValueError(f"model.text_anchor_weight must be >= 0, got {text_anchor_weight}")
@@ -116,6 +124,9 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         self.info = InfoSharing(num_users, num_items, embedding_dim, init, init_std)
         self.domain = domain(num_users, num_items, info_sharing=self.info)
         self.lm = lm(num_users, num_items, info_sharing=self.info)
+        if text_channel:  # the LM's pooled states are its final hidden states, as wide as its output projection
+            self.info.add_text_channel(self.lm.recommender.network.out_proj.in_features)
+        self._text_channel_epoch: int | None = None  # the epoch whose start last encoded the item texts
         self._warm_optimizer_state: dict[str, Any] | None = None  # the warm start's, for configure_optimizers
         if warm_start_checkpoint:
             self.warm_start_from(warm_start_checkpoint)
@@ -157,6 +168,9 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
     def setup(self, stage: str) -> None:
         self.domain.recommender.attach(self.trainer.datamodule)
         self.lm.recommender.attach(self.trainer.datamodule)
+        if self.hparams.text_channel and not any(self.trainer.datamodule.item_text):
+            raise ValueError("model.text_channel=true needs item text, but the data has none: set it to false or "
+                             "use data with item text")
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         side = self.side_for_step(self.global_step, self.current_epoch)
@@ -183,14 +197,26 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         opt.step()
         return total
 
-    # ---- the text anchor ---------------------------------------------------------------------------------
+    # ---- the text channel and the text anchor ------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         h, epoch = self.hparams, self.current_epoch
-        if h.text_anchor_weight == 0 or epoch < h.warmup_domain_epochs:
+        if epoch < h.warmup_domain_epochs:
+            return
+        if h.text_channel and self._text_channel_epoch != epoch:  # a run resumed mid-epoch keeps its features
+            self.encode_item_texts(epoch)
+        if h.text_anchor_weight == 0:
             return
         refresh = h.text_anchor_refresh_epochs
         if self._text_anchor is None or (refresh and epoch - self._text_anchor.epoch >= refresh):
             self._text_anchor = TextAnchor.from_lm(self.lm.recommender, epoch)
+
+    def encode_item_texts(self, epoch: int) -> None:
+        """The text channel's features: the LM's pooled representation of every item's text, now (the LM must
+        be attached to the data)."""
+        lm = self.lm.recommender
+        items = torch.tensor([i for i, text in enumerate(lm.prompts.item_texts) if text], device=self.device)
+        self.info.set_item_text_features(lm.encode_texts(ITEM, items, project=False), items)
+        self._text_channel_epoch = epoch
 
     def _anchor_term(self, lm_part: dict[str, torch.Tensor]) -> torch.Tensor:
         """The text anchor's loss on the LM batch's ``text_items``, weighted (zero before the anchor exists)."""
@@ -253,6 +279,8 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
     # ---- checkpoints -----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = slim_state_dict(self, checkpoint["state_dict"])
+        if self._text_channel_epoch is not None:  # the features themselves are InfoSharing's buffer
+            checkpoint[TEXT_CHANNEL_EPOCH_KEY] = self._text_channel_epoch
         if self._text_anchor is not None:  # a resumed run replays the same anchor until its next refresh
             checkpoint[TEXT_ANCHOR_KEY] = {"epoch": self._text_anchor.epoch, "queries": self._text_anchor.queries}
         # what export_domain needs to write a DomainModule checkpoint without loading the LM: the domain
@@ -266,6 +294,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             complete_slim_state_dict(self, checkpoint["state_dict"])
         if TEXT_ANCHOR_KEY in checkpoint:
             self._text_anchor = TextAnchor(**checkpoint[TEXT_ANCHOR_KEY])
+        self._text_channel_epoch = checkpoint.get(TEXT_CHANNEL_EPOCH_KEY)
 
 
 def continue_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:

@@ -12,11 +12,14 @@ import torch
 
 from lightning_bridge.checkpoints import read_checkpoint
 from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
+from lightning_bridge.modules.info_sharing import fold_text_channel
 
 # A BridgeModule checkpoint's extra entries: the domain model's own hyperparameters (so that export needs no
-# LM), and the text anchor's state (so that a resumed run replays the same anchor).
+# LM), and the text anchor's and text channel's state (so that a resumed run replays the same anchor and
+# keeps the features encoded at its epoch's start).
 DOMAIN_HPARAMS_KEY = "domain_hyper_parameters"
 TEXT_ANCHOR_KEY = "text_anchor"
+TEXT_CHANNEL_EPOCH_KEY = "text_channel_epoch"
 # the class of a domain model whose checkpoint does not name it (written before the bridge recorded it)
 DOMAIN_CLASS_PATH = "lightning_bridge.models.domain.DomainModule"
 
@@ -92,6 +95,7 @@ def export_domain(bridge_checkpoint: str | Path, out: str | Path) -> Path:
     if DOMAIN_HPARAMS_KEY not in ckpt:
         raise ValueError(f"{bridge_checkpoint}: not a BridgeModule checkpoint (no {DOMAIN_HPARAMS_KEY!r})")
     state = {k.removeprefix("domain."): v for k, v in ckpt["state_dict"].items() if k.startswith("domain.")}
+    state = fold_text_channel(state, "recommender.info.")  # a DomainModule has no text channel of its own
     exported = {
         "state_dict": state,
         "hyper_parameters": {"_class_path": DOMAIN_CLASS_PATH, **ckpt[DOMAIN_HPARAMS_KEY]},

@@ -38,7 +38,7 @@ class TextAnchor:
         """The LM's item-text cross-entropy over the catalogue with these queries held fixed: only
         InfoSharing's item rows receive gradients."""
         queries = self.queries.to(items.device)[items]
-        return F.cross_entropy(lm.network.score_queries(queries, lm.info.item.weight).float(), items)
+        return F.cross_entropy(lm.network.score_queries(queries, lm.info.item_vectors()).float(), items)
 
 
 class MutualLearning:

@@ -86,7 +86,7 @@ class DomainRecommender(nn.Module):
 
     def _next_item_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """SASRec's loss at every target of the batch's windows, plus L2 on the target items' rows."""
-        items, targets = self.info.item.weight, batch["targets"]
+        items, targets = self.info.item_vectors(), batch["targets"]
         ranking = self.encoder.loss(items, batch["inputs"], targets, batch["neg"], self.loss_kind)
         present = targets[targets >= 0]
         return ranking + self.reg_weight * _squared_rows(items, present) / (2 * len(present))

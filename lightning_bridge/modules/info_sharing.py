@@ -20,6 +20,11 @@ class InfoSharing(nn.Module):
     ``sparse``: lookups by id (``user_rows``, ``item_rows``) give the tables sparse gradients that hold only
     the rows looked up, for a domain model trained alone with a lazy optimizer (``DomainModule``'s
     ``sparse_embeddings``). Reading the whole tables (``forward``) still gives dense gradients.
+
+    The text channel (``add_text_channel``): every item's vector becomes its ID row plus a learned linear map
+    of the LM's representation of its text. Both models read item vectors only through ``forward``,
+    ``item_rows`` and ``item_vectors``, so both see the text part; an item nobody has interacted with yet
+    still gets a vector that says what it is about.
     """
 
     def __init__(self, num_users: int, num_items: int, dim: int = 64, init: InitName = "xavier_uniform",
@@ -34,6 +39,30 @@ class InfoSharing(nn.Module):
         self.item = nn.Embedding(num_items, dim, sparse=sparse)
         for table in (self.user, self.item):
             _initialise(table.weight, init, init_std)
+        self.text_proj: nn.Linear | None = None
+
+    def add_text_channel(self, text_dim: int) -> None:
+        """Adds the text part of every item vector: ``text_proj(item_text_features)``. It starts at zero (so a
+        warm-started model scores as before) and reads zeros until ``set_item_text_features`` is called."""
+        self.text_proj = nn.Linear(text_dim, self.dim, bias=False)
+        nn.init.zeros_(self.text_proj.weight)
+        self.register_buffer("item_text_features", torch.zeros(self.num_items, text_dim))
+
+    def set_item_text_features(self, features: torch.Tensor, items: torch.Tensor | None = None) -> None:
+        """The LM's text representations of these items (all when ``items`` is None), unit-normalised: their
+        scale differs between backbones (a decoder's last states are far larger than an encoder's mean)."""
+        target = self.item_text_features if items is None else self.item_text_features[items]
+        normalised = nn.functional.normalize(features.detach().to(target), dim=-1)
+        if items is None:
+            self.item_text_features.copy_(normalised)
+        else:
+            self.item_text_features[items] = normalised
+
+    def item_vectors(self) -> torch.Tensor:
+        """Every item's vector: its ID row, plus its text part when the text channel is on."""
+        if self.text_proj is None:
+            return self.item.weight
+        return self.item.weight + self.text_proj(self.item_text_features)
 
     @property
     def settings(self) -> dict[str, object]:
@@ -41,16 +70,29 @@ class InfoSharing(nn.Module):
         return {"embedding_dim": self.dim, "init": self.init, "init_std": self.init_std}
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both whole tables, as (user_weight, item_weight)."""
-        return self.user.weight, self.item.weight
+        """Both whole tables, as (user rows, item vectors)."""
+        return self.user.weight, self.item_vectors()
 
     def user_rows(self, users: torch.Tensor) -> torch.Tensor:
         """The users' rows (a sparse gradient when ``sparse``)."""
         return self.user(users)
 
     def item_rows(self, items: torch.Tensor) -> torch.Tensor:
-        """The items' rows (a sparse gradient when ``sparse``)."""
-        return self.item(items)
+        """The items' vectors (a sparse gradient to the ID rows when ``sparse``)."""
+        if self.text_proj is None:
+            return self.item(items)
+        return self.item(items) + self.text_proj(self.item_text_features[items])
+
+
+def fold_text_channel(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """``state`` with the text channel of the InfoSharing under ``prefix`` folded into its item table: what a
+    model without the channel (a DomainModule, the exported tables) loads to score exactly the same."""
+    proj, features = state.get(prefix + "text_proj.weight"), state.get(prefix + "item_text_features")
+    if proj is None:
+        return state
+    folded = {k: v for k, v in state.items() if k not in (prefix + "text_proj.weight", prefix + "item_text_features")}
+    folded[prefix + "item.weight"] = state[prefix + "item.weight"] + nn.functional.linear(features.to(proj), proj)
+    return folded
 
 
 def tables_for(section: str, num_users: int, num_items: int, shared: InfoSharing | None,

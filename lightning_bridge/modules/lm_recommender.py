@@ -84,16 +84,26 @@ class LMRecommender(nn.Module):
         """(B, info_dim) pooled, projected representations of prompts made of these items' (or users') text."""
         self._built_prompts()
         if self.frozen_backbone:
-            if kind not in self._text_features:  # encoded once, in eval mode (no dropout)
-                count = self.info.num_items if kind == ITEM else self.info.num_users
-                self._text_features[kind] = self.encode_texts(kind, torch.arange(count), project=False)
-            return self.network.out_proj(self._text_features[kind][ids.to(self.device)])
+            return self.network.out_proj(self._frozen_states(kind)[ids.to(self.device)])
         return self.network(**self._text_prompt(kind, ids), info=self.info)
+
+    def _frozen_states(self, kind: int) -> torch.Tensor:
+        """A frozen backbone's pooled states of every item's (or user's) text, encoded once."""
+        if kind not in self._text_features:
+            count = self.info.num_items if kind == ITEM else self.info.num_users
+            self._text_features[kind] = self._encode_in_batches(kind, torch.arange(count), False, 256)
+        return self._text_features[kind]
 
     def encode_texts(self, kind: int, ids: torch.Tensor, project: bool = True,
                      batch_size: int = 256) -> torch.Tensor:
         """(len(ids), dim) text representations in eval mode (no dropout), without gradients, ``batch_size``
-        texts at a time: projected into InfoSharing's space, or the backbone's pooled states."""
+        texts at a time: projected into InfoSharing's space, or the backbone's pooled states (a frozen
+        backbone's from its cache)."""
+        if self.frozen_backbone and not project:
+            return self._frozen_states(kind)[ids.to(self.device)]
+        return self._encode_in_batches(kind, ids, project, batch_size)
+
+    def _encode_in_batches(self, kind: int, ids: torch.Tensor, project: bool, batch_size: int) -> torch.Tensor:
         was_training, parts = self.training, []
         self.eval()
         with torch.no_grad():
@@ -109,8 +119,8 @@ class LMRecommender(nn.Module):
         out, item_text_queries = {}, None
         if self.task_weights.get("next_item"):
             out["next_item"] = F.cross_entropy(self.scores(batch), batch["targets"][:, 0])
-        for task, key, kind, table in (("item_text", "text_items", ITEM, self.info.item),
-                                       ("user_text", "text_users", USER, self.info.user)):
+        for task, key, kind, table in (("item_text", "text_items", ITEM, self.info.item_vectors),
+                                       ("user_text", "text_users", USER, lambda: self.info.user.weight)):
             if not self.task_weights.get(task):
                 continue
             if key not in batch:
@@ -120,7 +130,7 @@ class LMRecommender(nn.Module):
             queries = self.text_queries(kind, ids)
             if kind == ITEM:
                 item_text_queries = (ids, queries.detach())
-            out[task] = F.cross_entropy(self.network.score_queries(queries, table.weight).float(), ids)
+            out[task] = F.cross_entropy(self.network.score_queries(queries, table()).float(), ids)
         return LMLoss(out, item_text_queries)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
