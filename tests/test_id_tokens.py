@@ -129,24 +129,6 @@ def test_last_pooling_ignores_padding(padding_side: str) -> None:
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
 
 
-def test_ids_pooling_averages_the_id_tokens_and_falls_back_to_all_tokens() -> None:
-    """`ids` pools only where the ID tokens are; a prompt without one (the item-text task's) pools everything."""
-    rec, tokenizer, info = build("tiny-encoder")
-    rec.eval()
-    inputs = batch(tokenizer, rec, [PROMPTS[0], "no ids here"])
-    embeds = rec.injector(rec.backbone.get_input_embeddings()(inputs["input_ids"].masked_fill(
-        inputs["input_ids"] == rec.id_token_id, 0)), inputs["input_ids"] == rec.id_token_id,
-        inputs["id_kind"], inputs["id_index"], info)
-    hidden = rec.backbone(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).last_hidden_state
-    at_ids = hidden[0, inputs["input_ids"][0] == rec.id_token_id]
-    assert len(at_ids) == 3
-    rec.pooling = "ids"
-    pooled = rec.pooled(**inputs, info=info)
-    torch.testing.assert_close(pooled[0], at_ids.mean(0))
-    real = inputs["attention_mask"][1].bool()
-    torch.testing.assert_close(pooled[1], hidden[1, real].mean(0))
-
-
 @pytest.mark.parametrize("name", ["no-such-org/no-such-model", "/no/such/folder"])
 def test_unknown_backbone_gives_a_helpful_error(name: str) -> None:
     with pytest.raises(BackboneNotFoundError, match="local_files_only") as err:

@@ -54,8 +54,7 @@ class LMModule(RankingEvaluation, L.LightningModule):
         lora_dropout: LoRA dropout.
         lora_target_modules: module names to adapt (default: every attention and MLP linear layer).
         backbone_dropout: replaces every dropout probability of the backbone's config (None: keep them).
-        pooling: ``last`` (decoder default), ``mean`` (encoder default), ``first`` or ``ids`` (the mean over
-            the ID tokens only).
+        pooling: ``last`` (decoder default), ``mean`` (encoder default) or ``first``.
         scoring: ``dot`` (the domain model's score) or ``cosine``.
         temperature: the scores are divided by it (with ``cosine`` it sets how sharp the softmax can get).
         template: the prompt, with ``{history}`` required and ``{user}``, ``{user_text}`` optional.

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from lightning_bridge.modules.info_sharing import InfoSharing
 
-Pooling = Literal["last", "first", "mean", "ids"]
+Pooling = Literal["last", "first", "mean"]
 Scoring = Literal["dot", "cosine"]
 USER, ITEM = 0, 1
 
@@ -46,18 +46,15 @@ class IDTokenLM(nn.Module):
     def __init__(self, backbone: nn.Module, info_dim: int, id_token_id: int, *, is_decoder: bool,
                  pooling: Pooling | None = None, scoring: Scoring = "dot", temperature: float = 1.0) -> None:
         """`pooling` defaults to "last" for decoders (only the last token has seen the whole prompt) and to
-        "mean" for encoders (how sentence-transformers models such as MiniLM were trained). "ids" averages
-        the final states at the ID tokens only (the user's and the history items'), so the behaviour patterns
-        their InfoSharing rows carry reach the output without being diluted by a hundred text tokens; a
-        prompt without ID tokens (the item-text task's) falls back to the mean of all its tokens.
+        "mean" for encoders (how sentence-transformers models such as MiniLM were trained).
 
         `scoring` "dot" is the domain model's own score; "cosine" normalises both sides first, which bounds
         the logits, so `temperature` (which divides the scores) then sets how peaked the softmax can get.
         """
         super().__init__()
         pooling = pooling or ("last" if is_decoder else "mean")
-        if pooling not in ("last", "first", "mean", "ids"):
-            raise ValueError(f"pooling must be 'last', 'first', 'mean' or 'ids', got {pooling!r}")
+        if pooling not in ("last", "first", "mean"):
+            raise ValueError(f"pooling must be 'last', 'first' or 'mean', got {pooling!r}")
         if scoring not in ("dot", "cosine"):
             raise ValueError(f"scoring must be 'dot' or 'cosine', got {scoring!r}")
         if temperature <= 0:
@@ -82,7 +79,7 @@ class IDTokenLM(nn.Module):
         embeds = self.backbone.get_input_embeddings()(safe_ids)
         embeds = self.injector(embeds, id_positions, id_kind, id_index, info)
         hidden = self.backbone(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
-        return _pool(hidden, attention_mask, self.pooling, id_positions).to(self.out_proj.weight.dtype)
+        return _pool(hidden, attention_mask, self.pooling).to(self.out_proj.weight.dtype)
 
     def scores(self, input_ids: Tensor, attention_mask: Tensor, id_kind: Tensor, id_index: Tensor,
                info: InfoSharing, against: int = ITEM) -> Tensor:
@@ -98,12 +95,10 @@ class IDTokenLM(nn.Module):
         return query @ table.T / self.temperature
 
 
-def _pool(hidden: Tensor, attention_mask: Tensor, pooling: Pooling, id_positions: Tensor) -> Tensor:
+def _pool(hidden: Tensor, attention_mask: Tensor, pooling: Pooling) -> Tensor:
     mask = attention_mask.bool()
     rows = torch.arange(hidden.shape[0], device=hidden.device)
-    if pooling == "ids":  # a prompt without an ID token keeps all its tokens
-        mask = torch.where(id_positions.any(1, keepdim=True), id_positions & mask, mask)
-    if pooling in ("mean", "ids"):
+    if pooling == "mean":
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
     if pooling == "first":  # first non-padding token, so left padding works too
