@@ -173,17 +173,16 @@ def main() -> None:
         for seed in args.seeds:
             for variant in args.variants:
                 warm_start = domain_best.get((setting, seed)) if variant.startswith("bdlm") else None
-                reported, best_val, wall, checkpoints = run(variant, setting, seed,
-                                                            overrides + domain_options(variant, args.domain_option)
-                                                            + bridge_options(variant, args.bridge_option),
-                                                            warm_start, args.domain)
+                own = (overrides + domain_options(variant, args.domain_option)
+                       + bridge_options(variant, args.bridge_option))
+                reported, best_val, wall, checkpoints = run(variant, setting, seed, own, warm_start, args.domain)
                 if variant == "domain_only" and args.reuse_domain_only:
                     domain_best[(setting, seed)] = checkpoints["best"]
                 reported = {f"{args.tag}{key}": values for key, values in reported.items()}
                 records.append({"setting": setting, "domain": args.domain, "seed": seed,
                                 "variant": args.tag + variant, "wall_s": wall,
                                 "metrics": reported, "best_val": best_val, "checkpoints": checkpoints,
-                                "overrides": overrides})
+                                "overrides": own})
                 if args.jsonl:
                     with open(args.jsonl, "a") as out:
                         out.write(json.dumps(records[-1]) + "\n")
