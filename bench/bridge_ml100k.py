@@ -14,6 +14,7 @@ Settings (each changes only the data section of every variant's config):
     cold       MovieLens-100K with 20% of the items never seen in training (data.new_item_fraction=0.2)
     synthetic  SyntheticTopicsDataModule: titles of real words carry the taste, most items have <= 3
                interactions
+    synthetic_flat  the same with popularity_exponent 0.5: more targets are rare items
 
 Variants: ``domain_only`` (configs/ml100k_lightgcn.yaml), ``lm_only`` (configs/ml100k_lm.yaml at BDLM's LM
 compute), ``bdlm`` (configs/ml100k.yaml, the main job) and ``bdlm_text`` (the main job with
@@ -43,6 +44,9 @@ SETTINGS = {
     "sparse": ["--data.init_args.max_train_per_user", "5"],
     "cold": ["--data.init_args.new_item_fraction", "0.2"],
     "synthetic": ["--data.class_path", "lightning_bridge.data.datamodule.SyntheticTopicsDataModule"],
+    # flatter popularity: more test targets are rare items, whose words only their titles tell
+    "synthetic_flat": ["--data.class_path", "lightning_bridge.data.datamodule.SyntheticTopicsDataModule",
+                       "--data.init_args.popularity_exponent", "0.5"],
 }
 # LM-only at BDLM's LM compute: configs/ml100k.yaml makes about 12 LM steps of 32 examples per co-training
 # epoch for 10 epochs; 2 examples per user for 2 epochs is about as many (118 steps on ML-100K).
