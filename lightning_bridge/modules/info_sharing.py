@@ -48,15 +48,11 @@ class InfoSharing(nn.Module):
         nn.init.zeros_(self.text_proj.weight)
         self.register_buffer("item_text_features", torch.zeros(self.num_items, text_dim))
 
-    def set_item_text_features(self, features: torch.Tensor, items: torch.Tensor | None = None) -> None:
-        """The LM's text representations of these items (all when ``items`` is None), unit-normalised: their
-        scale differs between backbones (a decoder's last states are far larger than an encoder's mean)."""
-        target = self.item_text_features if items is None else self.item_text_features[items]
-        normalised = nn.functional.normalize(features.detach().to(target), dim=-1)
-        if items is None:
-            self.item_text_features.copy_(normalised)
-        else:
-            self.item_text_features[items] = normalised
+    def set_item_text_features(self, features: torch.Tensor, items: torch.Tensor) -> None:
+        """The LM's text representations of these items, unit-normalised: their scale differs between backbones
+        (a decoder's last states are far larger than an encoder's mean). Items left out keep a zero text part."""
+        self.item_text_features[items] = nn.functional.normalize(features.detach().to(self.item_text_features),
+                                                                 dim=-1)
 
     def item_vectors(self) -> torch.Tensor:
         """Every item's vector: its ID row, plus its text part when the text channel is on."""
