@@ -258,3 +258,32 @@ def test_automatic_warm_start_trains_the_text_channel_from_its_first_step(tmp_pa
     assert state["recommender.info.text_proj.weight"].abs().sum() > 0  # BPR trained the map alongside the rows
     assert torch.equal(bridge.info.text_proj.weight, state["recommender.info.text_proj.weight"])
     assert bridge._text_channel_epoch == 0  # co-training's first epoch keeps these features
+
+
+def test_text_channel_and_anchor_share_one_pass_over_the_catalogue(tmp_path, monkeypatch):
+    bridge = _channel_bridge(domain_steps=1, lm_steps=0, text_anchor_weight=1.0)
+    data = _data(tmp_path)
+    bridge.lm.recommender.attach(data)
+    passes = []
+    pooled = bridge.lm.recommender.network.pooled
+    monkeypatch.setattr(bridge.lm.recommender.network, "pooled",
+                        lambda *a, **kw: passes.append(1) or pooled(*a, **kw))
+    bridge.trainer = SimpleNamespace(current_epoch=0)
+    bridge.on_train_epoch_start()
+    assert len(passes) == 1  # the catalogue's 30 texts, in one batch, once
+    items = torch.arange(NUM_ITEMS)
+    with torch.no_grad():
+        direct = bridge.lm.recommender.encode_texts(ITEM, items)
+    assert torch.allclose(bridge._text_anchor.queries, direct, atol=1e-5)  # as if the anchor encoded them
+
+
+def test_attaching_the_same_texts_again_keeps_a_frozen_backbones_cached_states(tmp_path):
+    lm = LMModule(NUM_USERS, NUM_ITEMS, backbone="tiny-encoder", finetune="frozen", embedding_dim=8)
+    data = _data(tmp_path)
+    lm.recommender.attach(data)
+    states = lm.recommender._frozen_states(ITEM)
+    lm.recommender.attach(data)  # the main fit after the warm start
+    assert lm.recommender._frozen_states(ITEM) is states
+    data.interactions.item_text[0] = "a different title"
+    lm.recommender.attach(data)
+    assert lm.recommender._frozen_states(ITEM) is not states

@@ -202,21 +202,25 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         h, epoch = self.hparams, self.current_epoch
         if epoch < h.warmup_domain_epochs:
             return
+        pooled = None
         if h.text_channel and self._text_channel_epoch != epoch:  # a run resumed mid-epoch keeps its features
-            self.encode_item_texts(epoch)
+            pooled = self.encode_item_texts(epoch)
         if h.text_anchor_weight == 0:
             return
         refresh = h.text_anchor_refresh_epochs
         if self._text_anchor is None or (refresh and epoch - self._text_anchor.epoch >= refresh):
-            self._text_anchor = TextAnchor.from_lm(self.lm.recommender, epoch)
+            # the channel's pooled states of this same LM serve the anchor too: one pass over the catalogue
+            self._text_anchor = TextAnchor.from_lm(self.lm.recommender, epoch, pooled)
 
-    def encode_item_texts(self, epoch: int) -> None:
+    def encode_item_texts(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The text channel's features: the LM's pooled representation of every item's text, now (the LM must
-        be attached to the data)."""
+        be attached to the data). Returns the items that have text and their pooled states."""
         lm = self.lm.recommender
         items = torch.tensor([i for i, text in enumerate(lm.prompts.item_texts) if text], device=self.device)
-        self.info.set_item_text_features(lm.encode_texts(ITEM, items, project=False), items)
+        states = lm.encode_texts(ITEM, items, project=False)
+        self.info.set_item_text_features(states, items)
         self._text_channel_epoch = epoch
+        return items, states
 
     def _anchor_term(self, lm_part: dict[str, torch.Tensor]) -> torch.Tensor:
         """The text anchor's loss on the LM batch's ``text_items``, weighted (zero before the anchor exists)."""

@@ -25,10 +25,17 @@ class TextAnchor:
         self.queries[items.to(self.queries.device)] = queries.to(self.queries)
 
     @classmethod
-    def from_lm(cls, lm: LMRecommender, epoch: int) -> TextAnchor:
-        """Encodes every item's text with the LM (in eval mode, without gradients)."""
-        has_text = [i for i, text in enumerate(lm.prompts.item_texts) if text] if lm.prompts else []
+    def from_lm(cls, lm: LMRecommender, epoch: int,
+                pooled: tuple[torch.Tensor, torch.Tensor] | None = None) -> TextAnchor:
+        """Encodes every item's text with the LM (in eval mode, without gradients), or projects ``pooled``:
+        the items with text and the LM's pooled states of them, already encoded now."""
         queries = torch.zeros(lm.info.num_items, lm.info.dim, device=lm.device)
+        if pooled is not None:
+            ids, states = pooled
+            with torch.no_grad():
+                queries[ids] = lm.network.out_proj(states).float()
+            return cls(epoch, queries)
+        has_text = [i for i, text in enumerate(lm.prompts.item_texts) if text] if lm.prompts else []
         if has_text:
             ids = torch.tensor(has_text, device=lm.device)
             queries[ids] = lm.encode_texts(ITEM, ids).float()

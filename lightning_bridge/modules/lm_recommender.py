@@ -46,15 +46,19 @@ class LMRecommender(nn.Module):
         self.task_weights, self.frozen_backbone = task_weights, frozen_backbone
         self.prompts: PromptBuilder | None = None
         self._text_features: dict[int, torch.Tensor] = {}  # frozen backbones only: see text_queries
+        self._texts: tuple[list[str | None], list[str | None]] | None = None  # whose states those are
 
     @property
     def device(self) -> torch.device:
         return self.info.user.weight.device
 
     def attach(self, data: RecommenderData | None) -> None:
-        """Tokenises the item (and user) texts once for prompt assembly; checks the data fits the tables."""
+        """Tokenises the item (and user) texts once for prompt assembly; checks the data fits the tables. The
+        same texts attached again (a warm start, then the main fit) keep a frozen backbone's cached states."""
         check_sizes(data, self.info.num_users, self.info.num_items, "LMModule")
-        self._text_features = {}
+        attached = (list(data.item_text), list(data.user_text))
+        if attached != self._texts:
+            self._texts, self._text_features = attached, {}
         for task, texts, field in (("item_text", data.item_text, "item"), ("user_text", data.user_text, "user")):
             if self.task_weights.get(task) and not any(texts):
                 raise ValueError(f"model task_weights.{task} > 0 needs {field} text, but the data has no "
