@@ -12,7 +12,7 @@ from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
 from lightning_bridge.modules.id_tokens import ITEM
-from lightning_bridge.modules.info_sharing import fold_text_channel
+from lightning_bridge.modules.info_sharing import InfoSharing, fold_text_channel
 from lightning_bridge.modules.prompts import PromptBuilder
 from lightning_bridge.warm_start import warm_start_domain
 
@@ -287,3 +287,44 @@ def test_attaching_the_same_texts_again_keeps_a_frozen_backbones_cached_states(t
     data.interactions.item_text[0] = "a different title"
     lm.recommender.attach(data)
     assert lm.recommender._frozen_states(ITEM) is not states
+
+
+def test_items_without_training_interactions_read_their_text_alone_and_id_dropout_trains_the_text_part():
+    info = InfoSharing(3, 6, dim=4)
+    info.add_text_channel(5, id_dropout=0.5)
+    info.set_item_text_features(torch.randn(6, 5), torch.arange(6))
+    torch.nn.init.normal_(info.text_proj.weight)
+    info.set_seen_items(torch.tensor([True, True, True, True, False, False]))
+    text = info.text_proj(info.item_text_features)
+    info.eval()
+    expected = torch.cat([info.item.weight[:4] + text[:4], text[4:]])
+    assert torch.allclose(info.item_vectors(), expected)
+    pairs = torch.tensor([[5, 0], [1, 4]])  # e.g. (positive, negative) per row
+    assert torch.allclose(info.item_rows(pairs), expected[pairs])
+    info.train()
+    torch.manual_seed(0)
+    uses_id = torch.stack([(info.item_vectors() != text).any(1) for _ in range(400)]).float().mean(0)
+    assert uses_id[4:].eq(0).all() and uses_id[:4].sub(0.5).abs().lt(0.1).all()  # seen items: half the passes
+
+
+def test_text_channel_marks_the_cold_splits_new_items_and_folds_them_to_their_text(tmp_path):
+    bridge = _channel_bridge(domain_steps=1, lm_steps=0, item_id_dropout=0.2)
+    data = _data(tmp_path, batch_size=4, new_item_fraction=0.2)
+    _trainer(tmp_path, max_steps=1).fit(bridge, datamodule=data)
+    assert torch.equal(bridge.info.item_seen.bool(), ~torch.from_numpy(data.new_items))
+    folded = fold_text_channel(bridge.state_dict(), "info.")["info.item.weight"]
+    new = torch.from_numpy(data.new_items)
+    assert torch.allclose(folded[new], bridge.info.text_proj(bridge.info.item_text_features[new]))
+    with pytest.raises(ValueError, match=r"model\.item_id_dropout > 0 needs model\.text_channel"):
+        BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, item_id_dropout=0.1,
+                     domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
+                     lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    with pytest.raises(ValueError, match=r"model\.item_id_dropout must be in \[0, 1\), got 1.0"):
+        _channel_bridge(item_id_dropout=1.0)
+
+    # a channel saved before item_seen existed: every ID row counted
+    state = {k: v for k, v in bridge.state_dict().items() if not k.endswith("item_seen")}
+    fresh = _channel_bridge()
+    fresh.on_load_checkpoint({"state_dict": state})
+    fresh.load_state_dict(state)
+    assert fresh.info.item_seen.eq(1).all()

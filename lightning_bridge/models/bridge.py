@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 
 from lightning_bridge.checkpoints import read_checkpoint
-from lightning_bridge.data.contract import Side
+from lightning_bridge.data.contract import RecommenderData, Side
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.models.checkpoints import (
@@ -84,7 +85,11 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             LM's representation of the item's text (its pooled text prompt, unit-normalised), which the LM
             re-encodes at the start of every co-training epoch. Both models read it: knowledge reaches a
             rare or new item's vector directly, not only by pulling its row (the text anchor). The map starts
-            at zero, so co-training starts exactly from the warm start.
+            at zero, so co-training starts exactly from the warm start. Items without training interactions
+            read their text part alone (their ID rows were only ever BPR negatives).
+        item_id_dropout: with the text channel, the rate at which a training pass reads a seen item's vector
+            from its text part alone (DropoutNet), so that the text part learns to score items by itself, as
+            it must for new items. 0 disables it.
         evaluate_lm: validate and test the LM beside the domain model. Off when the LM only teaches the
             shared table through its text tasks (no ``next_item`` task), which saves its prompt evaluations.
     """
@@ -103,7 +108,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
                  text_anchor_refresh_epochs: int | None = None, warm_start_auto: bool = False,
                  warm_start_max_epochs: int = 300, warm_start_patience: int = 10,
                  warm_start_val_every: int = 5, evaluate_lm: bool = True, warm_start_optimizer: bool = False,
-                 text_channel: bool = False) -> None:
+                 text_channel: bool = False, item_id_dropout: float = 0.0) -> None:
         super().__init__()
         if text_anchor_weight < 0:
             raise ValueError(f"model.text_anchor_weight must be >= 0, got {text_anchor_weight}")
@@ -117,6 +122,9 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             raise ValueError("model.warm_start_auto and model.warm_start_checkpoint exclude each other: give one")
         if domain_steps < 0 or lm_steps < 0 or domain_steps + lm_steps == 0:
             raise ValueError(f"domain_steps and lm_steps must be >= 0 and not both 0, got {domain_steps}, {lm_steps}")
+        if item_id_dropout and not text_channel:
+            raise ValueError("model.item_id_dropout > 0 needs model.text_channel=true: without a text part an "
+                             "item whose ID row is dropped has no vector at all")
         if schedule_unit not in ("step", "epoch"):
             raise ValueError(f"schedule_unit must be 'step' or 'epoch', got {schedule_unit!r}")
         self.save_hyperparameters(ignore=["domain", "lm"])
@@ -125,7 +133,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         self.domain = domain(num_users, num_items, info_sharing=self.info)
         self.lm = lm(num_users, num_items, info_sharing=self.info)
         if text_channel:  # the LM's pooled states are its final hidden states, as wide as its output projection
-            self.info.add_text_channel(self.lm.recommender.network.out_proj.in_features)
+            self.info.add_text_channel(self.lm.recommender.network.out_proj.in_features, item_id_dropout)
         self._text_channel_epoch: int | None = None  # the epoch whose start last encoded the item texts
         self._warm_optimizer_state: dict[str, Any] | None = None  # the warm start's, for configure_optimizers
         if warm_start_checkpoint:
@@ -168,9 +176,16 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
     def setup(self, stage: str) -> None:
         self.domain.recommender.attach(self.trainer.datamodule)
         self.lm.recommender.attach(self.trainer.datamodule)
-        if self.hparams.text_channel and not any(self.trainer.datamodule.item_text):
+        if self.hparams.text_channel:
+            self.mark_seen_items(self.trainer.datamodule)
+
+    def mark_seen_items(self, data: RecommenderData) -> None:
+        """Tells the text channel which items have training interactions (the others read their text alone)."""
+        if not any(data.item_text):
             raise ValueError("model.text_channel=true needs item text, but the data has none: set it to false or "
                              "use data with item text")
+        _, items = data.train_graph()
+        self.info.set_seen_items(torch.from_numpy(np.bincount(items, minlength=self.info.num_items) > 0))
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         side = self.side_for_step(self.global_step, self.current_epoch)

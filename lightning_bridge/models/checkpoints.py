@@ -42,11 +42,14 @@ def legacy_name(key: str) -> str | None:
 
 
 def upgrade_state_dict(module: torch.nn.Module, state: dict[str, Any]) -> None:
-    """Renames (in place) the weights of a checkpoint saved before the side models to ``module``'s names."""
-    for key in module.state_dict():
+    """Renames (in place) the weights of a checkpoint saved before the side models to ``module``'s names, and
+    gives a text channel saved before ``item_seen`` existed its behaviour then: every item's ID row counts."""
+    for key, value in module.state_dict().items():
         old = legacy_name(key)
         if key not in state and old is not None and old in state:
             state[key] = state.pop(old)
+        if key.endswith("info.item_seen") and key not in state:
+            state[key] = torch.ones_like(value)
 
 
 def save_own_hyperparameters(module: L.LightningModule, arguments: dict[str, Any]) -> None:

@@ -24,7 +24,10 @@ class InfoSharing(nn.Module):
     The text channel (``add_text_channel``): every item's vector becomes its ID row plus a learned linear map
     of the LM's representation of its text. Both models read item vectors only through ``forward``,
     ``item_rows`` and ``item_vectors``, so both see the text part; an item nobody has interacted with yet
-    still gets a vector that says what it is about.
+    still gets a vector that says what it is about. Items without training interactions (``set_seen_items``)
+    read their text part alone: their ID rows were only ever pushed down as negatives. With ``id_dropout``
+    a seen item also reads its text alone at that rate in training (DropoutNet, Volkovs et al. 2017), so the
+    text part learns to score an item by itself, as it must for the unseen ones.
     """
 
     def __init__(self, num_users: int, num_items: int, dim: int = 64, init: InitName = "xavier_uniform",
@@ -40,13 +43,22 @@ class InfoSharing(nn.Module):
         for table in (self.user, self.item):
             _initialise(table.weight, init, init_std)
         self.text_proj: nn.Linear | None = None
+        self.id_dropout = 0.0
 
-    def add_text_channel(self, text_dim: int) -> None:
+    def add_text_channel(self, text_dim: int, id_dropout: float = 0.0) -> None:
         """Adds the text part of every item vector: ``text_proj(item_text_features)``. It starts at zero (so a
         warm-started model scores as before) and reads zeros until ``set_item_text_features`` is called."""
+        if not 0 <= id_dropout < 1:
+            raise ValueError(f"model.item_id_dropout must be in [0, 1), got {id_dropout}")
         self.text_proj = nn.Linear(text_dim, self.dim, bias=False)
         nn.init.zeros_(self.text_proj.weight)
         self.register_buffer("item_text_features", torch.zeros(self.num_items, text_dim))
+        self.register_buffer("item_seen", torch.ones(self.num_items))  # 1: the item's ID row counts
+        self.id_dropout = id_dropout
+
+    def set_seen_items(self, seen: torch.Tensor) -> None:
+        """Which items have training interactions (bool, one per item); the others read their text alone."""
+        self.item_seen.copy_(seen.to(self.item_seen))
 
     def set_item_text_features(self, features: torch.Tensor, items: torch.Tensor) -> None:
         """The LM's text representations of these items, unit-normalised: their scale differs between backbones
@@ -58,7 +70,14 @@ class InfoSharing(nn.Module):
         """Every item's vector: its ID row, plus its text part when the text channel is on."""
         if self.text_proj is None:
             return self.item.weight
-        return self.item.weight + self.text_proj(self.item_text_features)
+        return self.item.weight * self._id_weight(self.item_seen) + self.text_proj(self.item_text_features)
+
+    def _id_weight(self, seen: torch.Tensor) -> torch.Tensor:
+        """``seen`` with a trailing unit axis: 1 where an item's ID row counts in this pass, 0 where it reads its
+        text alone."""
+        if self.training and self.id_dropout:
+            seen = seen * (torch.rand_like(seen) >= self.id_dropout)
+        return seen[..., None]
 
     @property
     def settings(self) -> dict[str, object]:
@@ -77,17 +96,21 @@ class InfoSharing(nn.Module):
         """The items' vectors (a sparse gradient to the ID rows when ``sparse``)."""
         if self.text_proj is None:
             return self.item(items)
-        return self.item(items) + self.text_proj(self.item_text_features[items])
+        return (self.item(items) * self._id_weight(self.item_seen[items])
+                + self.text_proj(self.item_text_features[items]))
 
 
 def fold_text_channel(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """``state`` with the text channel of the InfoSharing under ``prefix`` folded into its item table: what a
     model without the channel (a DomainModule, the exported tables) loads to score exactly the same."""
-    proj, features = state.get(prefix + "text_proj.weight"), state.get(prefix + "item_text_features")
-    if proj is None:
+    channel = [prefix + name for name in ("text_proj.weight", "item_text_features", "item_seen")]
+    if channel[0] not in state:
         return state
-    folded = {k: v for k, v in state.items() if k not in (prefix + "text_proj.weight", prefix + "item_text_features")}
-    folded[prefix + "item.weight"] = state[prefix + "item.weight"] + nn.functional.linear(features.to(proj), proj)
+    proj, features = state[channel[0]], state[channel[1]]
+    seen = state.get(channel[2], torch.ones(len(features)))  # saved before item_seen: every ID row counts
+    folded = {k: v for k, v in state.items() if k not in channel}
+    folded[prefix + "item.weight"] = (state[prefix + "item.weight"] * seen[:, None]
+                                      + nn.functional.linear(features.to(proj), proj))
     return folded
 
 
