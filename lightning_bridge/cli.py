@@ -32,7 +32,7 @@ from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.lm import LMModule
 from lightning_bridge.run_hparams import RunHparams
 from lightning_bridge.training_log import TrainingCurves
-from lightning_bridge.warm_start import warm_start_domain
+from lightning_bridge.warm_start import WarmStartAsCandidate, warm_start_domain
 
 log = logging.getLogger(__name__)
 # ckpt_path values that name no file: Lightning resolves them itself
@@ -193,9 +193,10 @@ class BridgeCLI(LightningCLI):
             if self.trainer.world_size > 1:
                 raise ValueError("model.warm_start_auto runs on one process; under several devices warm-start "
                                  "from a domain-only run with model.warm_start_checkpoint instead")
-            self.warm_start_checkpoint = warm_start_domain(
+            self.warm_start_checkpoint, score = warm_start_domain(
                 self.model, self.datamodule, self.trainer.log_dir or ".",
                 accelerator=type(self.trainer.accelerator).__name__.removesuffix("Accelerator").lower())
+            self.trainer.callbacks.append(WarmStartAsCandidate(score))
         primary = self.trainer.checkpoint_callback
         if isinstance(self.model, BridgeModule) and _side(primary) and self.model.hparams.evaluate_lm:
             other = "lm" if _side(primary) == "domain" else "domain"

@@ -13,6 +13,7 @@ import logging
 import os
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -23,9 +24,10 @@ MONITOR = "domain/val/ndcg@10"
 
 
 def warm_start_domain(bridge: BridgeModule, datamodule: L.LightningDataModule, log_dir: str,
-                      accelerator: str = "cpu") -> str:
+                      accelerator: str = "cpu") -> tuple[str, float]:
     """Trains ``bridge.domain`` alone (sharing the bridge's InfoSharing) with early stopping on validation,
-    loads its best epoch back into the bridge, and returns that checkpoint's path (under ``log_dir``)."""
+    loads its best epoch back into the bridge, and returns that checkpoint's path (under ``log_dir``) and its
+    validation score."""
     h = bridge.hparams
     folder = os.path.join(log_dir, "warm_start")
     checkpoint = ModelCheckpoint(dirpath=os.path.join(folder, "checkpoints"), monitor=MONITOR, mode="max",
@@ -45,7 +47,24 @@ def warm_start_domain(bridge: BridgeModule, datamodule: L.LightningDataModule, l
     bridge.domain.trainer = None  # the main fit drives the bridge; the domain model is its child again
     log.info("warm start: domain model best at %s (%s=%.4f after %d epochs)", checkpoint.best_model_path,
              MONITOR, float(checkpoint.best_model_score), trainer.current_epoch)
-    return checkpoint.best_model_path
+    return checkpoint.best_model_path, float(checkpoint.best_model_score)
+
+
+class WarmStartAsCandidate(Callback):
+    """Co-training has to beat where it started. When the main fit starts, the warm-started weights become the
+    first candidate for the domain model's best checkpoint, scored by the warm start's best validation (the
+    same metric on the same split, and the same weights): a co-training whose validation never beats it does
+    not replace the model it started from."""
+
+    def __init__(self, score: float) -> None:
+        self.score = score
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for callback in trainer.checkpoint_callbacks:
+            if callback.monitor == MONITOR:
+                candidates = callback._monitor_candidates(trainer)
+                candidates[MONITOR] = torch.tensor(self.score)
+                callback._save_topk_checkpoint(trainer, candidates)
 
 
 class TextChannelFromTheStart(Callback):

@@ -199,3 +199,15 @@ def test_warm_start_loads_the_shared_tables_from_a_domain_checkpoint(in_tmp):
     other = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2)) for _ in range(3)])
     with pytest.raises(ValueError, match="other parameter groups"):
         continue_optimizer(other, saved)
+
+
+def test_cli_warm_start_competes_with_co_training_for_the_domain_models_best(in_tmp):
+    fitted = main(_args("warm", "--model.init_args.warm_start_auto", "true", "--model.init_args.warm_start_val_every",
+                        "1", "--model.init_args.warm_start_max_epochs", "4", "--trainer.max_epochs", "1"))
+    warm = torch.load(fitted.warm_start_checkpoint, map_location="cpu", weights_only=True)
+    warm_score = next(float(state["best_model_score"]) for key, state in warm["callbacks"].items()
+                      if key.startswith("ModelCheckpoint"))
+    best = fitted.trainer.checkpoint_callback
+    assert float(best.best_model_score) >= warm_score  # the warm start was a candidate: nothing worse replaced it
+    if float(best.best_model_score) == warm_score:
+        assert torch.load(best.best_model_path, map_location="cpu", weights_only=True)["global_step"] == 0

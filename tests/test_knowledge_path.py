@@ -7,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 
+from lightning_bridge.callbacks import RunCheckpoint
 from lightning_bridge.data.datamodule import SyntheticDataModule
 from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.domain import DomainModule
@@ -14,7 +15,7 @@ from lightning_bridge.models.lm import LMModule
 from lightning_bridge.modules.id_tokens import ITEM
 from lightning_bridge.modules.info_sharing import InfoSharing, fold_text_channel
 from lightning_bridge.modules.prompts import PromptBuilder
-from lightning_bridge.warm_start import warm_start_domain
+from lightning_bridge.warm_start import WarmStartAsCandidate, warm_start_domain
 
 NUM_USERS, NUM_ITEMS = 40, 30
 
@@ -115,11 +116,31 @@ def test_automatic_warm_start_stops_at_the_domain_models_best_and_starts_from_it
                           warm_start_patience=2, warm_start_val_every=1,
                           domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
                           lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
-    best = warm_start_domain(bridge, _data(tmp_path), str(tmp_path))
+    best, _ = warm_start_domain(bridge, _data(tmp_path), str(tmp_path))
     state = torch.load(best, map_location="cpu", weights_only=True)
     assert torch.equal(bridge.info.item.weight, state["state_dict"]["recommender.info.item.weight"])
     assert state["epoch"] < 199  # early stopping ended it, not the epoch cap
     assert bridge.domain._trainer is None
+
+
+@pytest.mark.parametrize("warm_score", [1.0, -1.0])
+def test_co_training_replaces_the_warm_start_only_if_it_beats_it_on_validation(tmp_path, warm_score):
+    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8,
+                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
+                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    start = bridge.info.item.weight.detach().clone()
+    checkpoint = RunCheckpoint(dirpath=tmp_path / "ckpt", monitor="domain/val/ndcg@10", mode="max",
+                               filename="best-{epoch}-{step}")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, max_epochs=2, limit_train_batches=3,
+                        callbacks=[checkpoint, WarmStartAsCandidate(warm_score)])
+    trainer.fit(bridge, datamodule=_data(tmp_path))
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    if warm_score == 1.0:  # no NDCG beats 1: the model co-training started from stays the best
+        assert best["global_step"] == 0 and checkpoint.best_model_score == 1.0
+        assert torch.equal(best["state_dict"]["info.item.weight"], start)
+    else:  # any validation beats -1: co-training's own best replaces it
+        assert best["global_step"] > 0 and checkpoint.best_model_score >= 0
 
 
 @pytest.mark.parametrize(("weights", "message"), [
@@ -252,7 +273,7 @@ def test_text_channel_epoch_survives_a_checkpoint_and_needs_item_text(tmp_path):
 def test_automatic_warm_start_trains_the_text_channel_from_its_first_step(tmp_path):
     bridge = _channel_bridge(warm_start_auto=True, warm_start_max_epochs=3, warm_start_patience=2,
                              warm_start_val_every=1)
-    best = warm_start_domain(bridge, _data(tmp_path), str(tmp_path))
+    best, _ = warm_start_domain(bridge, _data(tmp_path), str(tmp_path))
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     assert state["recommender.info.item_text_features"].norm(dim=1).allclose(torch.ones(NUM_ITEMS))
     assert state["recommender.info.text_proj.weight"].abs().sum() > 0  # BPR trained the map alongside the rows
