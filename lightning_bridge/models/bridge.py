@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
 
 from lightning_bridge.checkpoints import read_checkpoint
@@ -184,8 +183,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         if not any(data.item_text):
             raise ValueError("model.text_channel=true needs item text, but the data has none: set it to false or "
                              "use data with item text")
-        _, items = data.train_graph()
-        self.info.set_seen_items(torch.from_numpy(np.bincount(items, minlength=self.info.num_items) > 0))
+        self.info.set_seen_items(torch.from_numpy(data.item_popularity() > 0))
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         side = self.side_for_step(self.global_step, self.current_epoch)
