@@ -78,5 +78,5 @@ class TextChannelFromTheStart(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.bridge.lm.to(pl_module.device)
         self.bridge.lm.recommender.attach(trainer.datamodule)
-        self.bridge.mark_seen_items(trainer.datamodule)
+        self.bridge.prepare_text_channel(trainer.datamodule)
         self.bridge.encode_item_texts(epoch=0)

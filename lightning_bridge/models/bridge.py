@@ -176,10 +176,11 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         self.domain.recommender.attach(self.trainer.datamodule)
         self.lm.recommender.attach(self.trainer.datamodule)
         if self.hparams.text_channel:
-            self.mark_seen_items(self.trainer.datamodule)
+            self.prepare_text_channel(self.trainer.datamodule)
 
-    def mark_seen_items(self, data: RecommenderData) -> None:
-        """Tells the text channel which items have training interactions (the others read their text alone)."""
+    def prepare_text_channel(self, data: RecommenderData) -> None:
+        """Checks that the data has item text, and tells the text channel which items have training
+        interactions (the others read their text alone)."""
         if not any(data.item_text):
             raise ValueError("model.text_channel=true needs item text, but the data has none: set it to false or "
                              "use data with item text")
