@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.modules.encoders import MF, LightGCN
 from lightning_bridge.modules.info_sharing import InfoSharing
 
@@ -83,3 +84,44 @@ def test_isolated_nodes_keep_their_ego_row_whole_and_the_rest_follow_the_layer_m
 def test_unknown_isolated_nodes_setting_names_the_option():
     with pytest.raises(ValueError, match=r"model.isolated_nodes must be 'layer_mean' or 'ego', got 'zero'"):
         LightGCN(num_layers=2, isolated_nodes="zero")
+
+
+@pytest.mark.parametrize("isolated_nodes, share", [("layer_mean", 1 / 3), ("ego", 1.0)])
+def test_isolated_dropped_items_get_the_vector_of_an_item_without_edges(isolated_nodes, share):
+    torch.manual_seed(0)
+    num_users, num_items = 6, 5
+    users, items = np.array([0, 0, 1, 2, 3, 3]), np.array([0, 1, 1, 2, 0, 2])  # items 3, 4: new
+    info = InfoSharing(num_users, num_items, dim=4)
+    info.add_text_channel(3, id_dropout=0.5)
+    info.set_item_text_features(torch.randn(num_items, 3), torch.arange(num_items))
+    torch.nn.init.normal_(info.text_proj.weight)
+    info.set_seen_items(torch.tensor([True, True, True, False, False]))
+    kept, isolated = (LightGCN(2, isolated_nodes, dropped) for dropped in ("propagated", "isolated"))
+    for encoder in (kept, isolated):
+        encoder.set_graph(users, items, num_users, num_items)
+    alone = info.text_vectors() * share  # what a new item is ranked with
+    info.eval()  # no dropout: both settings give the same vectors, and new items read their text alone
+    assert torch.allclose(isolated(info)[1], kept(info)[1])
+    assert torch.allclose(isolated(info)[1][3:], alone[3:], atol=1e-6)
+    info.train()
+    with torch.no_grad():
+        info.id_dropout = 0.0
+        propagated = kept(info)[1]  # every seen item with its ID row and its edges
+        info.id_dropout = 0.5
+        passes = [isolated(info) for _ in range(200)]
+    users_seen = [torch.allclose(u, passes[0][0]) for u, _ in passes]
+    assert all(users_seen)  # users always propagate from the full item vectors
+    as_new = torch.stack([torch.isclose(i, alone, atol=1e-6).all(1) for _, i in passes]).float()
+    as_seen = torch.stack([torch.isclose(i, propagated, atol=1e-6).all(1) for _, i in passes]).float()
+    assert as_new[:, 3:].eq(1).all()
+    assert (as_new[:, :3] + as_seen[:, :3]).eq(1).all()  # a seen item is either dropped out whole or untouched
+    assert as_new[:, :3].mean(0).sub(0.5).abs().lt(0.12).all()
+
+
+def test_isolated_dropped_items_need_lightgcn_inside_a_bridge():
+    with pytest.raises(ValueError, match=r"model.dropped_items='isolated' applies to encoder lightgcn"):
+        DomainModule(3, 4, encoder="mf", dropped_items="isolated", info_sharing=InfoSharing(3, 4))
+    with pytest.raises(ValueError, match=r"in a domain-only model"):
+        DomainModule(3, 4, dropped_items="isolated")
+    with pytest.raises(ValueError, match=r"model.dropped_items must be 'propagated' or 'isolated', got 'cut'"):
+        LightGCN(2, dropped_items="cut")

@@ -342,6 +342,10 @@ def test_text_channel_marks_the_cold_splits_new_items_and_folds_them_to_their_te
                      lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
     with pytest.raises(ValueError, match=r"model\.item_id_dropout must be in \[0, 1\), got 1.0"):
         _channel_bridge(item_id_dropout=1.0)
+    with pytest.raises(ValueError, match=r"dropped_items=isolated needs model\.item_id_dropout > 0"):
+        BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, text_channel=True,
+                     domain=lambda u, i, **kw: DomainModule(u, i, dropped_items="isolated", **kw),
+                     lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
 
     # a channel saved before item_seen existed: every ID row counted
     state = {k: v for k, v in bridge.state_dict().items() if not k.endswith("item_seen")}

@@ -131,6 +131,10 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         self.info = InfoSharing(num_users, num_items, embedding_dim, init, init_std)
         self.domain = domain(num_users, num_items, info_sharing=self.info)
         self.lm = lm(num_users, num_items, info_sharing=self.info)
+        if getattr(self.domain.recommender.encoder, "dropped_items", "propagated") != "propagated" \
+                and not item_id_dropout:
+            raise ValueError("model.domain.init_args.dropped_items=isolated needs model.item_id_dropout > 0: "
+                             "without it no item is ever dropped out")
         if text_channel:  # the LM's pooled states are its final hidden states, as wide as its output projection
             self.info.add_text_channel(self.lm.recommender.network.out_proj.in_features, item_id_dropout)
         self._text_channel_epoch: int | None = None  # the epoch whose start last encoded the item texts

@@ -39,6 +39,12 @@ class DomainModule(RankingEvaluation, L.LightningModule):
             ``layer_mean`` (the paper's) averages its K+1 layers, K of them zero, so its ego row is divided
             by K+1 and it ranks far below items with neighbours. ``ego`` keeps the ego row whole, so that a
             row taught by something else (the LM's text, through InfoSharing) can compete.
+        dropped_items: LightGCN's vector, in a training pass, of a seen item that BridgeModule's
+            ``item_id_dropout`` drops out. ``propagated``: its ego row is its text part, and its neighbours
+            still propagate into it, so it keeps most of what its edges say. ``isolated``: the vector an item
+            without edges gets (its text part; divided by K+1 under ``layer_mean``), the same kind of vector a
+            new item is ranked with, so the text part learns to score new items on the scale of the others.
+            Only for ``lightgcn`` inside a BridgeModule with ``item_id_dropout`` (MF reads the same either way).
         embedding_dim: width of InfoSharing's tables (None: InfoSharing's default, 64). Inside a BridgeModule
             the bridge's own setting applies and a different value here is an error; so for ``init`` and
             ``init_std``.
@@ -82,7 +88,8 @@ class DomainModule(RankingEvaluation, L.LightningModule):
                  mlp_layers: tuple[int, ...] | None = None, max_len: int = 50, num_blocks: int = 2,
                  num_heads: int = 1, dropout: float = 0.2,
                  isolated_nodes: Literal["layer_mean", "ego"] = "layer_mean", sparse_embeddings: bool = False,
-                 mlp_tower_input: MLPTowerInput = "shared") -> None:
+                 mlp_tower_input: MLPTowerInput = "shared",
+                 dropped_items: Literal["propagated", "isolated"] = "propagated") -> None:
         arguments = dict(locals())
         super().__init__()
         save_own_hyperparameters(self, arguments)
@@ -96,10 +103,15 @@ class DomainModule(RankingEvaluation, L.LightningModule):
             raise ValueError(f"model.sparse_embeddings=true applies to encoder {' or '.join(SPARSE_ENCODERS)}, "
                              f"whose loss reads only the batch's rows; got encoder={encoder!r}: "
                              f"{NOT_SPARSE[encoder]}, so its gradients are dense whatever the tables do")
+        if dropped_items != "propagated" and (encoder != "lightgcn" or info_sharing is None):
+            raise ValueError(f"model.dropped_items={dropped_items!r} applies to encoder lightgcn inside a "
+                             "BridgeModule with model.item_id_dropout > 0 (only LightGCN propagates, and only "
+                             f"the bridge drops items out); got encoder={encoder!r}"
+                             + ("" if info_sharing is not None else " in a domain-only model"))
         info = tables_for("model.init_args.domain.init_args", num_users, num_items, info_sharing, embedding_dim,
                           init, init_std, sparse_embeddings)
         encoder_module = build_encoder(encoder, info.dim, num_layers, mlp_layers, max_len, num_blocks, num_heads,
-                                       dropout, isolated_nodes, mlp_tower_input)
+                                       dropout, isolated_nodes, mlp_tower_input, dropped_items)
         self.recommender = DomainRecommender(info, encoder_module, loss or LOSSES[encoder][0], reg_weight)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.evaluator = RankingEvaluator(ks)

@@ -23,10 +23,10 @@ LOSSES: dict[str, tuple[str, ...]] = {"lightgcn": ("bpr",), "mf": ("bpr",), "ncf
 
 def build_encoder(name: Encoder, dim: int, num_layers: int, mlp_layers: tuple[int, ...] | None, max_len: int,
                   num_blocks: int, num_heads: int, dropout: float, isolated_nodes: str = "layer_mean",
-                  mlp_tower_input: MLPTowerInput = "shared") -> nn.Module:
+                  mlp_tower_input: MLPTowerInput = "shared", dropped_items: str = "propagated") -> nn.Module:
     """The domain encoder a config names (DomainModule's arguments say what each setting does)."""
     if name == "lightgcn":
-        return LightGCN(num_layers, isolated_nodes)
+        return LightGCN(num_layers, isolated_nodes, dropped_items)
     if name == "mf":
         return MF()
     if name == "ncf":

@@ -102,15 +102,20 @@ class LightGCN(nn.Module):
     half the work of multiplying by the full square matrix.
     """
 
-    def __init__(self, num_layers: int = 3, isolated_nodes: str = "layer_mean") -> None:
+    def __init__(self, num_layers: int = 3, isolated_nodes: str = "layer_mean",
+                 dropped_items: str = "propagated") -> None:
         """``isolated_nodes``: ``layer_mean`` (the paper's: a node without edges gets its ego row / (K+1)) or
-        ``ego`` (it keeps its ego row whole; see DomainModule)."""
+        ``ego`` (it keeps its ego row whole). ``dropped_items``: what an item dropped out by InfoSharing's
+        ``id_dropout`` gets, ``propagated`` (its text part as its ego row, its edges kept) or ``isolated``
+        (the vector of an item without edges, as a new item gets). See DomainModule."""
         super().__init__()
         if num_layers < 0:
             raise ValueError(f"LightGCN num_layers must be >= 0, got {num_layers}")
         if isolated_nodes not in ("layer_mean", "ego"):
             raise ValueError(f"model.isolated_nodes must be 'layer_mean' or 'ego', got {isolated_nodes!r}")
-        self.num_layers, self.isolated_nodes = num_layers, isolated_nodes
+        if dropped_items not in ("propagated", "isolated"):
+            raise ValueError(f"model.dropped_items must be 'propagated' or 'isolated', got {dropped_items!r}")
+        self.num_layers, self.isolated_nodes, self.dropped_items = num_layers, isolated_nodes, dropped_items
         self._isolated: tuple[torch.Tensor, torch.Tensor] | None = None  # per-node scale, "ego" only
         self._graph: tuple[torch.Tensor, torch.Tensor] | None = None
         self._edges: tuple[np.ndarray, np.ndarray, int, int] | None = None
@@ -139,15 +144,27 @@ class LightGCN(nn.Module):
         return self._graph
 
     def forward(self, info: InfoSharing) -> tuple[torch.Tensor, torch.Tensor]:
-        user, item = info()
+        isolate_dropped = self.dropped_items == "isolated"
+        user, item = info(id_dropout=not isolate_dropped)
         r, r_t = self._graph_on(user.device, user.dtype)
-        if self.num_layers == 0:
-            return user, item
-        user, item = _Propagate.apply(user, item, r, r_t, self.num_layers)
-        if self._isolated is None:
-            return user, item
-        user_scale, item_scale = (s.to(user.device) for s in self._isolated)
-        return user * user_scale, item * item_scale
+        if self.num_layers > 0:
+            user, item = _Propagate.apply(user, item, r, r_t, self.num_layers)
+            if self._isolated is not None:
+                user_scale, item_scale = (s.to(user.device) for s in self._isolated)
+                user, item = user * user_scale, item * item_scale
+        if isolate_dropped:
+            item = self._isolate(info, item)
+        return user, item
+
+    def _isolate(self, info: InfoSharing, item: torch.Tensor) -> torch.Tensor:
+        """``item`` with the vectors of this pass's dropped-out items replaced by what they would get without
+        edges: their text part, divided by K+1 under the layer mean. A dropped seen item then looks exactly
+        like a new item, so the text part learns to score new items on the scale they are ranked on."""
+        dropped = info.dropped_out(item.shape[:1])
+        if not bool(dropped.any()):
+            return item
+        share = 1.0 if self.isolated_nodes == "ego" else 1.0 / (self.num_layers + 1)
+        return torch.where(dropped[:, None], info.text_vectors() * share, item)
 
 
 class MF(nn.Module):

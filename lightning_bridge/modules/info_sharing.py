@@ -66,17 +66,30 @@ class InfoSharing(nn.Module):
         self.item_text_features[items] = nn.functional.normalize(features.detach().to(self.item_text_features),
                                                                  dim=-1)
 
-    def item_vectors(self) -> torch.Tensor:
-        """Every item's vector: its ID row, plus its text part when the text channel is on."""
+    def item_vectors(self, id_dropout: bool = True) -> torch.Tensor:
+        """Every item's vector: its ID row, plus its text part when the text channel is on. ``id_dropout``
+        False: no seen item is dropped out here (an encoder that drops items itself: ``dropped_out``)."""
         if self.text_proj is None:
             return self.item.weight
-        return self.item.weight * self._id_weight(self.item_seen) + self.text_proj(self.item_text_features)
+        return self.item.weight * self._id_weight(self.item_seen, id_dropout) + self.text_vectors()
 
-    def _id_weight(self, seen: torch.Tensor) -> torch.Tensor:
+    def text_vectors(self) -> torch.Tensor:
+        """Every item's text part: the whole vector of an item that reads its text alone."""
+        return self.text_proj(self.item_text_features)
+
+    def dropped_out(self, shape: torch.Size) -> torch.Tensor:
+        """Bool, one per item of a lookup of this shape: which read their text alone in this training pass
+        (DropoutNet). None do outside training or without ``id_dropout``."""
+        weight = self.item.weight
+        if not (self.training and self.id_dropout):
+            return torch.zeros(shape, dtype=torch.bool, device=weight.device)
+        return torch.rand(shape, dtype=weight.dtype, device=weight.device) < self.id_dropout
+
+    def _id_weight(self, seen: torch.Tensor, id_dropout: bool = True) -> torch.Tensor:
         """``seen`` with a trailing unit axis: 1 where an item's ID row counts in this pass, 0 where it reads its
         text alone."""
-        if self.training and self.id_dropout:
-            seen = seen * (torch.rand_like(seen) >= self.id_dropout)
+        if id_dropout:
+            seen = seen * ~self.dropped_out(seen.shape)
         return seen[..., None]
 
     @property
@@ -84,9 +97,9 @@ class InfoSharing(nn.Module):
         """The table settings under the names every model's config gives them."""
         return {"embedding_dim": self.dim, "init": self.init, "init_std": self.init_std}
 
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, id_dropout: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Both whole tables, as (user rows, item vectors)."""
-        return self.user.weight, self.item_vectors()
+        return self.user.weight, self.item_vectors(id_dropout)
 
     def user_rows(self, users: torch.Tensor) -> torch.Tensor:
         """The users' rows (a sparse gradient when ``sparse``)."""
