@@ -90,6 +90,24 @@ def test_fsdp2_co_training_matches_ddp_resumes_exactly_and_evaluates_like_one_pr
         assert sharded[key] == pytest.approx(single[key], abs=1e-6), key
 
 
+@pytest.mark.slow
+def test_the_text_channel_with_dropped_out_items_trains_the_same_under_fsdp2_as_under_ddp(tmp_path):
+    """The text channel (features encoded at every epoch start, by every rank), DropoutNet and isolated dropped
+    items (random per rank, from each rank's seeded stream) give the same weights under both strategies."""
+    channel = ["--model.init_args.text_channel", "true", "--model.init_args.item_id_dropout", "0.5",
+               "--model.init_args.domain.init_args.dropped_items", "isolated",
+               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.max_epochs", "2"]
+    for name, strategy in (("ddp", ["--trainer.strategy", "ddp_find_unused_parameters_true"]),
+                           ("fsdp", ["--config", FSDP2])):
+        (tmp_path / name).mkdir()
+        _run(["fit", "--config", TINY, *strategy, *channel], tmp_path / name)
+    ddp, fsdp = (_weights(tmp_path / name / "logs" / "run" / "version_0") for name in ("ddp", "fsdp"))
+    assert ddp.keys() == fsdp.keys() and "info.text_proj.weight" in ddp
+    assert ddp["info.text_proj.weight"].abs().sum() > 0  # the channel trained
+    for key, value in ddp.items():
+        assert torch.allclose(value, fsdp[key], atol=1e-5), key
+
+
 class _DefaultGroup:
     """A device-mesh dimension over the default process group."""
 

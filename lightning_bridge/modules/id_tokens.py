@@ -66,9 +66,12 @@ class IDTokenLM(nn.Module):
         self.out_proj = nn.Linear(hidden_size, info_dim)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, id_kind: Tensor, id_index: Tensor,
-                info: InfoSharing) -> Tensor:
-        """The pooled prompt representation in InfoSharing's space, (B, info_dim)."""
-        return self.out_proj(self.pooled(input_ids, attention_mask, id_kind, id_index, info))
+                info: InfoSharing, project: bool = True) -> Tensor:
+        """The pooled prompt representation in InfoSharing's space, (B, info_dim); with ``project`` False the
+        pooled final hidden state itself (``pooled``). Every use goes through here, so that a sharded
+        network (FSDP2, whose hooks wrap ``forward`` only) gathers its weights first."""
+        pooled = self.pooled(input_ids, attention_mask, id_kind, id_index, info)
+        return self.out_proj(pooled) if project else pooled
 
     def pooled(self, input_ids: Tensor, attention_mask: Tensor, id_kind: Tensor, id_index: Tensor,
                info: InfoSharing) -> Tensor:

@@ -114,7 +114,7 @@ class LMRecommender(nn.Module):
             for start in range(0, len(ids), batch_size):
                 chunk = ids[start: start + batch_size]
                 parts.append(self.text_queries(kind, chunk) if project
-                             else self.network.pooled(**self._text_prompt(kind, chunk), info=self.info))
+                             else self.network(**self._text_prompt(kind, chunk), info=self.info, project=False))
         self.train(was_training)
         return torch.cat(parts)
 
