@@ -13,10 +13,11 @@ from lightning_bridge.data.download import DatasetUnavailableError
 CONFIGS = Path(__file__).parent.parent / "configs"
 
 
-@pytest.mark.parametrize("name", ["ml1m.yaml", "ml1m_lightgcn.yaml", "examples/atomic_amazon_books.yaml"])
-def test_config_parses(name, capsys):
+@pytest.mark.parametrize("names", [["ml1m.yaml"], ["ml1m_lightgcn.yaml"], ["examples/atomic_amazon_books.yaml"],
+                                   ["ml100k.yaml", "variants/text_teacher.yaml", "variants/new_items.yaml"]])
+def test_config_parses(names, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", str(CONFIGS / name), "--print_config"])
+        main(["fit", *(arg for name in names for arg in ("--config", str(CONFIGS / name))), "--print_config"])
     assert exit_.value.code in (None, 0)
     printed = capsys.readouterr().out
     assert "class_path: lightning_bridge.data.datamodule." in printed
