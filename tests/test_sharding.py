@@ -17,6 +17,7 @@ from lightning_bridge.models.sharded_training import FullyShardedCoTraining
 from lightning_bridge.sharding import average_replicated_grads, clip_grad_norm
 
 TINY = str(CONFIGS / "tiny_bridge.yaml")
+CPU2 = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.max_epochs", "2"]
 FSDP2 = str(Path(__file__).parents[1] / "configs" / "strategies" / "fsdp2.yaml")
 
 
@@ -56,27 +57,35 @@ def _weights(run: Path, name: str = "last.ckpt") -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / name, weights_only=False)["state_dict"]
 
 
+def _fit_under_ddp_and_fsdp2(tmp_path: Path, args: list[str]) -> tuple[Path, Path]:
+    """Two-process CPU fits of the tiny bridge with ``args``, under DDP and under FSDP2; their run folders."""
+    for name, strategy in (("ddp", ["--trainer.strategy", "ddp_find_unused_parameters_true"]),
+                           ("fsdp", ["--config", FSDP2])):
+        (tmp_path / name).mkdir()
+        _run(["fit", "--config", TINY, *strategy, *args], tmp_path / name)
+    return tuple(tmp_path / name / "logs" / "run" / "version_0" for name in ("ddp", "fsdp"))
+
+
+def _assert_same_weights(ddp: dict[str, torch.Tensor], fsdp: dict[str, torch.Tensor]) -> None:
+    assert ddp.keys() == fsdp.keys()
+    for key, value in ddp.items():
+        assert torch.allclose(value, fsdp[key], atol=1e-5), key
+
+
 @pytest.mark.slow
 def test_fsdp2_co_training_matches_ddp_resumes_exactly_and_evaluates_like_one_process(tmp_path):
     """Two epochs of tiny co-training under FSDP2 and under DDP give the same weights; FSDP2 resumed from its
     first epoch's checkpoint ends bitwise where it ended uninterrupted; its sharded test (uneven evaluation
     shares) gives the single process's metrics."""
-    cpu2 = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.max_epochs", "2"]
-    for name, strategy in (("ddp", ["--trainer.strategy", "ddp_find_unused_parameters_true"]),
-                           ("fsdp", ["--config", FSDP2])):
-        (tmp_path / name).mkdir()
-        _run(["fit", "--config", TINY, *strategy, *cpu2], tmp_path / name)
-    ddp, fsdp = (tmp_path / name / "logs" / "run" / "version_0" for name in ("ddp", "fsdp"))
-    ddp_weights, fsdp_weights = _weights(ddp), _weights(fsdp)
-    assert ddp_weights.keys() == fsdp_weights.keys()
-    for key, value in ddp_weights.items():
-        assert torch.allclose(value, fsdp_weights[key], atol=1e-5), key
+    ddp, fsdp = _fit_under_ddp_and_fsdp2(tmp_path, CPU2)
+    fsdp_weights = _weights(fsdp)
+    _assert_same_weights(_weights(ddp), fsdp_weights)
 
     resumed = tmp_path / "resumed" / "logs" / "run" / "version_0" / "checkpoints"
     resumed.mkdir(parents=True)
     first_epoch = next((fsdp / "checkpoints").glob("best-lm-epoch=0-*.ckpt"))
     shutil.copy(first_epoch, resumed / first_epoch.name)
-    _run(["fit", "--config", TINY, "--config", FSDP2, *cpu2, "--ckpt_path", str(resumed / first_epoch.name)],
+    _run(["fit", "--config", TINY, "--config", FSDP2, *CPU2, "--ckpt_path", str(resumed / first_epoch.name)],
          tmp_path / "resumed")
     for key, value in _weights(resumed.parent).items():
         assert torch.equal(value, fsdp_weights[key]), key
@@ -95,17 +104,11 @@ def test_the_text_channel_with_dropped_out_items_trains_the_same_under_fsdp2_as_
     """The text channel (features encoded at every epoch start, by every rank), DropoutNet and isolated dropped
     items (random per rank, from each rank's seeded stream) give the same weights under both strategies."""
     channel = ["--model.init_args.text_channel", "true", "--model.init_args.item_id_dropout", "0.5",
-               "--model.init_args.domain.init_args.dropped_items", "isolated",
-               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.max_epochs", "2"]
-    for name, strategy in (("ddp", ["--trainer.strategy", "ddp_find_unused_parameters_true"]),
-                           ("fsdp", ["--config", FSDP2])):
-        (tmp_path / name).mkdir()
-        _run(["fit", "--config", TINY, *strategy, *channel], tmp_path / name)
-    ddp, fsdp = (_weights(tmp_path / name / "logs" / "run" / "version_0") for name in ("ddp", "fsdp"))
-    assert ddp.keys() == fsdp.keys() and "info.text_proj.weight" in ddp
+               "--model.init_args.domain.init_args.dropped_items", "isolated"]
+    ddp, fsdp = (_weights(run) for run in _fit_under_ddp_and_fsdp2(tmp_path, [*channel, *CPU2]))
+    assert "info.text_proj.weight" in ddp
     assert ddp["info.text_proj.weight"].abs().sum() > 0  # the channel trained
-    for key, value in ddp.items():
-        assert torch.allclose(value, fsdp[key], atol=1e-5), key
+    _assert_same_weights(ddp, fsdp)
 
 
 class _DefaultGroup:

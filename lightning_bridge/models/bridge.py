@@ -131,8 +131,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         self.info = InfoSharing(num_users, num_items, embedding_dim, init, init_std)
         self.domain = domain(num_users, num_items, info_sharing=self.info)
         self.lm = lm(num_users, num_items, info_sharing=self.info)
-        if getattr(self.domain.recommender.encoder, "dropped_items", "propagated") != "propagated" \
-                and not item_id_dropout:
+        if self.domain.hparams.get("dropped_items") == "isolated" and not item_id_dropout:
             raise ValueError("model.domain.init_args.dropped_items=isolated needs model.item_id_dropout > 0: "
                              "without it no item is ever dropped out")
         if text_channel:  # the LM's pooled states are its final hidden states, as wide as its output projection
