@@ -6,6 +6,7 @@ MovieLens-100K and in the sparse settings where the claim says co-training shoul
     python bench/bridge_ml100k.py --seeds 0 1 2 3 --variants bdlm
     python bench/bridge_ml100k.py --seeds 1 --jsonl runs.jsonl --trainer.accelerator gpu   # overrides pass through
     python bench/bridge_ml100k.py --summarize runs.jsonl    # the summary of runs made in several processes
+    python bench/bridge_ml100k.py --seeds 0 --threads 1 & python bench/bridge_ml100k.py --seeds 1 --threads 1  # 2 cores
     python bench/bridge_ml100k.py --domain sasrec --variants domain_only bdlm   # another domain model
 
 Settings (each changes only the data section of every variant's config):
@@ -32,6 +33,8 @@ import argparse
 import json
 import statistics
 import time
+
+import torch
 
 from lightning_bridge.cli import main as cli_main
 
@@ -165,7 +168,13 @@ def main() -> None:
                         help="co-training variants start from the same seed's domain-only best checkpoint (run "
                              "domain_only first) instead of their own automatic warm start, which is the same "
                              "computation: half the CPU time")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: torch's, one per core). Give each of several runs "
+                             "sharing a machine cores / runs: oversubscribed threads slowed LightGCN's epochs "
+                             "17x on 2 cores")
     args, overrides = parser.parse_known_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.summarize:
         with open(args.summarize) as lines:
             summary = summarize([json.loads(line) for line in lines if line.strip()])
@@ -197,6 +206,7 @@ def main() -> None:
           + " --seeds "
           + " ".join(map(str, args.seeds)) + " --variants " + " ".join(args.variants)
           + (f" --tag {args.tag}" if args.tag else "") + (" --reuse_domain_only" if args.reuse_domain_only else "")
+          + (f" --threads {args.threads}" if args.threads else "")
           + "".join(f" --domain_option {name} {value}" for name, value in args.domain_option)
           + "".join(f" --bridge_option {name} {value}" for name, value in args.bridge_option)
           + "".join(f" {o}" for o in overrides))
