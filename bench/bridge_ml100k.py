@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (default: torch's, one per core). Give each of several runs "
                              "sharing a machine cores / runs: oversubscribed threads slowed LightGCN's epochs "
-                             "17x on 2 cores")
+                             "18x on 2 cores")
     args, overrides = parser.parse_known_args()
     if args.threads:
         torch.set_num_threads(args.threads)
