@@ -240,21 +240,18 @@ class BridgeCLI(LightningCLI):
                 f"`main.py test --config <run folder>/config.yaml --ckpt_path {last}`.")
         tested = _side(self.trainer.checkpoint_callback)
         others = {side: path for side, path in best.items() if side != tested}
-        # With a second test, each test would log both models; only each model's own best reaches the loggers.
-        loggers = self.trainer.loggers
-        if others:
-            self.trainer.loggers = []
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
-        self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
-        for side, path in others.items():
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
-            self.test_metrics.update({k: float(v) for k, v in self.trainer.callback_metrics.items()
-                                      if k.startswith(f"{side}/")})
-        if others:
-            self.trainer.loggers = loggers
-            for logger in loggers:
-                logger.log_metrics({k: v for k, v in self.test_metrics.items() if "/test/" in k},
-                                   step=self.trainer.global_step)
+        # With a second test, each test evaluates (and logs) only the model whose best checkpoint it loads.
+        try:
+            if others:
+                self.model.evaluate_only({tested})
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
+            self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+            for side, path in others.items():
+                self.model.evaluate_only({side})
+                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
+                self.test_metrics.update({k: float(v) for k, v in self.trainer.callback_metrics.items()})
+        finally:
+            self.model.evaluate_only(None)
         if self.trainer.is_global_zero:
             print(summary_table(self.test_metrics, best))
 

@@ -88,7 +88,7 @@ def bucket_table(result: dict[str, torch.Tensor], activity: np.ndarray) -> dict[
 
 def evaluators(pl_module: L.LightningModule) -> dict[str, Any]:
     """The RankingEvaluator of each model the module tests, by model name (``domain``, ``lm``)."""
-    return {name: evaluator for name, (evaluator, _) in pl_module.evaluated_models().items()}
+    return {name: evaluator for name, (evaluator, _) in pl_module.active_models().items()}
 
 
 class TestFigures(Callback):
@@ -99,11 +99,6 @@ class TestFigures(Callback):
     def __init__(self) -> None:
         self._metrics: dict[str, PerUserNDCG] = {}
         self._warned = False
-        self._loggers: list = []
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # kept from the start: after fit, the CLI tests with the loggers detached (cli.BridgeCLI.after_fit)
-        self._loggers = self._loggers or list(trainer.loggers)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         data = trainer.datamodule
@@ -126,12 +121,12 @@ class TestFigures(Callback):
         tables = {model: bucket_table(metric.compute(), activity) for model, metric in self._metrics.items()}
         self._metrics = {}
         # without a logger there is no run folder to write into (and nothing to show a figure)
-        log_dir = self._loggers[0].log_dir if self._loggers else None
+        log_dir = trainer.loggers[0].log_dir if trainer.loggers else None
         if not trainer.is_global_zero or not log_dir:
             return
         checkpoint = Path(trainer.ckpt_path).stem if trainer.ckpt_path else "final"
         write_csv(Path(log_dir) / "ndcg_by_bucket.csv", tables, checkpoint)
-        boards = [logger for logger in self._loggers if isinstance(logger, TensorBoardLogger)]
+        boards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if not boards:
             return
         figure = draw(tables, checkpoint)

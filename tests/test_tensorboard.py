@@ -76,13 +76,14 @@ def test_ndcg_by_bucket_after_each_test(bridge_run):
     with (run / "ndcg_by_bucket.csv").open() as f:
         rows = list(csv.DictReader(f))
     checkpoints = {r["checkpoint"] for r in rows}
-    assert len(checkpoints) == 2  # each model tested at its own best checkpoint
-    for checkpoint in checkpoints:
-        for model in ("domain", "lm"):
-            for bucket in ("activity", "popularity"):
-                part = [r for r in rows if (r["checkpoint"], r["model"], r["bucket"]) == (checkpoint, model, bucket)]
-                assert [r["quintile"] for r in part] == ["1", "2", "3", "4", "5"]
-                assert sum(int(r["users"]) for r in part) == cli.datamodule.num_users
+    # each model tested at its own best checkpoint, and only there
+    tested = {(r["checkpoint"].startswith("best-lm-"), r["model"]) for r in rows}
+    assert len(checkpoints) == 2 and tested == {(False, "domain"), (True, "lm")}
+    for checkpoint, model in {(r["checkpoint"], r["model"]) for r in rows}:
+        for bucket in ("activity", "popularity"):
+            part = [r for r in rows if (r["checkpoint"], r["model"], r["bucket"]) == (checkpoint, model, bucket)]
+            assert [r["quintile"] for r in part] == ["1", "2", "3", "4", "5"]
+            assert sum(int(r["users"]) for r in part) == cli.datamodule.num_users
     if _has_matplotlib():
         images = _events(run).Tags()["images"]
         assert {f"test/ndcg@10_by_bucket/{c}" for c in checkpoints} <= set(images)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -17,9 +17,21 @@ class RankingEvaluation:
     logged as ``{model}/{stage}/...``; ``predict`` writes one model's top-k unseen items. What evaluation
     reuses across batches (propagated vectors) is cached for the epoch by ``freeze_vectors``."""
 
+    _evaluating: frozenset[str] | None = None  # set by ``evaluate_only``; None: every model
+
     def evaluated_models(self) -> dict[str, tuple[RankingEvaluator, Scorer]]:
         """``{"domain": (evaluator, scores), ...}``: the models validated and tested, by log prefix."""
         raise NotImplementedError
+
+    def evaluate_only(self, models: Iterable[str] | None) -> None:
+        """Validates and tests only ``models`` from now on (None: all of them again). After fit each model is
+        tested at its own best checkpoint, where the other model's metrics would be wasted work."""
+        self._evaluating = None if models is None else frozenset(models)
+
+    def active_models(self) -> dict[str, tuple[RankingEvaluator, Scorer]]:
+        """``evaluated_models`` less those ``evaluate_only`` leaves out."""
+        models = self.evaluated_models()
+        return models if self._evaluating is None else {k: v for k, v in models.items() if k in self._evaluating}
 
     def predicting_model(self) -> tuple[Scorer, int]:
         """The scores ``predict`` ranks by, and how many items it writes per user."""
@@ -37,7 +49,7 @@ class RankingEvaluation:
     on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
 
     def _update(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        for evaluator, scores in self.evaluated_models().values():
+        for evaluator, scores in self.active_models().values():
             evaluator.update(stage, scores(batch), batch)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -48,7 +60,7 @@ class RankingEvaluation:
 
     def _log_stage(self, stage: str) -> None:
         metrics = {}
-        for prefix, (evaluator, _) in self.evaluated_models().items():
+        for prefix, (evaluator, _) in self.active_models().items():
             metrics.update(evaluator.compute(stage, prefix))
         self.log_dict(metrics)
         self.release_vectors()
