@@ -51,13 +51,14 @@ SETTINGS = {
     "synthetic_flat": ["--data.class_path", "lightning_bridge.data.datamodule.SyntheticTopicsDataModule",
                        "--data.init_args.popularity_exponent", "0.5"],
 }
-# LM-only at BDLM's LM compute: configs/ml100k.yaml makes about 12 LM steps of 32 examples per co-training
-# epoch for 10 epochs; 2 examples per user for 2 epochs is about as many (118 steps on ML-100K).
+# LM-only at BDLM's LM compute: configs/ml100k.yaml makes 197 LM steps of 32 examples (2:1 for 10 epochs of 59
+# steps); 1 example per user for 7 epochs is about as many (210 steps on ML-100K). Sessions 7 to 10 compared at
+# 118 steps (2 examples per user for 2 epochs), the main config's 4:1 schedule then.
 # the domain-only and BDLM configs of each domain model (--domain); LM-only is the same for all
 DOMAIN_CONFIGS = {"lightgcn": {},
                   "ncf": {"domain_only": "configs/ml100k_ncf.yaml", "bdlm": "configs/ml100k_bdlm_ncf.yaml"},
                   "sasrec": {"domain_only": "configs/ml100k_sasrec.yaml", "bdlm": "configs/ml100k_bdlm_sasrec.yaml"}}
-VARIANT_OVERRIDES = {"lm_only": ["--data.init_args.lm_examples_per_user", "2", "--trainer.max_epochs", "2"]}
+VARIANT_OVERRIDES = {"lm_only": ["--data.init_args.lm_examples_per_user", "1", "--trainer.max_epochs", "7"]}
 # which model's metrics each variant reports, under the key used in the JSON
 REPORTS = {"domain_only": [("domain_only", "domain")], "lm_only": [("lm_only", "lm")],
            "bdlm": [("bdlm_domain", "domain"), ("bdlm_lm", "lm")], "bdlm_text": [("bdlm_text_domain", "domain")]}
