@@ -240,10 +240,11 @@ class BridgeCLI(LightningCLI):
                 f"`main.py test --config <run folder>/config.yaml --ckpt_path {last}`.")
         tested = _side(self.trainer.checkpoint_callback)
         others = {side: path for side, path in best.items() if side != tested}
-        # With a second test, each test evaluates (and logs) only the model whose best checkpoint it loads.
+        # With a second test, each model is evaluated (and logged) once: at its own best checkpoint, or else at
+        # the primary one.
         try:
             if others:
-                self.model.evaluate_only({tested})
+                self.model.evaluate_only(set(self.model.evaluated_models()) - set(others))
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
             self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
             for side, path in others.items():

@@ -143,3 +143,15 @@ def test_each_models_test_metrics_are_those_of_its_own_best_checkpoint(bridge_ru
     for key in ("domain/test/ndcg@10", "lm/test/ndcg@10", "lm/test/sparse_ndcg@10"):
         values = [e.value for e in events.Scalars(key)]
         assert values == [pytest.approx(cli.test_metrics[key])]  # logged once: the after-fit table's value
+
+
+def test_a_model_without_its_own_best_checkpoint_is_tested_at_the_primary_one(tmp_path):
+    """``checkpoint.monitor`` names no model: the CLI keeps the domain model's best beside it, and the LM, which
+    has no best of its own, is tested at the primary checkpoint instead of being left out."""
+    cli = main(["fit", "--config", TINY_BRIDGE, "--test_after_fit", "true", "--trainer.default_root_dir",
+                str(tmp_path), "--data.init_args.cache_dir", str(tmp_path / "cache"),
+                "--checkpoint.monitor", "train/domain_loss", "--checkpoint.mode", "min"])
+    assert {"domain/test/ndcg@10", "lm/test/ndcg@10"} <= set(cli.test_metrics)
+    with (tmp_path / "run" / "version_0" / "ndcg_by_bucket.csv").open() as f:
+        tested = {(r["checkpoint"].startswith("best-domain-"), r["model"]) for r in csv.DictReader(f)}
+    assert tested == {(True, "domain"), (False, "lm")}
