@@ -12,6 +12,7 @@ from lightning_bridge.data.contract import RecommenderData, check_sizes
 from lightning_bridge.modules.encoders import MF, LightGCN
 from lightning_bridge.modules.info_sharing import InfoSharing
 from lightning_bridge.modules.ncf import MLPTowerInput, NeuMF
+from lightning_bridge.modules.rows import gather_rows
 from lightning_bridge.modules.sasrec import SASRec, check_histories, warn_about_order
 
 Encoder = Literal["lightgcn", "mf", "ncf", "sasrec"]
@@ -76,7 +77,7 @@ class DomainRecommender(nn.Module):
             user_vec, item_vec = self.encoder(self.info)
             items = torch.cat([pos, neg])
             # one gather of both item sets: its backward scatters into one dense (items x dim) gradient, not two
-            user_rows, (pos_rows, neg_rows) = user_vec[users], item_vec[items].split(len(pos))
+            user_rows, (pos_rows, neg_rows) = gather_rows(user_vec, users), gather_rows(item_vec, items).split(len(pos))
             ego = _squared_rows(self.info.user.weight, users) + _squared_rows(self.info.item.weight, items)
         if isinstance(self.encoder, NeuMF):
             ranking = self.encoder.loss(user_rows, pos_rows, neg_rows, self.loss_kind)
@@ -125,13 +126,13 @@ def _user_rows(user_vec: torch.Tensor, item_vec: torch.Tensor, users: torch.Tens
     those items are like."""
     new = users < 0
     if not bool(new.any()):
-        return user_vec[users]
+        return gather_rows(user_vec, users)
     if history is None:
         raise ValueError("a new user (negative id) needs a history in the batch to be folded in from")
-    rows = user_vec[users.clamp(min=0)].clone()
+    rows = gather_rows(user_vec, users.clamp(min=0))
     items = history[new].to(item_vec.device)
     present = (items >= 0).to(item_vec.dtype).unsqueeze(-1)
-    folded = (item_vec[items.clamp(min=0)] * present).sum(1) / present.sum(1).clamp_min(1)
+    folded = (gather_rows(item_vec, items.clamp(min=0)) * present).sum(1) / present.sum(1).clamp_min(1)
     rows[new] = folded.to(rows.dtype)
     return rows
 
@@ -141,6 +142,6 @@ def _squared_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     squared norm by its count in ``rows`` is the same sum without gathering (and scattering back in backward)
     a (len(rows), dim) copy: about 40% of a LightGCN step's non-propagation time on MovieLens-100K."""
     if table.shape[0] > 2 * rows.numel():
-        return table[rows].square().sum()
+        return gather_rows(table, rows).square().sum()
     counts = torch.bincount(rows, minlength=table.shape[0]).to(table.dtype)
     return counts @ table.square().sum(1)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_bridge.modules.rows import gather_rows
+
 SASRecLoss = Literal["ce", "bce"]
 # histories encoded together when scoring: sorted by length, each chunk is cut to its longest one
 _SCORE_CHUNK = 128
@@ -92,7 +94,7 @@ class SASRec(nn.Module):
         if length > self.max_len:
             raise ValueError(f"sequences of {length} items are longer than model.max_len={self.max_len}")
         real = sequences >= 0
-        x = item_table[sequences.clamp(min=0)] + self.position.weight[self.max_len - length:]
+        x = gather_rows(item_table, sequences.clamp(min=0)) + self.position.weight[self.max_len - length:]
         x = self.input_dropout(x) * real[..., None]
         causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
         self_only = torch.eye(length, dtype=torch.bool, device=x.device)
@@ -128,8 +130,8 @@ class SASRec(nn.Module):
         hidden, targets = hidden[has_target], targets[has_target]
         if kind == "ce":
             return F.cross_entropy(hidden @ item_table.T, targets)
-        s_pos = (hidden * item_table[targets]).sum(-1)
-        s_neg = (hidden * item_table[negatives[has_target]]).sum(-1)
+        s_pos = (hidden * gather_rows(item_table, targets)).sum(-1)
+        s_neg = (hidden * gather_rows(item_table, negatives[has_target])).sum(-1)
         return (F.softplus(-s_pos) + F.softplus(s_neg)).mean()
 
 
