@@ -1,6 +1,7 @@
 """The shortcuts that make the domain model fast give the same answers as the plain computations."""
 
 import contextlib
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -69,15 +70,20 @@ def test_squared_rows_counts_equal_gather():
         torch.testing.assert_close(g_got, g_expected)
 
 
+def _training_data(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int) -> SimpleNamespace:
+    """What ``DomainRecommender.attach`` reads from a data module: the sizes, the graph, and SASRec's sequences
+    (random histories; the interactions' timestamps rise with their rows)."""
+    rng = np.random.default_rng(1)
+    interactions = SimpleNamespace(users=users, timestamps=np.arange(len(users)),
+                                   user_ids=[str(u) for u in range(num_users)])
+    return SimpleNamespace(num_users=num_users, num_items=num_items, train_graph=lambda: (users, items),
+                           interactions=interactions,
+                           recent_training_items=lambda n: rng.integers(0, num_items, (num_users, n)))
+
+
 def test_domain_loss_is_bpr_plus_l2(graph):
     users, items, num_users, num_items = graph
-
-    class Data:
-        pass
-
-    data = Data()
-    data.num_users, data.num_items = num_users, num_items
-    data.train_graph = lambda: (users, items)
+    data = _training_data(users, items, num_users, num_items)
     model = DomainModule(num_users, num_items, num_layers=2, embedding_dim=8, reg_weight=0.1).double()
     model.recommender.attach(data)
     batch = {"users": torch.tensor([0, 1, 1, 5]), "pos": torch.tensor([2, 3, 3, 7]), "neg": torch.tensor([4, 4, 9, 0])}
@@ -146,16 +152,7 @@ def test_a_training_gradient_is_bitwise_reproducible_on_two_threads(encoder, two
     rng = np.random.default_rng(0)
     num_users, num_items, size = 300, 200, 4096  # enough repeated rows in one batch for threads to split them
     users, items = rng.integers(0, num_users, 5000), rng.integers(0, num_items, 5000)
-
-    class Data:
-        pass
-
-    data = Data()
-    data.num_users, data.num_items = num_users, num_items
-    data.train_graph = lambda: (users, items)
-    data.interactions = type("Interactions", (), {"users": users, "timestamps": np.arange(len(users)),
-                                                  "user_ids": [str(u) for u in range(num_users)]})
-    data.recent_training_items = lambda n: rng.integers(0, num_items, (num_users, n))
+    data = _training_data(users, items, num_users, num_items)
     torch.manual_seed(0)
     model = DomainModule(num_users, num_items, encoder=encoder, embedding_dim=64, max_len=8, reg_weight=1e-3,
                          **({"loss": "bce"} if encoder == "sasrec" else {}))
