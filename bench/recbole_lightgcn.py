@@ -38,6 +38,8 @@ import numpy as np
 
 if not hasattr(np, "float"):  # RecBole 1.2.1 still names a few removed numpy aliases
     np.float, np.int, np.bool = float, int, bool
+if not hasattr(np, "float_"):  # numpy 2 removed these too; RecBole's Config re-aliases np.float etc. from them
+    np.float_, np.complex_, np.unicode_ = np.float64, np.complex128, np.str_
 
 import torch
 from recbole.config import Config
@@ -70,6 +72,10 @@ def build_parser(description: str | None = __doc__) -> argparse.ArgumentParser:
                    help="no training: load ego embeddings exported by bench/domain_ml100k.py --export_embeddings "
                         "into RecBole's LightGCN and evaluate them with RecBole's own evaluator")
     p.add_argument("--workdir", default=None, help="where RecBole writes its log/, saved/ (default: a temp dir)")
+    p.add_argument("--gpu", action="store_true", help="train and evaluate on the first CUDA device")
+    p.add_argument("--max_minutes", type=float, default=None,
+                   help="stop training after the first validation past this wall time and test the best epoch so "
+                        "far (reported as stopped_by: time_budget, a lower bound on a converged run)")
     return p
 
 
@@ -111,7 +117,8 @@ def recbole_config(model: str, args: argparse.Namespace, model_options: dict) ->
         "eval_batch_size": args.eval_users_per_batch * num_items,
         "learning_rate": args.learning_rate, "epochs": args.epochs, "eval_step": args.eval_step,
         "stopping_step": args.stopping_step, "seed": args.seed, "reproducibility": True,
-        "use_gpu": False, "show_progress": False, "state": "WARNING", "checkpoint_dir": os.path.join(workdir, "saved"),
+        "use_gpu": args.gpu, "show_progress": False, "state": "WARNING",
+        "checkpoint_dir": os.path.join(workdir, "saved"),
         **model_options,
     }
     argv_kept, sys.argv = sys.argv, sys.argv[:1]  # RecBole also parses sys.argv; it is ours
@@ -139,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.crosscheck:
         return crosscheck(args, config, dataset, model, trainer, valid_data, test_data)
 
-    result = {"library": "recbole==1.2.1", "model": "LightGCN", **fit_timed(trainer, train_data, valid_data),
+    result = {"library": "recbole==1.2.1", "model": "LightGCN",
+              **fit_timed(trainer, train_data, valid_data, args.max_minutes),
               "learning_rate": args.learning_rate, "reg_weight": args.reg_weight, "n_layers": args.n_layers,
               "embedding_size": args.embedding_size, "train_batch_size": args.train_batch_size,
               "num_users_evaluated": None, "torch_threads": torch.get_num_threads()}
@@ -159,9 +167,14 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def fit_timed(trainer, train_data, valid_data) -> dict:
-    """``trainer.fit`` with early stopping on validation; the best validation metrics, the best epoch and the
-    wall and CPU time of every training epoch (``Trainer._train_epoch``: sampling, forward, backward, step)."""
+class _OutOfTime(Exception):
+    """Raised after a validation once ``--max_minutes`` have passed; RecBole has saved the best epoch by then."""
+
+
+def fit_timed(trainer, train_data, valid_data, max_minutes: float | None = None) -> dict:
+    """``trainer.fit`` with early stopping on validation; the best validation metrics, the best epoch, why
+    training stopped and the wall and CPU time of every training epoch (``Trainer._train_epoch``: sampling,
+    forward, backward, step). Each validation prints one progress line, so a killed run still shows its curve."""
     epoch_times: list[float] = []
     epoch_cpu: list[float] = []
     train_epoch = trainer._train_epoch
@@ -175,15 +188,26 @@ def fit_timed(trainer, train_data, valid_data) -> dict:
 
     trainer._train_epoch = timed_train_epoch
     best_epoch = None
+    deadline = time.perf_counter() + 60 * max_minutes if max_minutes else float("inf")
 
     def remember_best(epoch_idx: int, valid_score: float) -> None:
         nonlocal best_epoch
         if valid_score == trainer.best_valid_score:
             best_epoch = epoch_idx + 1
-    _, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
-                                       verbose=False, callback_fn=remember_best)
+        print(f"epoch {epoch_idx + 1}: valid ndcg@10 {valid_score:.6f} (best {trainer.best_valid_score:.6f} at "
+              f"epoch {best_epoch})", file=sys.stderr, flush=True)
+        if time.perf_counter() > deadline:
+            raise _OutOfTime
+    try:
+        trainer.fit(train_data, valid_data, saved=True, show_progress=False, verbose=False,
+                    callback_fn=remember_best)
+        stopped_by = "early_stopping" if len(epoch_times) < trainer.epochs else "max_epochs"
+    except _OutOfTime:
+        stopped_by = "time_budget"
+    best_valid_result = trainer.best_valid_result
     return {"valid_ndcg@10": float(best_valid_result["ndcg@10"]), "valid_hr@10": float(best_valid_result["hit@10"]),
-            "best_epoch": best_epoch, "epochs": len(epoch_times), "train_s_per_epoch": statistics.median(epoch_times),
+            "best_epoch": best_epoch, "epochs": len(epoch_times), "stopped_by": stopped_by,
+            "train_s_per_epoch": statistics.median(epoch_times),
             "train_cpu_s_per_epoch": statistics.median(epoch_cpu),
             "train_s_epochs": [round(t, 3) for t in epoch_times]}
 

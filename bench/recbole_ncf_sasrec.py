@@ -88,7 +88,7 @@ def mask_known_items(model, dataset, split: dict[str, dict[str, list[str]]]) -> 
         for part in parts:
             for user, items in split[part].items():
                 mask[token["user_id"][user], [token["item_id"][i] for i in items]] = True
-        masks[phase] = mask
+        masks[phase] = mask.to(next(model.parameters()).device)
     state = {"mask": masks["valid"]}
     predict, user_field = model.full_sort_predict, model.USER_ID
 
@@ -163,12 +163,13 @@ def main(argv: list[str] | None = None) -> dict:
         times, cpu, _ = timed_evaluations(trainer, model, test_data, args.eval_repeats)
         result.update(eval_s=statistics.median(times), eval_cpu_s=statistics.median(cpu))
     else:
-        result.update(fit_timed(trainer, train_data, valid_data))
+        result.update(fit_timed(trainer, train_data, valid_data, args.max_minutes))
         if not args.no_test:
             if state is not None:
                 state["mask"] = state["masks"]["test"]
             test_best(trainer, model, test_data, args.eval_repeats, result)
     result["command"] = " ".join([sys.executable, *sys.argv]) if argv is None else None
+    result["device"] = str(config["device"])
     print(json.dumps(result))
     return result
 
