@@ -14,7 +14,14 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 
 
 @pytest.mark.parametrize("names", [["ml1m.yaml"], ["ml1m_lightgcn.yaml"], ["examples/atomic_amazon_books.yaml"],
-                                   ["ml100k.yaml", "variants/text_teacher.yaml", "variants/new_items.yaml"]])
+                                   ["ml100k.yaml", "variants/text_teacher.yaml", "variants/new_items.yaml"],
+                                   *([name] for name in ("ml100k_lightgcn.yaml", "ml100k_lm.yaml", "ml100k_ncf.yaml",
+                                                         "ml100k_sasrec.yaml", "ml100k_bdlm_ncf.yaml",
+                                                         "ml100k_bdlm_sasrec.yaml", "examples/ml100k_smollm2.yaml",
+                                                         "examples/ml100k_smollm2_lm.yaml",
+                                                         "examples/ml100k_qwen2.5-0.5b.yaml",
+                                                         "examples/ml100k_vicuna-7b.yaml"))],
+                         ids="+".join)
 def test_config_parses(names, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["fit", *(arg for name in names for arg in ("--config", str(CONFIGS / name))), "--print_config"])
