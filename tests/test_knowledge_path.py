@@ -56,9 +56,11 @@ def test_text_prompts_hold_an_items_text_alone_without_id_tokens():
 
 def test_item_text_task_teaches_the_lm_to_find_an_item_from_its_text_alone(tmp_path):
     torch.manual_seed(0)
+    # lr 1e-2: at 2e-2 some seeds collapse to 0.1-0.2 hits, and which ones depends on the CPU's SIMD kernels
+    # (seed 0 failed with AVX-512 and passed with AVX2); at 1e-2 seeds 0-2 reach 0.8-0.97 with either
     lm = LMModule(NUM_USERS, NUM_ITEMS, backbone="tiny-encoder", max_length=160, embedding_dim=16,
                   backbone_dropout=0.0, lora_dropout=0.0, task_weights={"item_text": 1.0},
-                  optimizer=lambda p: torch.optim.AdamW(p, lr=2e-2))
+                  optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
     data = _data(tmp_path)
     lm.recommender.attach(data)
     before = _item_text_hits(lm, k=3)
