@@ -188,7 +188,7 @@ def fit_timed(trainer, train_data, valid_data, max_minutes: float | None = None)
 
     trainer._train_epoch = timed_train_epoch
     best_epoch = None
-    deadline = time.perf_counter() + 60 * max_minutes if max_minutes else float("inf")
+    deadline = float("inf") if max_minutes is None else time.perf_counter() + 60 * max_minutes
 
     def remember_best(epoch_idx: int, valid_score: float) -> None:
         nonlocal best_epoch
