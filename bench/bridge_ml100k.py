@@ -87,13 +87,36 @@ def run(variant: str, setting: str, seed: int, overrides: list[str], warm_start:
     metrics = cli.test_metrics
     reported = {key: {m: metrics[f"{model}/test/{m}"] for m in METRICS if f"{model}/test/{m}" in metrics}
                 for key, model in REPORTS[variant]}
-    best = cli.trainer.checkpoint_callback.best_model_score
-    checkpoints = {"best": cli.trainer.checkpoint_callback.best_model_path}
+    side = cli.trainer.checkpoint_callback.monitor.split("/")[0]  # the model whose best the run reports
+    best = cli.best_scores.get(side)
+    checkpoints = {"best": cli.best_checkpoints.get(side, "")}
     if cli.warm_start_checkpoint:  # where the automatic warm start stopped, in the domain model's own epochs
         checkpoints["warm_start"] = cli.warm_start_checkpoint
     elif warm_start:
         checkpoints["warm_start"] = warm_start
     return reported, float("nan") if best is None else float(best), wall, checkpoints
+
+
+def test_warm_start(setting: str, seed: int, checkpoint: str, overrides: list[str], domain: str) -> dict:
+    """Test metrics of a co-training run's warm start (a DomainModule checkpoint) under the domain-only config:
+    the checkpoint's own architecture wins (``main.py test``), so the figure is the model co-training began from."""
+    config = DOMAIN_CONFIGS[domain].get("domain_only", CONFIGS["domain_only"][0])
+    cli = cli_main(["test", "--config", config, *SETTINGS[setting], "--seed_everything", str(seed),
+                    "--ckpt_path", checkpoint, *options_under(overrides, ("--trainer.", "--data.")),
+                    "--trainer.logger", "false"])
+    metrics = cli.trainer.callback_metrics
+    return {m: float(metrics[f"domain/test/{m}"]) for m in METRICS if f"domain/test/{m}" in metrics}
+
+
+def options_under(overrides: list[str], prefixes: tuple[str, ...]) -> list[str]:
+    """The ``--name value`` / ``--name=value`` overrides whose name starts with one of ``prefixes``."""
+    kept, keep = [], False
+    for arg in overrides:
+        if arg.startswith("--"):
+            keep = arg.startswith(prefixes)
+        if keep:
+            kept.append(arg)
+    return kept
 
 
 def domain_options(variant: str, options: list[list[str]]) -> list[str]:
@@ -169,6 +192,9 @@ def main() -> None:
                         help="co-training variants start from the same seed's domain-only best checkpoint (run "
                              "domain_only first) instead of their own automatic warm start, which is the same "
                              "computation: half the CPU time")
+    parser.add_argument("--test_warm_start", action="store_true",
+                        help="also test each co-training run's warm start (the domain model it began from) and "
+                             "report it as <tag>warm_start_domain: the paired baseline of that run")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads (default: torch's, one per core). Give each of several runs "
                              "sharing a machine cores / runs: oversubscribed threads slowed LightGCN's epochs "
@@ -192,6 +218,9 @@ def main() -> None:
                 reported, best_val, wall, checkpoints = run(variant, setting, seed, own, warm_start, args.domain)
                 if variant == "domain_only" and args.reuse_domain_only:
                     domain_best[(setting, seed)] = checkpoints["best"]
+                if args.test_warm_start and "warm_start" in checkpoints:
+                    reported["warm_start_domain"] = test_warm_start(setting, seed, checkpoints["warm_start"],
+                                                                    overrides, args.domain)
                 reported = {f"{args.tag}{key}": values for key, values in reported.items()}
                 records.append({"setting": setting, "domain": args.domain, "seed": seed,
                                 "variant": args.tag + variant, "wall_s": wall,
@@ -207,6 +236,7 @@ def main() -> None:
           + " --seeds "
           + " ".join(map(str, args.seeds)) + " --variants " + " ".join(args.variants)
           + (f" --tag {args.tag}" if args.tag else "") + (" --reuse_domain_only" if args.reuse_domain_only else "")
+          + (" --test_warm_start" if args.test_warm_start else "")
           + (f" --threads {args.threads}" if args.threads else "")
           + "".join(f" --domain_option {name} {value}" for name, value in args.domain_option)
           + "".join(f" --bridge_option {name} {value}" for name, value in args.bridge_option)

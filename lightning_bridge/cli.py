@@ -55,6 +55,12 @@ class BridgeCLI(LightningCLI):
     """After ``fit`` (unless ``--export_after_fit false``): the run's artefacts folder."""
     warm_start_checkpoint: str | None = None
     """After a fit with ``model.warm_start_auto``: the domain model's best checkpoint that co-training began from."""
+    best_checkpoints: dict[str, str]
+    """After ``fit``: each model's best checkpoint (``"domain"``, ``"lm"``) as training left it. Read these, not
+    the checkpoint callbacks: testing after fit loads checkpoints, which restores the callbacks' states as they
+    were when that checkpoint was saved."""
+    best_scores: dict[str, float]
+    """After ``fit``: each model's best validation score, which picked ``best_checkpoints``."""
 
     _checkpoint: dict[str, Any] | None = None
     """What the run needs of the ``--ckpt_path`` checkpoint: its data fingerprint and table sizes."""
@@ -206,8 +212,9 @@ class BridgeCLI(LightningCLI):
 
     def after_fit(self) -> None:
         # read before testing: loading a checkpoint restores the callbacks' states as they were saved in it
-        best = {_side(c): c.best_model_path for c in self.trainer.checkpoint_callbacks
-                if _side(c) and c.best_model_path}
+        kept = [c for c in self.trainer.checkpoint_callbacks if _side(c) and c.best_model_path]
+        best = self.best_checkpoints = {_side(c): c.best_model_path for c in kept}
+        self.best_scores = {_side(c): float(c.best_model_score) for c in kept}
         last = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
         if self.config.fit.test_after_fit:
             self._test_after_fit(best)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import lightning as L
 import torch
@@ -38,6 +39,7 @@ def warm_start_domain(bridge: BridgeModule, datamodule: L.LightningDataModule, l
         enable_model_summary=False, log_every_n_steps=1,
         logger=TensorBoardLogger(folder, name="", version=""),
         callbacks=[EarlyStopping(MONITOR, mode="max", patience=h.warm_start_patience), checkpoint,
+                   DomainSettingsInCheckpoints(bridge),
                    *([TextChannelFromTheStart(bridge)] if h.text_channel else [])])
     trainer.fit(bridge.domain, datamodule=datamodule)
     if not checkpoint.best_model_path:
@@ -65,6 +67,19 @@ class WarmStartAsCandidate(Callback):
                 candidates = callback._monitor_candidates(trainer)
                 candidates[MONITOR] = torch.tensor(self.score)
                 callback._save_topk_checkpoint(trainer, candidates)
+
+
+class DomainSettingsInCheckpoints(Callback):
+    """The warm start's checkpoints carry the domain model's whole settings, the shared tables' width and
+    initialisation (the bridge's) included, so that ``main.py test --ckpt_path`` tests the model co-training
+    began from on its own."""
+
+    def __init__(self, bridge: BridgeModule) -> None:
+        self.bridge = bridge
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint["hyper_parameters"] = self.bridge.domain_hyper_parameters()
 
 
 class TextChannelFromTheStart(Callback):

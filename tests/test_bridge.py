@@ -207,7 +207,13 @@ def test_cli_warm_start_competes_with_co_training_for_the_domain_models_best(in_
     warm = torch.load(fitted.warm_start_checkpoint, map_location="cpu", weights_only=True)
     warm_score = next(float(state["best_model_score"]) for key, state in warm["callbacks"].items()
                       if key.startswith("ModelCheckpoint"))
-    best = fitted.trainer.checkpoint_callback
-    assert float(best.best_model_score) >= warm_score  # the warm start was a candidate: nothing worse replaced it
-    if float(best.best_model_score) == warm_score:
-        assert torch.load(best.best_model_path, map_location="cpu", weights_only=True)["global_step"] == 0
+    best_score, best_path = fitted.best_scores["domain"], fitted.best_checkpoints["domain"]
+    assert best_score >= warm_score  # the warm start was a candidate: nothing worse replaced it
+    if best_score == warm_score:
+        assert torch.load(best_path, map_location="cpu", weights_only=True)["global_step"] == 0
+    # the warm start's checkpoint describes the domain model alone: it validates on its own at its recorded score
+    alone = main(["validate", "--config", str(Path(fitted.trainer.log_dir) / "config.yaml"),
+                  "--model", "lightning_bridge.models.domain.DomainModule",
+                  "--ckpt_path", fitted.warm_start_checkpoint, "--trainer.logger", "false"])
+    assert type(alone.model) is DomainModule
+    assert float(alone.trainer.callback_metrics["domain/val/ndcg@10"]) == pytest.approx(warm_score, abs=1e-6)

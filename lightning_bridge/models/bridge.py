@@ -304,10 +304,14 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             checkpoint[TEXT_CHANNEL_EPOCH_KEY] = self._text_channel_epoch
         if self._text_anchor is not None:  # a resumed run replays the same anchor until its next refresh
             checkpoint[TEXT_ANCHOR_KEY] = {"epoch": self._text_anchor.epoch, "queries": self._text_anchor.queries}
-        # what export_domain needs to write a DomainModule checkpoint without loading the LM: the domain
-        # model's class and own settings, and the shared tables' settings, which are the bridge's
+        # what export_domain needs to write a DomainModule checkpoint without loading the LM
+        checkpoint[DOMAIN_HPARAMS_KEY] = self.domain_hyper_parameters()
+
+    def domain_hyper_parameters(self) -> dict[str, Any]:
+        """The domain model's class and own settings, and the shared tables' settings, which are the bridge's:
+        what a checkpoint of the domain model alone needs to be loaded or tested without the bridge."""
         domain_class = f"{type(self.domain).__module__}.{type(self.domain).__qualname__}"
-        checkpoint[DOMAIN_HPARAMS_KEY] = {"_class_path": domain_class, **self.domain.hparams, **self.info.settings}
+        return {"_class_path": domain_class, **self.domain.hparams, **self.info.settings}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "state_dict" in checkpoint:  # ModelParallelStrategy has loaded the weights already
