@@ -201,9 +201,11 @@ def test_warm_start_loads_the_shared_tables_from_a_domain_checkpoint(in_tmp):
         continue_optimizer(other, saved)
 
 
-def test_cli_warm_start_competes_with_co_training_for_the_domain_models_best(in_tmp):
+@pytest.mark.parametrize("text_channel", ["false", "true"])
+def test_cli_warm_start_competes_with_co_training_for_the_domain_models_best(in_tmp, text_channel):
     fitted = main(_args("warm", "--model.init_args.warm_start_auto", "true", "--model.init_args.warm_start_val_every",
-                        "1", "--model.init_args.warm_start_max_epochs", "4", "--trainer.max_epochs", "1"))
+                        "1", "--model.init_args.warm_start_max_epochs", "4", "--trainer.max_epochs", "1",
+                        "--model.init_args.text_channel", text_channel))
     warm = torch.load(fitted.warm_start_checkpoint, map_location="cpu", weights_only=True)
     warm_score = next(float(state["best_model_score"]) for key, state in warm["callbacks"].items()
                       if key.startswith("ModelCheckpoint"))
@@ -212,6 +214,7 @@ def test_cli_warm_start_competes_with_co_training_for_the_domain_models_best(in_
     if best_score == warm_score:
         assert torch.load(best_path, map_location="cpu", weights_only=True)["global_step"] == 0
     # the warm start's checkpoint describes the domain model alone: it validates on its own at its recorded score
+    # (with the text channel, as its folded item table)
     alone = main(["validate", "--config", str(Path(fitted.trainer.log_dir) / "config.yaml"),
                   "--model", "lightning_bridge.models.domain.DomainModule",
                   "--ckpt_path", fitted.warm_start_checkpoint, "--trainer.logger", "false"])

@@ -14,7 +14,7 @@ from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.lazy_adam import lazy_optimizer
 from lightning_bridge.models.checkpoints import save_own_hyperparameters, upgrade_state_dict
 from lightning_bridge.modules.domain_recommender import LOSSES, DomainRecommender, Encoder, Loss, build_encoder
-from lightning_bridge.modules.info_sharing import InfoSharing, InitName, tables_for
+from lightning_bridge.modules.info_sharing import InfoSharing, InitName, fold_text_channel, tables_for
 from lightning_bridge.modules.ncf import MLPTowerInput
 from lightning_bridge.training_log import log_training_loss
 
@@ -159,5 +159,9 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint written before the side models keeps its weights one level up: renamed here."""
+        """A checkpoint written before the side models keeps its weights one level up: renamed here. Tables
+        saved with the text channel (a co-training warm start with ``model.text_channel``) load into a model
+        without it as their folded item table, which scores exactly the same."""
         upgrade_state_dict(self, checkpoint["state_dict"])
+        if self.info.text_proj is None:
+            checkpoint["state_dict"] = fold_text_channel(checkpoint["state_dict"], "recommender.info.")
