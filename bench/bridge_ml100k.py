@@ -37,6 +37,7 @@ import time
 import torch
 
 from lightning_bridge.cli import main as cli_main
+from lightning_bridge.cli import monitored_side
 
 CONFIGS = {"domain_only": ["configs/ml100k_lightgcn.yaml"], "lm_only": ["configs/ml100k_lm.yaml"],
            "bdlm": ["configs/ml100k.yaml"],
@@ -87,7 +88,7 @@ def run(variant: str, setting: str, seed: int, overrides: list[str], warm_start:
     metrics = cli.test_metrics
     reported = {key: {m: metrics[f"{model}/test/{m}"] for m in METRICS if f"{model}/test/{m}" in metrics}
                 for key, model in REPORTS[variant]}
-    side = cli.trainer.checkpoint_callback.monitor.split("/")[0]  # the model whose best the run reports
+    side = monitored_side(cli.trainer.checkpoint_callback)  # the model whose best the run reports
     best = cli.best_scores.get(side)
     checkpoints = {"best": cli.best_checkpoints.get(side, "")}
     if cli.warm_start_checkpoint:  # where the automatic warm start stopped, in the domain model's own epochs

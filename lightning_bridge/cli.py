@@ -204,17 +204,17 @@ class BridgeCLI(LightningCLI):
                 accelerator=type(self.trainer.accelerator).__name__.removesuffix("Accelerator").lower())
             self.trainer.callbacks.append(WarmStartAsCandidate(score))
         primary = self.trainer.checkpoint_callback
-        if isinstance(self.model, BridgeModule) and _side(primary) and self.model.hparams.evaluate_lm:
-            other = "lm" if _side(primary) == "domain" else "domain"
+        if isinstance(self.model, BridgeModule) and monitored_side(primary) and self.model.hparams.evaluate_lm:
+            other = "lm" if monitored_side(primary) == "domain" else "domain"
             self.trainer.callbacks.append(RunCheckpoint(
                 dirpath=primary.dirpath, monitor=f"{other}/val/ndcg@10", mode="max", save_top_k=1,
                 filename=f"best-{other}-{{epoch}}-{{step}}", auto_insert_metric_name=True))
 
     def after_fit(self) -> None:
         # read before testing: loading a checkpoint restores the callbacks' states as they were saved in it
-        kept = [c for c in self.trainer.checkpoint_callbacks if _side(c) and c.best_model_path]
-        best = self.best_checkpoints = {_side(c): c.best_model_path for c in kept}
-        self.best_scores = {_side(c): float(c.best_model_score) for c in kept}
+        kept = [c for c in self.trainer.checkpoint_callbacks if monitored_side(c) and c.best_model_path]
+        best = self.best_checkpoints = {monitored_side(c): c.best_model_path for c in kept}
+        self.best_scores = {monitored_side(c): float(c.best_model_score) for c in kept}
         last = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
         if self.config.fit.test_after_fit:
             self._test_after_fit(best)
@@ -245,7 +245,7 @@ class BridgeCLI(LightningCLI):
                 f"ran (trainer.max_epochs={trainer.max_epochs}, trainer.check_val_every_n_epoch="
                 f"{trainer.check_val_every_n_epoch}). Validate more often, or test the final weights with "
                 f"`main.py test --config <run folder>/config.yaml --ckpt_path {last}`.")
-        tested = _side(self.trainer.checkpoint_callback)
+        tested = monitored_side(self.trainer.checkpoint_callback)
         others = {side: path for side, path in best.items() if side != tested}
         # With a second test, each model is evaluated (and logged) once: at its own best checkpoint, or else at
         # the primary one.
@@ -281,7 +281,7 @@ def is_run_folder(folder: Path) -> bool:
     return fitted and (folder / "config.yaml").is_file()
 
 
-def _side(checkpoint: ModelCheckpoint | None) -> str | None:
+def monitored_side(checkpoint: ModelCheckpoint | None) -> str | None:
     """The model a checkpoint callback monitors ("domain" for ``domain/val/ndcg@10``), if any."""
     return checkpoint.monitor.split("/")[0] if checkpoint is not None and checkpoint.monitor else None
 
