@@ -5,7 +5,8 @@ every test, the evaluated users are cut into quintiles of their training interac
 separately, into quintiles of their test item's training interactions (popularity; a user with several test
 items counts by the rarest); each model's mean NDCG@10 per quintile goes to ``<run>/ndcg_by_bucket.csv`` and,
 where matplotlib is installed (``pip install -e ".[plots]"``), to TensorBoard's IMAGES tab as one figure with
-the models side by side.
+the models side by side. Every user's own figures and groups go to ``<run>/per_user_test.csv``, so that a
+benchmark can compare two models user by user (``bench/claim.py``'s bootstrap).
 """
 
 from __future__ import annotations
@@ -30,40 +31,66 @@ BUCKETS = 5
 KINDS = {"activity": "users' training interactions", "popularity": "test item's training interactions"}
 
 
-class PerUserNDCG(torchmetrics.Metric):
-    """Each evaluated user's NDCG@10 and the training popularity of their rarest test item, kept per user id
-    so that the quintiles can be cut once every user is in (sum states: DDP-safe, each user is evaluated on
-    one rank only)."""
+class PerUserMetrics(torchmetrics.Metric):
+    """Each evaluated user's NDCG@10 and HR@10, the groups they belong to (sparsest fifth, rarest-target fifth,
+    target a new item: the same masks the ranking metrics use) and the training popularity of their rarest
+    test item, kept per user id so that quintiles can be cut and subgroups compared user by user once every
+    user is in (sum states: DDP-safe, each user is evaluated on one rank only). Users whose target is a new
+    item also get NDCG@10 and HR@10 with their ranking restricted to the new items, as ``new_item_ndcg@10``.
+    """
 
     full_state_update = False
+    GROUPS = ("sparse", "rare", "new_item")
 
     def __init__(self, num_users: int, item_popularity: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("popularity", torch.as_tensor(item_popularity, dtype=torch.float64), persistent=False)
-        for name in ("ndcg", "seen", "target_popularity"):
+        for name in ("ndcg", "hr", "new_ndcg", "new_hr", "seen", "target_popularity",
+                     *(f"group_{g}" for g in self.GROUPS)):
             self.add_state(name, torch.zeros(num_users, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, scores: torch.Tensor, targets: torch.Tensor, users: torch.Tensor) -> None:
-        """``scores`` already masked, ``targets`` (B, T) padded with -1, as ``TopKMetrics.update``."""
+    def update(self, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        """``scores`` already masked; ``batch`` the evaluation batch (``targets`` (B, T) padded with -1,
+        ``users``, ``group_*`` masks, ``new_items``), as ``RankingEvaluator.update`` receives it."""
+        targets = batch["targets"]
         if targets.dim() == 1:
             targets = targets[:, None]
+        keep = (targets >= 0).any(1)
+        users = batch["users"][keep].to(self.ndcg.device)
+        scores, targets = scores[keep], targets[keep]
+        ndcg, hr = _ndcg_hr(scores, targets)
         valid = targets >= 0
-        keep = valid.any(1)
-        scores, targets, valid, users = scores[keep], targets[keep], valid[keep], users[keep].to(self.ndcg.device)
-        ranks = target_ranks(scores, targets, K)
-        gain = torch.where(ranks < K, 1.0 / torch.log2(ranks.double() + 2), 0.0).sum(1)
-        ideal = (1.0 / torch.log2(torch.arange(K, dtype=torch.float64, device=gain.device) + 2)).cumsum(0)
-        ndcg = gain / ideal[valid.sum(1).clamp(max=K) - 1]
         popularity = self.popularity[targets.clamp(min=0).to(self.popularity.device)]
         rarest = popularity.masked_fill(~valid.to(popularity.device), float("inf")).min(1).values
-        self.ndcg[users] = ndcg.to(self.ndcg)
+        self.ndcg[users], self.hr[users] = ndcg.to(self.ndcg), hr.to(self.hr)
         self.seen[users] = 1.0
         self.target_popularity[users] = rarest
+        for group in self.GROUPS:
+            if f"group_{group}" in batch:
+                getattr(self, f"group_{group}")[users] = batch[f"group_{group}"][keep].to(self.ndcg)
+        if "new_items" in batch:
+            among_new = scores.masked_fill(~batch["new_items"].to(scores.device), float("-inf"))
+            new_ndcg, new_hr = _ndcg_hr(among_new, targets)
+            self.new_ndcg[users], self.new_hr[users] = new_ndcg.to(self.ndcg), new_hr.to(self.hr)
 
     def compute(self) -> dict[str, torch.Tensor]:
         seen = self.seen > 0
-        return {"users": seen.nonzero()[:, 0], "ndcg": self.ndcg[seen],
-                "target_popularity": self.target_popularity[seen]}
+        out = {"users": seen.nonzero()[:, 0], "ndcg": self.ndcg[seen], "hr": self.hr[seen],
+               "new_item_ndcg": self.new_ndcg[seen], "new_item_hr": self.new_hr[seen],
+               "target_popularity": self.target_popularity[seen]}
+        out.update({group: getattr(self, f"group_{group}")[seen] > 0 for group in self.GROUPS})
+        return out
+
+
+def _ndcg_hr(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row NDCG@K and HR@K of masked ``scores`` against ``targets`` padded with -1 (``TopKMetrics``'s
+    definitions)."""
+    valid = targets >= 0
+    ranks = target_ranks(scores, targets, K)
+    hits = ranks < K
+    gain = torch.where(hits, 1.0 / torch.log2(ranks.double() + 2), 0.0).sum(1)
+    ideal = (1.0 / torch.log2(torch.arange(K, dtype=torch.float64, device=gain.device) + 2)).cumsum(0)
+    return gain / ideal[valid.sum(1).clamp(max=K) - 1], hits.any(1).double()
 
 
 def quintiles(values: np.ndarray, ndcg: np.ndarray, users: np.ndarray) -> list[dict[str, Any]]:
@@ -97,7 +124,7 @@ class TestFigures(Callback):
     TensorBoard as the image ``test/ndcg@10_by_bucket/<checkpoint>``."""
 
     def __init__(self) -> None:
-        self._metrics: dict[str, PerUserNDCG] = {}
+        self._metrics: dict[str, PerUserMetrics] = {}
         self._warned = False
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -107,7 +134,7 @@ class TestFigures(Callback):
         popularity = data.item_popularity()
         self._metrics = {}
         for model, evaluator in evaluators(pl_module).items():
-            metric = PerUserNDCG(data.num_users, popularity).to(pl_module.device)
+            metric = PerUserMetrics(data.num_users, popularity).to(pl_module.device)
             evaluator.test_observers[:] = [metric.update]
             self._metrics[model] = metric
 
@@ -118,7 +145,8 @@ class TestFigures(Callback):
             evaluator.test_observers.clear()
         data = trainer.datamodule
         activity = np.bincount(data.interactions.users[data.split.train], minlength=data.num_users)
-        tables = {model: bucket_table(metric.compute(), activity) for model, metric in self._metrics.items()}
+        results = {model: metric.compute() for model, metric in self._metrics.items()}
+        tables = {model: bucket_table(result, activity) for model, result in results.items()}
         self._metrics = {}
         # without a logger there is no run folder to write into (and nothing to show a figure)
         log_dir = trainer.loggers[0].log_dir if trainer.loggers else None
@@ -126,6 +154,7 @@ class TestFigures(Callback):
             return
         checkpoint = Path(trainer.ckpt_path).stem if trainer.ckpt_path else "final"
         write_csv(Path(log_dir) / "ndcg_by_bucket.csv", tables, checkpoint)
+        write_per_user(Path(log_dir) / "per_user_test.csv", results, activity, checkpoint)
         boards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if not boards:
             return
@@ -152,6 +181,32 @@ def write_csv(path: Path, tables: dict[str, dict[str, list[dict[str, Any]]]], ch
                 for r in rows:
                     writer.writerow([checkpoint, model, kind, r["quintile"], r["low"], r["high"], r["users"],
                                      f"{r['ndcg@10']:.6f}"])
+
+
+PER_USER_FIELDS = ("checkpoint", "model", "user", "train_interactions", "target_popularity", "sparse", "rare",
+                   "new_item", "ndcg@10", "hr@10", "new_item_ndcg@10", "new_item_hr@10")
+
+
+def write_per_user(path: Path, results: dict[str, dict[str, torch.Tensor]], activity: np.ndarray,
+                   checkpoint: str) -> None:
+    """Appends one row per (model, evaluated user) to ``path``: the per-user figures behind every test metric,
+    so that subgroups can be compared user by user (paired bootstraps) without re-running the test. The
+    new-item columns (ranking among new items only) are empty for users whose target is not a new item."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(PER_USER_FIELDS)
+        for model, r in results.items():
+            columns = {name: value.cpu().numpy() for name, value in r.items()}
+            for i, user in enumerate(columns["users"]):
+                is_new = bool(columns["new_item"][i])
+                writer.writerow([checkpoint, model, int(user), int(activity[user]),
+                                 int(columns["target_popularity"][i]), int(columns["sparse"][i]),
+                                 int(columns["rare"][i]), int(is_new), f"{columns['ndcg'][i]:.6f}",
+                                 int(columns["hr"][i]),
+                                 f"{columns['new_item_ndcg'][i]:.6f}" if is_new else "",
+                                 int(columns["new_item_hr"][i]) if is_new else ""])
 
 
 def draw(tables: dict[str, dict[str, list[dict[str, Any]]]], title: str) -> Any:

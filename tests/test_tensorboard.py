@@ -14,7 +14,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from lightning_bridge import figures
 from lightning_bridge.cli import main
 from lightning_bridge.evaluation.metrics import TopKMetrics, mask_scores
-from lightning_bridge.figures import PerUserNDCG, quintiles
+from lightning_bridge.figures import PerUserMetrics, quintiles
 from lightning_bridge.run_hparams import flat_config
 
 TINY_BRIDGE = str(CONFIGS / "tiny_bridge.yaml")
@@ -89,6 +89,31 @@ def test_ndcg_by_bucket_after_each_test(bridge_run):
         assert {f"test/ndcg@10_by_bucket/{c}" for c in checkpoints} <= set(images)
 
 
+def test_per_user_rows_reproduce_every_reported_test_metric(tmp_path):
+    """``per_user_test.csv`` holds each user's figures and groups: averaged over a group they give exactly the
+    group's logged metric, new items (ranked among themselves) included."""
+    cli = main(["fit", "--config", str(CONFIGS / "tiny_domain.yaml"), "--test_after_fit", "true",
+                "--trainer.default_root_dir", str(tmp_path), "--data.init_args.new_item_fraction", "0.25",
+                "--data.init_args.num_users", "120"])
+    with (tmp_path / "run" / "version_0" / "per_user_test.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["model"] for r in rows} == {"domain"} and len({r["checkpoint"] for r in rows}) == 1
+    assert len({r["user"] for r in rows}) == len(rows)
+    groups = {"": rows, "sparse_": [r for r in rows if r["sparse"] == "1"],
+              "rare_": [r for r in rows if r["rare"] == "1"],
+              "new_item_catalogue_": [r for r in rows if r["new_item"] == "1"]}
+    assert all(groups.values())
+    for prefix, part in groups.items():
+        for metric in ("ndcg@10", "hr@10"):
+            mean = sum(float(r[metric]) for r in part) / len(part)
+            assert mean == pytest.approx(cli.test_metrics[f"domain/test/{prefix}{metric}"], abs=1e-6)
+    new = groups["new_item_catalogue_"]
+    for metric in ("ndcg@10", "hr@10"):
+        mean = sum(float(r[f"new_item_{metric}"]) for r in new) / len(new)
+        assert mean == pytest.approx(cli.test_metrics[f"domain/test/new_item_{metric}"], abs=1e-6)
+    assert all(r["new_item_ndcg@10"] == "" for r in rows if r["new_item"] == "0")
+
+
 def _has_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
@@ -97,7 +122,7 @@ def _has_matplotlib() -> bool:
     return True
 
 
-def test_per_user_ndcg_averages_to_the_reported_ndcg():
+def test_per_user_ndcg_and_hr_average_to_the_reported_metrics():
     torch.manual_seed(0)
     scores, targets = torch.randn(40, 30), torch.randint(0, 30, (40, 2))
     targets[::3, 1] = -1  # some users with one target
@@ -105,11 +130,13 @@ def test_per_user_ndcg_averages_to_the_reported_ndcg():
     scores = mask_scores(scores, rows, cols)
     reference = TopKMetrics((10,))
     reference.update(scores.clone(), targets)
-    per_user = PerUserNDCG(50, np.arange(30))
-    per_user.update(scores, targets, torch.arange(5, 45))
+    per_user = PerUserMetrics(50, np.arange(30))
+    per_user.update(scores, {"targets": targets, "users": torch.arange(5, 45)})
     result = per_user.compute()
     assert result["users"].tolist() == list(range(5, 45))
-    assert float(result["ndcg"].mean()) == pytest.approx(float(reference.compute()["ndcg@10"]))
+    expected = reference.compute()
+    assert float(result["ndcg"].mean()) == pytest.approx(float(expected["ndcg@10"]))
+    assert float(result["hr"].mean()) == pytest.approx(float(expected["hr@10"]))
     rarest = torch.where(targets[:, 1] >= 0, targets.min(1).values, targets[:, 0]).double()
     assert torch.equal(result["target_popularity"], rarest)
 

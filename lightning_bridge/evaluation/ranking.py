@@ -26,8 +26,8 @@ class RankingEvaluator(nn.Module):
         self.metrics = nn.ModuleDict({f"{stage}_{group}": TopKMetrics(ks) for stage in STAGES
                                       for group, _ in GROUPS})
         self._reported: dict[str, set[str]] = {stage: set() for stage in STAGES}
-        # called with (masked scores, targets, users) for every test batch: per-user breakdowns (figures.py)
-        self.test_observers: list[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]] = []
+        # called with (masked scores, batch) for every test batch: per-user breakdowns (figures.py)
+        self.test_observers: list[Callable[[torch.Tensor, dict[str, torch.Tensor]], None]] = []
 
     def update(self, stage: str, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         """Masks the batch's known items in ``scores`` (in place) and accumulates every group the batch has."""
@@ -35,7 +35,7 @@ class RankingEvaluator(nn.Module):
         targets = batch["targets"]
         self._accumulate(stage, "all", scores, targets)
         for observe in self.test_observers if stage == "test" else ():
-            observe(scores, targets, batch["users"])
+            observe(scores, batch)
         for group in ("sparse", "rare"):
             if f"group_{group}" in batch:
                 rows = batch[f"group_{group}"]
