@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from lightning_bridge.checkpoints import (
     read_checkpoint,
     saved_model_config,
 )
+from lightning_bridge.console import ProgressLog, Verbosity, configure_console, ignore_evaluation_noise
 from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.data.requests import PredictionRequest
 from lightning_bridge.figures import TestFigures
@@ -72,6 +74,10 @@ class BridgeCLI(LightningCLI):
         parser.set_defaults({"checkpoint.monitor": "domain/val/ndcg@10", "checkpoint.mode": "max",
                              "checkpoint.save_last": True, "checkpoint.filename": "best-{epoch}-{step}"})
         parser.add_lightning_class_args(TopKWriter, "predictions")
+        parser.add_lightning_class_args(ProgressLog, "progress")
+        parser.add_argument("--verbosity", type=Verbosity, default="info",
+                            help="Which of the project's log messages reach stderr: warning, info (progress, "
+                                 "the warm start, the export) or debug")
         parser.add_class_arguments(PredictionRequest, "predict_for", help="Whom predict recommends for")
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="After fit, test the best checkpoint and print its metrics")
@@ -123,8 +129,21 @@ class BridgeCLI(LightningCLI):
             if init_args is not None and key in given.get("init_args", {}):
                 init_args[key] = given["init_args"][key]
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("test", "validate"):  # the compact summary replaces Lightning's table of every metric
+            parser.set_defaults(verbose=False)
+        return parser
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        with warnings.catch_warnings():
+            if subcommand != "fit":
+                ignore_evaluation_noise()
+            super()._run_subcommand(subcommand)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        configure_console(config.get("verbosity") or "info")
         logger = config.trainer.get("logger")
         logger_args = logger.get("init_args") if hasattr(logger, "get") else None
         if logger_args is None or "save_dir" not in logger_args:
@@ -187,6 +206,25 @@ class BridgeCLI(LightningCLI):
         request = self.config_init[self.subcommand].get("predict_for")
         if isinstance(self.datamodule, RecDataModule):
             self.datamodule.request_predictions(request)
+
+    def after_validate(self) -> None:
+        self._print_summary("val")
+
+    def after_test(self) -> None:
+        self._print_summary("test")
+
+    def _print_summary(self, stage: str) -> None:
+        """``test`` and ``validate`` end with the table ``fit --test_after_fit`` ends with."""
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        if self.trainer.is_global_zero and any(k.endswith(f"/{stage}/ndcg@10") for k in metrics):
+            print(summary_table(metrics, {"": self.config[self.subcommand].get("ckpt_path") or "the config's "
+                                                "initial weights"}, stage))
+
+    def after_predict(self) -> None:
+        writer = next((c for c in self.trainer.callbacks if isinstance(c, TopKWriter)), None)
+        if self.trainer.is_global_zero and writer is not None and writer.written is not None:
+            print(f"predict: up to {writer.longest_list} recommendations each for {writer.users_written} users "
+                  f"written to {writer.written}")
 
     def before_fit(self) -> None:
         fingerprint = self._check_data()
@@ -252,11 +290,11 @@ class BridgeCLI(LightningCLI):
         try:
             if others:
                 self.model.evaluate_only(set(self.model.evaluated_models()) - set(others))
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best", verbose=False)
             self.test_metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
             for side, path in others.items():
                 self.model.evaluate_only({side})
-                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path)
+                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=path, verbose=False)
                 self.test_metrics.update({k: float(v) for k, v in self.trainer.callback_metrics.items()})
         finally:
             self.model.evaluate_only(None)
@@ -290,17 +328,18 @@ SUMMARY_COLUMNS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", 
                    "new_item_ndcg@10", "new_item_catalogue_hr@10")
 
 
-def summary_table(metrics: dict, tested_at: dict[str, str]) -> str:
-    """The headline test metrics, one row per model that was tested, with the checkpoint it was tested at
-    (``tested_at``: model name -> checkpoint path; a model without its own is tested at the first one).
-    Group columns the data does not have (e.g. new items without the cold-start protocol) are left out."""
+def summary_table(metrics: dict, tested_at: dict[str, str], stage: str = "test") -> str:
+    """The headline ``stage`` metrics (``test`` or ``val``), one row per model that was evaluated, with the
+    checkpoint it was evaluated at (``tested_at``: model name -> checkpoint path; a model without its own is
+    evaluated at the first one). Group columns the data does not have (e.g. new items without the cold-start
+    protocol) are left out."""
     fallback = next(iter(tested_at.values()), "")
-    models = [m for m in ("domain", "lm") if f"{m}/test/ndcg@10" in metrics]
-    columns = [c for c in SUMMARY_COLUMNS if all(f"{m}/test/{c}" in metrics for m in models)]
+    models = [m for m in ("domain", "lm") if f"{m}/{stage}/ndcg@10" in metrics]
+    columns = [c for c in SUMMARY_COLUMNS if all(f"{m}/{stage}/{c}" in metrics for m in models)]
     widths = [max(16, len(c) + 2) for c in columns]
     rows = [f"{'model':<8}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)) + "  checkpoint"]
     for model in models:
-        rows.append(f"{model:<8}" + "".join(f"{float(metrics[f'{model}/test/{c}']):>{w}.4f}"
+        rows.append(f"{model:<8}" + "".join(f"{float(metrics[f'{model}/{stage}/{c}']):>{w}.4f}"
                                              for c, w in zip(columns, widths, strict=True))
                     + f"  {Path(tested_at.get(model, fallback)).name}")
     return "\n".join(rows)
