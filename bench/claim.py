@@ -186,7 +186,7 @@ def run_queue(plan_path: str, plan: dict[str, Any], jobs: int, threads: int, lim
             print(f"[claim] done {setting} {arm} seed {seed} in {record['wall_s']:.0f} s: {summary}", flush=True)
             try:  # the page is a view of the results: a rendering problem must not stop the runs
                 render(plan)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 print(f"[claim] the page was not rendered: {error!r}", flush=True)
 
 

@@ -47,7 +47,7 @@ def wilcoxon(treatment: Sequence[float], control: Sequence[float]) -> float:
         for rank in range(1, n + 1):
             counts[rank:] = counts[rank:] + counts[:-rank].copy()
         probability = counts / counts.sum()
-        w = int(round(r_plus))
+        w = round(r_plus)
         return float(min(1.0, 2 * min(probability[: w + 1].sum(), probability[w:].sum())))
     mean = n * (n + 1) / 4
     _, tie_sizes = np.unique(magnitude, return_counts=True)

@@ -57,6 +57,8 @@ class BridgeCLI(LightningCLI):
     """After ``fit`` (unless ``--export_after_fit false``): the run's artefacts folder."""
     warm_start_checkpoint: str | None = None
     """After a fit with ``model.warm_start_auto``: the domain model's best checkpoint that co-training began from."""
+    warm_start_score: float | None = None
+    """Its validation score (the monitored metric)."""
     best_checkpoints: dict[str, str]
     """After ``fit``: each model's best checkpoint (``"domain"``, ``"lm"``) as training left it. Read these, not
     the checkpoint callbacks: testing after fit loads checkpoints, which restores the callbacks' states as they
@@ -237,10 +239,10 @@ class BridgeCLI(LightningCLI):
             if self.trainer.world_size > 1:
                 raise ValueError("model.warm_start_auto runs on one process; under several devices warm-start "
                                  "from a domain-only run with model.warm_start_checkpoint instead")
-            self.warm_start_checkpoint, score = warm_start_domain(
+            self.warm_start_checkpoint, self.warm_start_score = warm_start_domain(
                 self.model, self.datamodule, self.trainer.log_dir or ".",
                 accelerator=type(self.trainer.accelerator).__name__.removesuffix("Accelerator").lower())
-            self.trainer.callbacks.append(WarmStartAsCandidate(score))
+            self.trainer.callbacks.append(WarmStartAsCandidate(self.warm_start_score))
         primary = self.trainer.checkpoint_callback
         if isinstance(self.model, BridgeModule) and monitored_side(primary) and self.model.hparams.evaluate_lm:
             other = "lm" if monitored_side(primary) == "domain" else "domain"
