@@ -169,6 +169,8 @@ class TopKWriter(BasePredictionWriter):
         self._file = None
         self._writer = None
         self.written: Path | None = None
+        self.users_written = 0
+        self.longest_list = 0  # the most recommendations any user got
         self._warned_short = False
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -177,6 +179,7 @@ class TopKWriter(BasePredictionWriter):
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.written = path
+        self.users_written = self.longest_list = 0
         self._file = path.open("w", newline="")
         self._writer = csv.writer(self._file, delimiter="\t", lineterminator="\n")
         self._writer.writerow(["user_id", "rank", "item_id", "score", "title"])
@@ -200,6 +203,8 @@ class TopKWriter(BasePredictionWriter):
                 log.warning("predict: user %s has only %d unseen items, fewer than predict_top_k=%d; their list "
                             "is shorter, and so may others' be", data.raw_user_id(user), len(kept),
                             getattr(pl_module, "predict_top_k", len(items)))
+            self.users_written += 1
+            self.longest_list = max(self.longest_list, len(kept))
             for rank, (item, score) in enumerate(kept, start=1):
                 self._writer.writerow([data.raw_user_id(user), rank, data.raw_item_id(item), f"{score:.6g}",
                                        data.item_title(item) or ""])

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightning_bridge.console import ProgressLog
 from lightning_bridge.models.bridge import BridgeModule
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def warm_start_domain(bridge: BridgeModule, datamodule: L.LightningDataModule, l
         enable_model_summary=False, log_every_n_steps=1,
         logger=TensorBoardLogger(folder, name="", version=""),
         callbacks=[EarlyStopping(MONITOR, mode="max", patience=h.warm_start_patience), checkpoint,
+                   ProgressLog(name="warm start"),
                    DomainSettingsInCheckpoints(bridge),
                    *([TextChannelFromTheStart(bridge)] if h.text_channel else [])])
     trainer.fit(bridge.domain, datamodule=datamodule)
