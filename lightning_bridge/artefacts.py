@@ -44,13 +44,15 @@ LM_SETTINGS = ("backbone", "gguf_file", "local_files_only", "dtype", "finetune",
                "template", "item_separator", "max_length", "max_item_tokens")
 
 
-def export_checkpoints(data: RecDataModule, checkpoints: dict[str, str], out: str | Path) -> Path:
+def export_checkpoints(data: RecDataModule, checkpoints: dict[str, str], out: str | Path,
+                       read: dict[str, dict[str, Any]] | None = None) -> Path:
     """Writes ``out`` from checkpoints: ``{"domain": path, "lm": path}`` for a co-training run (each model from
-    its own; one path may serve both), or one of them for a model trained alone."""
+    its own; one path may serve both), or one of them for a model trained alone. ``read``: path -> the
+    checkpoint as the caller already read it (those files are not read again)."""
     sides: dict[str, L.LightningModule] = {}
     loaded: dict[str, L.LightningModule] = {}  # a co-training checkpoint that serves both models is built once
     for side, path in checkpoints.items():
-        model = loaded[path] = loaded.get(path) or model_from_checkpoint(path)
+        model = loaded[path] = loaded.get(path) or model_from_checkpoint(path, (read or {}).get(path))
         if isinstance(model, BridgeModule):
             model = model.domain if side == "domain" else model.lm
         expected = DomainModule if side == "domain" else LMModule
@@ -60,10 +62,12 @@ def export_checkpoints(data: RecDataModule, checkpoints: dict[str, str], out: st
     return write_artefacts(data, sides, out, checkpoints)
 
 
-def model_from_checkpoint(path: str) -> L.LightningModule:
+def model_from_checkpoint(path: str, checkpoint: dict[str, Any] | None = None) -> L.LightningModule:
     """The model a checkpoint of ``main.py fit`` holds, rebuilt from the model config it records (a
-    co-training checkpoint's hyperparameters leave out its two models' sections) and loaded in eval mode."""
-    checkpoint = read_checkpoint(path)  # a damaged or foreign file is an error naming it
+    co-training checkpoint's hyperparameters leave out its two models' sections) and loaded in eval mode.
+    ``checkpoint``: the file as already read (else it is read here)."""
+    if checkpoint is None:  # a damaged or foreign file is an error naming it; every class path is registered
+        checkpoint = read_checkpoint(path)
     config = saved_model_config(checkpoint)
     if config is None:
         raise ValueError(f"{path}: the checkpoint records no model config (it was not written by main.py fit)")

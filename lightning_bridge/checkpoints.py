@@ -1,7 +1,10 @@
 """Reading checkpoints safely, and what a checkpoint records about its run beyond Lightning's own state.
 
-Checkpoints are only ever loaded with ``weights_only=True`` (no code can run while reading one), and a file
-that is missing, truncated or not a checkpoint is an error naming its path. Every checkpoint the CLI writes
+Checkpoints are only ever loaded with ``weights_only=True`` (no code can run while reading one), from bytes read
+once and checked against the zip archive's CRCs (a flipped byte is an error, not other weights), and every
+class path they name must be a registered class (:mod:`lightning_bridge.class_registry`): a checkpoint never
+chooses which module is imported. A file that is missing, damaged or not a checkpoint is an error naming its
+path. Every checkpoint the CLI writes
 also records the model section of the run's config and the fingerprint of its data (see
 :mod:`lightning_bridge.fingerprint`), so that a resume with contradicting settings, or a test on other data,
 is refused instead of silently going on.
@@ -9,13 +12,19 @@ is refused instead of silently going on.
 
 from __future__ import annotations
 
+import io
+import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback
 
+from lightning_bridge.class_registry import check_class_paths
 from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 
 MODEL_CONFIG_KEY = "model_config"
@@ -23,6 +32,8 @@ MODEL_CONFIG_KEY = "model_config"
 EVALUATION_KNOBS = ("predict_top_k", "predict_with", "ks")
 # Filled in from the data, never written in a config; the data fingerprint checks them.
 DATA_LINKED = ("num_users", "num_items")
+# what Lightning stores as tensors and numbers only: skipped when looking for class paths
+TENSOR_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "loops")
 
 
 class CheckpointError(ValueError):
@@ -30,12 +41,15 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint at ``path``, loaded with ``weights_only=True`` onto the CPU."""
+    """The checkpoint at ``path``, loaded with ``weights_only=True`` onto the CPU from one read of the file,
+    after its zip CRCs are verified; a class path in it that is not registered is an error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
+    data = path.read_bytes()
+    _check_archive(data, path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file: RuntimeError, EOFError, KeyError, ...
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         if "weights_only" in str(err) or "Unsupported global" in str(err):
@@ -47,7 +61,24 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (expected a dict with a 'state_dict', "
                               f"found {type(checkpoint).__name__})")
+    check_class_paths({k: v for k, v in checkpoint.items() if k not in TENSOR_KEYS}, str(path))
     return checkpoint
+
+
+def _check_archive(data: bytes, path: Path) -> None:
+    """A zip checkpoint (torch's format since 1.6) whose members fail their CRC is an error naming the member:
+    ``torch.load`` itself does not check them, so flipped weight bytes would load as other weights."""
+    if not data.startswith(b"PK"):
+        return  # torch's legacy format, or not a checkpoint at all: torch.load says which
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint: truncated, corrupt or not a torch "
+                              f"checkpoint (the zip archive is damaged: {err})") from err
+    if damaged is not None:
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint: corrupt (its member {damaged!r} fails "
+                              "its CRC check: the file changed after it was written)")
 
 
 def check_finite_weights(checkpoint: dict[str, Any], path: str | Path) -> None:
@@ -130,3 +161,28 @@ class RunRecord(Callback):
                            checkpoint: dict[str, Any]) -> None:
         checkpoint[MODEL_CONFIG_KEY] = self.model_config
         checkpoint[FINGERPRINT_KEY] = self.fingerprint
+
+
+class ReadOnce(CheckpointIO):
+    """Hands Lightning the checkpoint that was already read and checked at ``path`` instead of reading the
+    file a second time (it could have been replaced in between); every other load, and every save, goes to
+    ``inner``."""
+
+    def __init__(self, inner: CheckpointIO, path: str | Path, checkpoint: dict[str, Any]) -> None:
+        self.inner, self._path, self._checkpoint = inner, os.path.realpath(path), checkpoint
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        if self._checkpoint is not None and os.path.realpath(path) == self._path:
+            checkpoint, self._checkpoint = self._checkpoint, None
+            return checkpoint
+        return self.inner.load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        self.inner.remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.inner.teardown()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -17,6 +20,7 @@ from lightning_bridge.checkpoints import (
     DATA_LINKED,
     EVALUATION_KNOBS,
     CheckpointError,
+    ReadOnce,
     RunRecord,
     check_finite_weights,
     config_differences,
@@ -24,6 +28,7 @@ from lightning_bridge.checkpoints import (
     read_checkpoint,
     saved_model_config,
 )
+from lightning_bridge.class_registry import check_class_paths
 from lightning_bridge.console import ProgressLog, Verbosity, configure_console, ignore_evaluation_noise
 from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.data.requests import PredictionRequest
@@ -39,6 +44,7 @@ from lightning_bridge.warm_start import WarmStartAsCandidate, warm_start_domain
 log = logging.getLogger(__name__)
 # ckpt_path values that name no file: Lightning resolves them itself
 SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
+RUN_CHECKPOINTS = ("best", "last")  # looked up in the run folder of the given config.yaml
 DEFAULT_LOG_DIR = "logs"
 
 
@@ -68,6 +74,8 @@ class BridgeCLI(LightningCLI):
 
     _checkpoint: dict[str, Any] | None = None
     """What the run needs of the ``--ckpt_path`` checkpoint: its data fingerprint and table sizes."""
+    _preloaded: tuple[str, dict[str, Any]] | None = None
+    """The ``--ckpt_path`` checkpoint as read and checked, until Lightning loads it."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_users", "model.init_args.num_users", apply_on="instantiate")
@@ -90,6 +98,19 @@ class BridgeCLI(LightningCLI):
                             help="Resume (fit --ckpt_path) even where the model config contradicts the "
                                  "checkpoint's; the config's values win")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Refuses a run folder's saved ``config.yaml`` that names an unregistered class before jsonargparse
+        imports it (a config you write yourself may name any class)."""
+        if args is None or isinstance(args, list | tuple):
+            for path in saved_configs(sys.argv[1:] if args is None else args):
+                try:
+                    saved = yaml.safe_load(path.read_text())
+                except (OSError, yaml.YAMLError):
+                    continue  # jsonargparse reports it
+                check_class_paths(saved, f"{path} (a config saved by a run; a copy outside the run folder is "
+                                         "your own config and may name any class)")
+        super().parse_arguments(parser, args)
+
     # ---- checkpoints given on the command line ---------------------------------------------------------
     def _parse_ckpt_path(self) -> None:
         """Reads ``--ckpt_path`` safely (a damaged file is an error naming it) and compares the model config
@@ -102,10 +123,14 @@ class BridgeCLI(LightningCLI):
         """
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path in RUN_CHECKPOINTS:  # in the run --config names, not in the new run folder Lightning would search
+            config = self.config[subcommand]
+            path = config.ckpt_path = str(run_checkpoint(path, config.get("config") or [], config.checkpoint.monitor))
         if not path or path in SPECIAL_CKPT_PATHS:
             return
-        checkpoint = read_checkpoint(path)
+        checkpoint = read_checkpoint(path)  # the one read: Lightning is handed this, not the file again
         check_finite_weights(checkpoint, path)
+        self._preloaded = (path, checkpoint)
         tables = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
                   if k.endswith(("info.user.weight", "info.item.weight"))}
         self._checkpoint = {FINGERPRINT_KEY: checkpoint.get(FINGERPRINT_KEY), "tables": tables}
@@ -125,7 +150,7 @@ class BridgeCLI(LightningCLI):
             return
         if differences:
             log.warning("%s: the checkpoint's model settings replace the config's: %s", path, "; ".join(differences))
-        super()._parse_ckpt_path()
+        self._model_config_from(checkpoint)
         init_args = self.config[subcommand].model.get("init_args")
         for key in EVALUATION_KNOBS:
             if init_args is not None and key in given.get("init_args", {}):
@@ -142,6 +167,29 @@ class BridgeCLI(LightningCLI):
             if subcommand != "fit":
                 ignore_evaluation_noise()
             super()._run_subcommand(subcommand)
+
+    def _model_config_from(self, checkpoint: dict[str, Any]) -> None:
+        """What LightningCLI does with a checkpoint's hyperparameters (they replace the config's model
+        settings), from the checkpoint already read and checked rather than a second read of the file."""
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:  # registered: read_checkpoint checked every class path
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The trainer, handed the ``--ckpt_path`` checkpoint as read and checked (see :class:`ReadOnce`)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if self._preloaded is not None:
+            strategy = trainer.strategy
+            strategy.checkpoint_io = ReadOnce(strategy.checkpoint_io, *self._preloaded)
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
@@ -315,10 +363,44 @@ def export_sides(model: L.LightningModule, best: dict[str, str], last: str) -> d
     return {side: path for side, path in sides.items() if path}
 
 
+def saved_configs(args: list[str] | tuple[str, ...]) -> list[Path]:
+    """The ``--config`` files among ``args`` that a run saved into its own folder."""
+    given = [b for a, b in itertools.pairwise(args) if a == "--config"]
+    given += [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
+    return [Path(g) for g in given if Path(g).is_file() and is_run_folder(Path(g).resolve().parent)]
+
+
 def is_run_folder(folder: Path) -> bool:
     """Whether ``folder`` is a run's log folder (``<save_dir>/<name>/version_N``) that a fit wrote."""
     fitted = (folder / "checkpoints").is_dir() or (folder / "hparams.yaml").is_file()
     return fitted and (folder / "config.yaml").is_file()
+
+
+def run_checkpoint(name: str, configs: list, monitor: str | None) -> Path:
+    """``--ckpt_path last`` or ``best``: the run's ``checkpoints/last.ckpt``, or its best checkpoint by
+    ``monitor``, in the run folder that one of ``configs`` (the ``--config`` files) was saved in; an error
+    naming what was looked for otherwise."""
+    runs = [Path(str(c)).resolve().parent for c in configs]
+    run = next((folder for folder in runs if is_run_folder(folder)), None)
+    if run is None:
+        given = ", ".join(str(c) for c in configs) or "no --config"
+        raise CheckpointError(
+            f"--ckpt_path {name} looks in the run folder of the --config given, but {given} is not a run's "
+            f"config.yaml (a folder with config.yaml and checkpoints/). Pass --config <run>/config.yaml, or the "
+            f"checkpoint's path as --ckpt_path")
+    folder = run / "checkpoints"
+    if name == "last":
+        candidates = [folder / "last.ckpt"] if (folder / "last.ckpt").is_file() else []
+        looked_for = "last.ckpt"
+    else:  # the other model's best in co-training is best-<model>-...
+        others = ("best-domain-", "best-lm-")
+        candidates = [p for p in sorted(folder.glob("best-*.ckpt")) if not p.name.startswith(others)]
+        looked_for = f"one best-*.ckpt (the best by {monitor})"
+    if len(candidates) == 1:
+        return candidates[0]
+    found = ", ".join(sorted(p.name for p in folder.glob("*.ckpt"))) or "no checkpoint"
+    raise CheckpointError(f"--ckpt_path {name}: expected {looked_for} in {folder}, found {found}; pass the "
+                          "checkpoint's path as --ckpt_path")
 
 
 def monitored_side(checkpoint: ModelCheckpoint | None) -> str | None:

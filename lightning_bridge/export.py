@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import lightning as L
+from typing import Any
 
 from lightning_bridge.artefacts import export_checkpoints
 from lightning_bridge.checkpoints import read_checkpoint
+from lightning_bridge.class_registry import resolve
+from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.fingerprint import check_fingerprint, dataset_fingerprint
 from lightning_bridge.models.checkpoints import export_domain
@@ -36,11 +37,8 @@ def default_folder(checkpoint: str | Path) -> Path:
 
 def export_artefacts(checkpoint: str, lm_checkpoint: str | None = None, out: str | None = None) -> Path:
     """The ``artefacts`` command: the models of ``checkpoint`` (the LM from ``lm_checkpoint`` if given)."""
-    saved = read_checkpoint(checkpoint)
-    if "datamodule_hyper_parameters" not in saved:
-        raise ValueError(f"{checkpoint}: the checkpoint does not record its data module's settings (it was not "
-                         "written by `main.py fit`), so the data to export cannot be rebuilt")
-    data = L.LightningDataModule.load_from_checkpoint(checkpoint, weights_only=False)
+    saved = read_checkpoint(checkpoint)  # the one read of the file: everything below uses it
+    data = data_from_checkpoint(saved, checkpoint)
     check_fingerprint(saved.get(FINGERPRINT_KEY), dataset_fingerprint(data), checkpoint)
     kind = saved["hyper_parameters"].get("_class_path", "")
     if kind.endswith("BridgeModule"):
@@ -49,7 +47,28 @@ def export_artefacts(checkpoint: str, lm_checkpoint: str | None = None, out: str
         if lm_checkpoint:
             raise ValueError(f"--lm_checkpoint applies to co-training runs; {checkpoint} holds a {kind}")
         sides = {"lm" if kind.endswith("LMModule") else "domain": checkpoint}
-    return export_checkpoints(data, sides, out or default_folder(checkpoint))
+    read = {checkpoint: saved}
+    if lm_checkpoint and lm_checkpoint != checkpoint:
+        read[lm_checkpoint] = read_checkpoint(lm_checkpoint)
+        check_fingerprint(read[lm_checkpoint].get(FINGERPRINT_KEY), dataset_fingerprint(data), lm_checkpoint)
+    return export_checkpoints(data, sides, out or default_folder(checkpoint), read)
+
+
+def data_from_checkpoint(saved: dict[str, Any], path: str) -> RecDataModule:
+    """The data module a checkpoint records (``datamodule_hyper_parameters``), built from its registered class
+    (never Lightning's ``load_from_checkpoint``, which reads the file again and imports what it names)."""
+    settings = dict(saved.get("datamodule_hyper_parameters") or {})
+    if "_class_path" not in settings:
+        raise ValueError(f"{path}: the checkpoint does not record its data module's settings (it was not "
+                         "written by `main.py fit`), so the data to export cannot be rebuilt")
+    settings.pop("_instantiator", None)
+    cls = resolve(settings.pop("_class_path"), f"{path}: datamodule_hyper_parameters")
+    if not (isinstance(cls, type) and issubclass(cls, RecDataModule)):
+        raise ValueError(f"{path}: datamodule_hyper_parameters names {cls.__name__}, not a data module")
+    try:
+        return cls(**settings)
+    except TypeError as err:
+        raise ValueError(f"{path}: datamodule_hyper_parameters do not fit {cls.__name__}: {err}") from err
 
 
 def main(argv: list[str] | None = None) -> None:

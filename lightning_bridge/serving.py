@@ -29,7 +29,7 @@ from lightning_bridge.data.batches import UserHistories
 from lightning_bridge.data.requests import NewUser, PredictionRequest, request_dataset
 from lightning_bridge.evaluation.ranking import top_k_items
 from lightning_bridge.modules.backbone import ID_TOKEN, load_backbone
-from lightning_bridge.modules.domain_recommender import DomainRecommender, build_encoder
+from lightning_bridge.modules.domain_recommender import LOSSES, DomainRecommender, build_encoder
 from lightning_bridge.modules.id_tokens import IDTokenLM
 from lightning_bridge.modules.info_sharing import InfoSharing
 from lightning_bridge.modules.lm_recommender import LMRecommender
@@ -69,6 +69,9 @@ class Recommender:
         self.spec = json.loads(spec_file.read_text())
         if self.spec.get("format") != FORMAT:
             raise ValueError(f"{spec_file}: format {self.spec.get('format')!r}, expected {FORMAT!r}")
+        encoder = self.spec.get("domain", {}).get("encoder", "lightgcn")
+        if encoder not in LOSSES:  # named, never looked up as code
+            raise ValueError(f"{spec_file}: domain.encoder: {encoder!r}, expected one of {sorted(LOSSES)}")
         ids = json.loads((folder / "id_maps.json").read_text())
         self.user_ids, self.item_ids = ids["users"], ids["items"]
         self._user_index = {u: i for i, u in enumerate(self.user_ids)}
@@ -163,7 +166,7 @@ def _lm(spec: dict[str, Any], tables: dict[str, torch.Tensor], folder: Path, cat
                                             finetune="frozen")
     if (folder / "adapter").is_dir():
         backbone = PeftModel.from_pretrained(backbone, str(folder / "adapter"))
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", trust_remote_code=False)
     info = _tables(spec, tables, "lm")
     network = IDTokenLM(backbone, info.dim, tokenizer.convert_tokens_to_ids(ID_TOKEN), is_decoder=is_decoder,
                         pooling=s["pooling"], scoring=s["scoring"], temperature=s["temperature"])

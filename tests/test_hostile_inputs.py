@@ -20,8 +20,10 @@ import pytest
 import torch
 import yaml
 from conftest import CONFIGS
+from slow_steps import SlowSteps
 
 from lightning_bridge.callbacks import TopKWriter
+from lightning_bridge.class_registry import register_class
 from lightning_bridge.cli import main
 from lightning_bridge.data import download
 from lightning_bridge.data.datamodule import AtomicFilesDataModule
@@ -499,6 +501,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(in_tmp, caps
     assert killed_at["epoch"] == 1 and 7 < killed_at["global_step"] < 14  # mid-epoch
 
     capsys.readouterr()
+    register_class(SlowSteps)  # named by the run's saved config, which may name registered classes only
     resumed = main(["fit", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
                     "--trainer.callbacks=[]"])
     resumed_table = capsys.readouterr().out.split("\nmodel ")[-1]

@@ -138,8 +138,9 @@ def _minilm_path() -> Path:
 def _load_pretrained(path: str | Path, local_files_only: bool, dtype: torch.dtype,
                      dropout: float | None) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+        # never code shipped with a model folder (auto_map): a config or export folder chooses no module
+        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only, trust_remote_code=False)
     except (OSError, ValueError) as err:
         hint = ("local_files_only is set, so the Hugging Face hub was not asked"
                 if local_files_only else "the Hugging Face hub could not provide it either (offline?)")
@@ -149,5 +150,5 @@ def _load_pretrained(path: str | Path, local_files_only: bool, dtype: torch.dtyp
             f"names 'minilm', 'smollm2', {', '.join(repr(n) for n in TINY_NAMES)}. ({type(err).__name__}: {err})"
         ) from err
     model = AutoModel.from_pretrained(path, config=set_dropout(config, dropout), local_files_only=local_files_only,
-                                      dtype=dtype)
+                                      dtype=dtype, trust_remote_code=False)
     return model, tokenizer
