@@ -1,0 +1,321 @@
+"""Renders the claim benchmark's results page (``bench/RESULTS.md``) from its result files alone: the run
+records (one JSON line per run) and the per-user test figures beside them. Every claim on the page is made
+here, by the plan's decision rule, not by hand.
+
+    python bench/claim_report.py --plan bench/claim_plan.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import math
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from claim_stats import holm, paired_bootstrap, paired_t, wilcoxon
+
+# metric -> (the per-user group it averages over, the per-user column it averages)
+GROUP_OF = {"": (None, "{}"), "sparse_": ("sparse", "{}"), "rare_": ("rare", "{}"),
+            "new_item_catalogue_": ("new_item", "{}"), "new_item_": ("new_item", "new_item_{}")}
+TABLE_METRICS = ("ndcg@10", "hr@10", "sparse_ndcg@10", "rare_ndcg@10", "new_item_ndcg@10",
+                 "new_item_catalogue_ndcg@10", "new_item_catalogue_hr@10")
+
+
+def split_metric(metric: str) -> tuple[str | None, str]:
+    """``sparse_ndcg@10`` -> (``sparse``, ``ndcg@10``): the user group and the per-user column."""
+    for prefix in sorted(GROUP_OF, key=len, reverse=True):
+        if metric.startswith(prefix) and metric[len(prefix):] in ("ndcg@10", "hr@10"):
+            group, column = GROUP_OF[prefix]
+            return group, column.format(metric[len(prefix):])
+    raise ValueError(f"no per-user figures for {metric!r}: use ndcg@10 or hr@10, optionally prefixed by "
+                     f"{', '.join(p for p in GROUP_OF if p)}")
+
+
+class Results:
+    """The finished runs: each report's test metrics by (setting, report, seed), and its per-user figures."""
+
+    def __init__(self, records: list[dict[str, Any]], root: Path) -> None:
+        self.records = records
+        self.root = root
+        self.metrics: dict[tuple[str, str, int], dict[str, float]] = {}
+        self.best_val: dict[tuple[str, str, int], float | None] = {}
+        self._files: dict[tuple[str, str, int], Path] = {}
+        for r in records:
+            for name, report in r["reports"].items():
+                key = (r["setting"], name, r["seed"])
+                self.metrics[key] = report["test"]
+                self.best_val[key] = report.get("best_val")
+                self._files[key] = root / r["per_user"]
+        self._cache: dict[Path, list[dict[str, str]]] = {}
+
+    def seeds(self, setting: str, report: str) -> list[int]:
+        return sorted(seed for s, name, seed in self.metrics if (s, name) == (setting, report))
+
+    def per_user(self, setting: str, report: str, seed: int) -> dict[int, dict[str, str]]:
+        """User id -> that user's row for one report of one run."""
+        path = self._files[(setting, report, seed)]
+        if path not in self._cache:
+            with gzip.open(path, "rt", newline="") as f:
+                self._cache[path] = list(csv.DictReader(f))
+        return {int(row["user"]): row for row in self._cache[path] if row["report"] == report}
+
+    def group_values(self, setting: str, report: str, seed: int, metric: str) -> dict[int, float]:
+        """User id -> the per-user figure behind ``metric``, for the users of its group."""
+        group, column = split_metric(metric)
+        rows = self.per_user(setting, report, seed)
+        return {user: float(row[column]) for user, row in rows.items() if group is None or row[group] == "1"}
+
+    def hits(self, setting: str, report: str, metric: str) -> tuple[int, int]:
+        """(hits in the top 10, users) of ``metric``'s group, summed over seeds: what a subgroup figure rests
+        on."""
+        hit_metric = metric.replace("ndcg@10", "hr@10")
+        total = users = 0
+        for seed in self.seeds(setting, report):
+            values = self.group_values(setting, report, seed, hit_metric)
+            total += int(sum(values.values()))
+            users += len(values)
+        return total, users
+
+
+def compare(results: Results, setting: str, metric: str, treatment: str, control: str, samples: int,
+            seed: int = 0) -> dict[str, Any] | None:
+    """One treatment against one control on the seeds both have: means, per-seed gains, the two tests and the
+    paired bootstrap over users. None when no seed has both."""
+    seeds = [s for s in results.seeds(setting, treatment) if s in results.seeds(setting, control)]
+    if not seeds:
+        return None
+    t = [results.metrics[(setting, treatment, s)][metric] for s in seeds]
+    c = [results.metrics[(setting, control, s)][metric] for s in seeds]
+    t_users, c_users = [], []
+    for s in seeds:
+        tv = results.group_values(setting, treatment, s, metric)
+        cv = results.group_values(setting, control, s, metric)
+        users = sorted(set(tv) & set(cv))
+        t_users.append(np.array([tv[u] for u in users]))
+        c_users.append(np.array([cv[u] for u in users]))
+    low, high, rel_low, rel_high = paired_bootstrap(t_users, c_users, samples, seed)
+    mean_c = statistics.mean(c)
+    return {"seeds": seeds, "treatment": t, "control": c, "gain": statistics.mean(t) - mean_c,
+            "relative": (statistics.mean(t) - mean_c) / mean_c if mean_c > 0 else float("nan"),
+            "p_t": paired_t(t, c), "p_wilcoxon": wilcoxon(t, c), "interval": (low, high),
+            "relative_interval": (rel_low, rel_high)}
+
+
+def verdict(comparison: dict[str, Any], p_holm: float, alpha: float, claimed: float) -> str:
+    """The plan's rule for one treatment-control pair. A real gain whose interval stays below the claimed
+    gain is both: there is a gain, and it is not the claimed one."""
+    low, _ = comparison["interval"]
+    gain = comparison["gain"] > 0 and p_holm < alpha and low > 0
+    below_claim = comparison["relative_interval"][1] < claimed
+    if gain:
+        return SMALLER if below_claim else "supported"
+    return "refuted" if below_claim else "inconclusive"
+
+
+SMALLER = "a gain, smaller than claimed"
+
+
+def combined(verdicts: Iterable[str]) -> str:
+    """Against several controls: supported only against each, refuted against any."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        return "not run yet"
+    if "refuted" in verdicts:
+        return "refuted"
+    if all(v == "supported" for v in verdicts):
+        return "supported"
+    return SMALLER if all(v in ("supported", SMALLER) for v in verdicts) else "inconclusive"
+
+
+def evaluate(plan: dict[str, Any], results: Results) -> list[dict[str, Any]]:
+    """Every comparison of the plan against each of its controls, Holm-corrected across the family."""
+    rows = []
+    for claim in plan["comparisons"]:
+        for control in claim["controls"]:
+            found = compare(results, claim["setting"], claim["metric"], claim["treatment"], control,
+                            plan.get("bootstrap_samples", 2000))
+            rows.append({"claim": claim, "control": control, "result": found})
+    adjusted = holm([r["result"]["p_t"] if r["result"] else float("nan") for r in rows])
+    for row, p in zip(rows, adjusted, strict=True):
+        row["p_holm"] = p
+        row["verdict"] = (verdict(row["result"], p, plan.get("alpha", 0.05), row["claim"]["claimed"])
+                          if row["result"] else "not run yet")
+    return rows
+
+
+def _f(value: float, digits: int = 4) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _pct(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:+.1%}"
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):.4f} ± {_f(std)}"
+
+
+def verdict_table(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| claim | setting, metric | treatment | control | seeds | treatment | control | gain | "
+             "p (t) | p (Wilcoxon) | p (Holm) | 95% interval of the gain (users) | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        claim, r = row["claim"], row["result"]
+        head = f"| {claim['name']} | {claim['setting']}, {claim['metric']} | {claim['treatment']} | {row['control']} |"
+        if r is None:
+            lines.append(head + " 0 | | | | | | | | not run yet |")
+            continue
+        low, high = r["relative_interval"]
+        lines.append(head + f" {len(r['seeds'])} | {_mean_std(r['treatment'])} | {_mean_std(r['control'])} | "
+                     f"{_pct(r['relative'])} | {_f(r['p_t'], 3)} | {_f(r['p_wilcoxon'], 3)} | "
+                     f"{_f(row['p_holm'], 3)} | {_pct(low)} to {_pct(high)} | **{row['verdict']}** |")
+    return lines
+
+
+def claim_verdicts(plan: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Each claim's verdict over its controls."""
+    return {claim["name"]: combined(r["verdict"] for r in rows if r["claim"] is claim and r["result"])
+            for claim in plan["comparisons"]}
+
+
+def moonshot(plan: dict[str, Any], rows: list[dict[str, Any]], results: Results) -> list[str]:
+    """The moonshot's parts: the new-item and sparse-user claims, and the overall guard against D0."""
+    verdicts = claim_verdicts(plan, rows)
+    parts = [f"- {name}: **{v}**" for name, v in verdicts.items() if "co-training on" in name]
+    guard = plan["guard"]
+    for setting in guard["settings"]:
+        found = compare(results, setting, guard["metric"], guard["treatment"], guard["control"], 200)
+        if found is None:
+            parts.append(f"- {guard['name']} ({setting}): not run yet")
+            continue
+        ok = found["relative"] >= guard["tolerance"]
+        parts.append(f"- {guard['name']} ({setting}, {len(found['seeds'])} seeds): {_pct(found['relative'])} "
+                     f"({'within' if ok else 'beyond'} the allowed {guard['tolerance']:+.0%})")
+    return parts
+
+
+def arm_tables(plan: dict[str, Any], results: Results) -> list[str]:
+    """Per setting: every report's test metrics (mean ± std over seeds), subgroup figures with their hits."""
+    lines = []
+    for setting in plan["settings"]:
+        reports = [name for arm in plan["arms"].values() for name in arm["reports"] if results.seeds(setting, name)]
+        if not reports:
+            continue
+        metrics = [m for m in TABLE_METRICS if any(m in results.metrics[(setting, n, s)] for n in reports
+                                                   for s in results.seeds(setting, n))]
+        lines += [f"### {setting}", "", "| model | seeds | best validation | " + " | ".join(metrics) + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in metrics) + " |"]
+        for name in reports:
+            seeds = results.seeds(setting, name)
+            vals = [results.best_val[(setting, name, s)] for s in seeds]
+            cells = []
+            for metric in metrics:
+                values = [results.metrics[(setting, name, s)][metric] for s in seeds
+                          if metric in results.metrics[(setting, name, s)]]
+                cell = _mean_std(values)
+                if split_metric(metric)[0] is not None and values:
+                    hits, users = results.hits(setting, name, metric)
+                    cell += f" ({hits}/{users} hits)"
+                cells.append(cell)
+            lines.append(f"| {name} | {len(seeds)} | {_mean_std([v for v in vals if v is not None])} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def per_seed_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| claim | control | per-seed gain (seed: treatment − control) |", "| --- | --- | --- |"]
+    for row in rows:
+        r = row["result"]
+        if r is None:
+            continue
+        gains = ", ".join(f"{s}: {t - c:+.4f}" for s, t, c in zip(r["seeds"], r["treatment"], r["control"],
+                                                                    strict=True))
+        lines.append(f"| {row['claim']['name']} | {row['control']} | {gains} |")
+    return lines
+
+
+def cost_lines(plan: dict[str, Any], results: Results, pending: list[tuple[str, str, int]]) -> list[str]:
+    lines = ["| setting | arm | runs | median wall s | median CPU s | steps (domain / LM) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results.records:
+        groups.setdefault((r["setting"], r["arm"]), []).append(r)
+    for (setting, arm), records in groups.items():
+        steps = {(r["steps"].get("domain", "–"), r["steps"].get("lm", "–")) for r in records}
+        lines.append(f"| {setting} | {arm} | {len(records)} | {statistics.median(r['wall_s'] for r in records):.0f} | "
+                     f"{statistics.median(r['cpu_s'] for r in records):.0f} | "
+                     + ", ".join(f"{d} / {lm}" for d, lm in sorted(steps, key=str)) + " |")
+    spent = sum(r["cpu_s"] for r in results.records) / 3600
+    estimate = sum(plan.get("cpu_minutes_per_run", {}).get(arm, 0) for _, arm, _ in pending) / 60
+    lines += ["", f"CPU time of the finished runs: {spent:.1f} h. Still to run: {len(pending)} runs, about "
+              f"{estimate:.0f} CPU hours by the plan's per-arm estimates (`python bench/claim.py --pending`)."]
+    return lines
+
+
+def variants_lines(plan: dict[str, Any], results: Results) -> list[str]:
+    lines = ["| setting | variant | change | seeds | best validation NDCG@10 |", "| --- | --- | --- | --- | --- |"]
+    for setting, variants in plan.get("variants_tried", {}).items():
+        for v in variants:
+            seeds = results.seeds(setting, v["name"])
+            vals = [results.best_val[(setting, v["name"], s)] for s in seeds]
+            lines.append(f"| {setting} | {v['name']} | {v['change']} | {len(seeds)} | "
+                         f"{_mean_std([x for x in vals if x is not None])} |")
+    return lines
+
+
+def render(plan: dict[str, Any], results: Results, pending: list[tuple[str, str, int]]) -> str:
+    rows = evaluate(plan, results)
+    codes = sorted({r.get("code", "?") for r in results.records})
+    out = ["# Does co-training with the LM make the recommender better? (generated)", "",
+           "Generated by `python bench/claim.py --plan bench/claim_plan.yaml` from "
+           f"`{plan['results']}` and `{plan['per_user']}/`; do not edit by hand. The plan "
+           "(`bench/claim_plan.yaml`) is the pre-registration: arms, settings, seeds, metrics and the rule below. "
+           "Every figure is a test figure of a model at its own best validation checkpoint; nothing was chosen "
+           f"on test. {len(results.records)} runs, code version(s) {', '.join(codes) or '–'}.", "",
+           "## Verdicts", "", f"Rule: {plan['decision_rule']}", "", *verdict_table(plan, rows), "",
+           "The gain is relative to the control's mean over the same seeds; its interval comes from "
+           f"{plan.get('bootstrap_samples', 2000)} paired bootstrap samples of users within each seed, pooled "
+           "over seeds. With few seeds a paired t-test cannot reach p < 0.05 after correction, so such rows "
+           "are at best inconclusive, whatever their interval.", "",
+           "## The moonshot", "",
+           "B-full beats max(D1, D2) by ≥ 10% NDCG@10 on new items and on the sparsest fifth of users, supported "
+           "by the rule, with overall NDCG@10 no more than 2% below D0:", "", *moonshot(plan, rows, results), "",
+           "## Every model, every setting", "",
+           "Test figures, mean ± sample std over seeds; subgroup cells give the top-10 hits they rest on, "
+           "summed over seeds (hits/users). `new_item_ndcg@10` ranks new items among themselves; "
+           "`new_item_catalogue_*` over the whole catalogue.", "", *arm_tables(plan, results),
+           "## Per-seed gains", "", *per_seed_lines(rows), "",
+           "## Variants of B-full tried before the full seed count", "", *variants_lines(plan, results), "",
+           "## Cost", "", *cost_lines(plan, results, pending), ""]
+    return "\n".join(out)
+
+
+def write_page(plan: dict[str, Any], root: Path) -> Path:
+    from claim import pending_runs, read_results
+
+    records = read_results(root / plan["results"])
+    page = root / plan["page"]
+    page.write_text(render(plan, Results(records, root), pending_runs(plan, records)))
+    return page
+
+
+def main() -> None:
+    from claim import ROOT, load_plan
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", default="bench/claim_plan.yaml")
+    args = parser.parse_args()
+    print(write_page(load_plan(args.plan), ROOT))
+
+
+if __name__ == "__main__":
+    main()

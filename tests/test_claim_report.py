@@ -1,0 +1,157 @@
+"""The claim benchmark's statistics and results page: checked against scipy on known inputs, and rendered
+from a small fixture of result lines and per-user files written in the runner's formats."""
+
+import csv
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats as scipy_stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+from claim import PER_USER_COLUMNS, load_plan, pending_runs
+from claim_report import Results, evaluate, render, split_metric
+from claim_stats import holm, paired_bootstrap, paired_t, wilcoxon
+
+PLAN = Path(__file__).resolve().parent.parent / "bench" / "claim_plan.yaml"
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_paired_tests_match_scipy(n):
+    rng = np.random.default_rng(n)
+    for _ in range(5):
+        treatment, control = rng.normal(0.10, 0.02, n), rng.normal(0.095, 0.02, n)
+        assert paired_t(treatment, control) == pytest.approx(scipy_stats.ttest_rel(treatment, control).pvalue)
+        assert wilcoxon(treatment, control) == pytest.approx(scipy_stats.wilcoxon(treatment, control).pvalue)
+
+
+def test_wilcoxon_with_tied_differences_is_scipys_normal_approximation():
+    treatment, control = np.array([1, 2, 3, 4, 5.0]), np.array([0, 1, 2, 3, 7.0])
+    expected = scipy_stats.wilcoxon(treatment, control, method="approx").pvalue
+    assert wilcoxon(treatment, control) == pytest.approx(expected)
+
+
+def test_holm_matches_its_definition():
+    assert holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+
+
+def test_paired_bootstrap_brackets_a_known_gain():
+    rng = np.random.default_rng(0)
+    control = [rng.random(400) for _ in range(3)]
+    treatment = [c + 0.1 for c in control]  # every user gains exactly 0.1
+    low, high, rel_low, rel_high = paired_bootstrap(treatment, control, samples=300)
+    assert low == pytest.approx(0.1) and high == pytest.approx(0.1)
+    assert 0.15 < rel_low <= rel_high < 0.25  # 0.1 over a mean of about 0.5
+
+
+def test_metric_names_map_to_their_per_user_columns():
+    assert split_metric("ndcg@10") == (None, "ndcg@10")
+    assert split_metric("sparse_hr@10") == ("sparse", "hr@10")
+    assert split_metric("new_item_ndcg@10") == ("new_item", "new_item_ndcg@10")
+    assert split_metric("new_item_catalogue_ndcg@10") == ("new_item", "ndcg@10")
+    with pytest.raises(ValueError, match="no per-user figures for 'mrr@10'"):
+        split_metric("mrr@10")
+
+
+def _write_run(root: Path, setting: str, arm: str, seed: int, reports: dict[str, np.ndarray],
+               sparse: np.ndarray) -> dict:
+    """A runner-format record whose per-user NDCG@10 is ``reports[name]`` (HR@10: NDCG > 0)."""
+    path = Path("per_user") / setting / arm / f"seed{seed}.csv.gz"
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(root / path, "wt", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=("report", *PER_USER_COLUMNS))
+        writer.writeheader()
+        for name, ndcg in reports.items():
+            for user, value in enumerate(ndcg):
+                writer.writerow({"report": name, "user": user, "train_interactions": 5, "target_popularity": 1,
+                                 "sparse": int(sparse[user]), "rare": 0, "new_item": 0, "ndcg@10": value,
+                                 "hr@10": int(value > 0), "new_item_ndcg@10": "", "new_item_hr@10": ""})
+    metrics = {name: {"test": {"ndcg@10": float(v.mean()), "hr@10": float((v > 0).mean()),
+                               "sparse_ndcg@10": float(v[sparse].mean()),
+                               "sparse_hr@10": float((v[sparse] > 0).mean())}, "best_val": 0.05}
+               for name, v in reports.items()}
+    return {"setting": setting, "arm": arm, "seed": seed, "reports": metrics, "steps": {"global": 10},
+            "wall_s": 60.0, "cpu_s": 60.0, "threads": 1, "per_user": str(path), "code": "abc"}
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with gzip.open(path, "rt", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def fixture_results(tmp_path):
+    """Sparse setting, 5 seeds: B_full gains 30% on every sparse user over D1; D2 equals D1."""
+    rng = np.random.default_rng(1)
+    sparse = np.arange(200) < 40
+    records = []
+    for seed in range(5):
+        base = rng.random(200) * (rng.random(200) < 0.3)
+        base[sparse] = 0.2 + 0.05 * rng.random(40) + 0.01 * seed
+        gain = base.copy()
+        gain[sparse] *= 1.3
+        records.append(_write_run(tmp_path, "sparse", "BF", seed, {"B_full": gain, "D1": base}, sparse))
+        records.append(_write_run(tmp_path, "sparse", "D2", seed, {"D2": base}, sparse))
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return tmp_path, records
+
+
+def test_page_renders_verdicts_from_the_result_files(fixture_results):
+    root, records = fixture_results
+    plan = load_plan(str(PLAN))
+    plan["comparisons"] = [c for c in plan["comparisons"] if c["metric"] == "sparse_ndcg@10"]
+    plan["bootstrap_samples"] = 300
+    results = Results(records, root)
+    rows = evaluate(plan, results)
+    assert [(r["control"], r["verdict"]) for r in rows] == [("D1", "supported"), ("D2", "supported")]
+    first = rows[0]["result"]
+    assert first["relative"] == pytest.approx(0.3)
+    assert first["p_t"] == pytest.approx(scipy_stats.ttest_rel(first["treatment"], first["control"]).pvalue)
+    assert rows[0]["p_holm"] == pytest.approx(min(1.0, 2 * first["p_t"]))
+    page = render(plan, results, pending=[])
+    assert "| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | B_full | D1 | 5 |" in page
+    assert "**supported**" in page
+    hits = sum(sum(1 for row in _rows(root / r["per_user"])
+                   if row["report"] == "D2" and row["sparse"] == "1" and row["hr@10"] == "1")
+               for r in records if r["arm"] == "D2")
+    assert f"({hits}/200 hits)" in page  # 40 sparse users x 5 seeds
+
+
+@pytest.mark.parametrize(("factor", "expected"), [(1.01, "a gain, smaller than claimed"), (0.99, "refuted")])
+def test_a_precise_effect_far_below_the_claim(fixture_results, factor, expected):
+    """B_full = D1 x factor on every user: a tight interval far below the claimed +10%."""
+    root, records = fixture_results
+    for record in records:
+        if record["arm"] == "BF":
+            path = root / record["per_user"]
+            rows = _rows(path)
+            base = {r["user"]: float(r["ndcg@10"]) for r in rows if r["report"] == "D1"}
+            for r in rows:
+                if r["report"] == "B_full":
+                    r["ndcg@10"] = base[r["user"]] * 1.01
+            with gzip.open(path, "wt", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=rows[0].keys())
+                writer.writeheader()
+                writer.writerows(rows)
+            values = {u: float(v) * factor for u, v in base.items()}
+            record["reports"]["B_full"]["test"]["sparse_ndcg@10"] = float(np.mean(
+                [values[str(u)] for u in range(40)]))
+    plan = load_plan(str(PLAN))
+    plan["comparisons"] = [c for c in plan["comparisons"] if c["metric"] == "sparse_ndcg@10"]
+    plan["bootstrap_samples"] = 300
+    rows = evaluate(plan, Results(records, root))
+    assert rows[0]["verdict"] == expected
+
+
+def test_pending_runs_skip_finished_ones_in_the_queues_order(fixture_results):
+    _, records = fixture_results
+    plan = load_plan(str(PLAN))
+    todo = pending_runs(plan, records)
+    assert ("sparse", "BF", 0) not in todo and ("sparse", "D2", 4) not in todo
+    assert todo[:2] == [("cold", "BF", 0), ("cold", "D2", 0)]  # the first block's missing runs come first
+    assert len(todo) == len(set(todo))
