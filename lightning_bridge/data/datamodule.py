@@ -27,6 +27,7 @@ from lightning_bridge.data.batches import (
 )
 from lightning_bridge.data.cache import cached_read
 from lightning_bridge.data.contract import Side
+from lightning_bridge.data.delimited import read_delimited
 from lightning_bridge.data.download import ml1m_folder, ml100k_folder
 from lightning_bridge.data.interactions import (
     Interactions,
@@ -58,6 +59,9 @@ class RecDataModule(L.LightningDataModule):
         ratios: train / validation / test fractions per user for the ratio split.
         ratio_order: order in which the ratio split cuts each user's interactions.
         rating_threshold: keep interactions rated at least this (None: every rating is an interaction).
+        min_user_interactions: k-core filtering: keep only users with at least this many interactions and
+        min_item_interactions: items with at least this many, dropping both until none is left below (0: no
+            filtering; applied after ``rating_threshold`` and the removal of repeated pairs).
         max_train_per_user: keep only each user's last k training interactions (a sparse regime made from
             any dataset; validation and test are untouched). None keeps them all.
         new_item_fraction: the item cold-start protocol: this seeded random fraction of the catalogue never
@@ -93,7 +97,8 @@ class RecDataModule(L.LightningDataModule):
                  batch_size: int = 2048, lm_batch_size: int = 32, eval_batch_size: int = 256,
                  history_len: int = 20, lm_examples_per_user: int = 8, num_workers: int = 0, seed: int | None = None,
                  cache_dir: str = DEFAULT_CACHE, export_split_to: str | None = None,
-                 sequence_batch_size: int = 64, negatives: Literal["all", "interacted"] = "all") -> None:
+                 sequence_batch_size: int = 64, negatives: Literal["all", "interacted"] = "all",
+                 min_user_interactions: int = 0, min_item_interactions: int = 0) -> None:
         super().__init__()
         if negatives not in ("all", "interacted"):
             raise ValueError(f"data.negatives must be 'all' or 'interacted', got {negatives!r}")
@@ -109,6 +114,9 @@ class RecDataModule(L.LightningDataModule):
             raise ValueError(f"data.max_train_per_user must be at least 1 (or null), got {max_train_per_user}")
         if new_item_fraction is not None and not 0 < new_item_fraction < 1:
             raise ValueError(f"data.new_item_fraction must be in (0, 1) (or null), got {new_item_fraction}")
+        if min(min_user_interactions, min_item_interactions) < 0:
+            raise ValueError("data.min_user_interactions and data.min_item_interactions must be >= 0, got "
+                             f"{min_user_interactions} and {min_item_interactions}")
         if text_batch_size < 0:
             raise ValueError(f"data.text_batch_size must be >= 0, got {text_batch_size}")
         self.save_hyperparameters()
@@ -133,7 +141,9 @@ class RecDataModule(L.LightningDataModule):
     # ---- loading, once --------------------------------------------------------------------------------
     @cached_property
     def interactions(self) -> Interactions:
-        return Interactions.from_raw(self._cached_read(), self.hparams.rating_threshold)
+        h = self.hparams
+        return Interactions.from_raw(self._cached_read(), h.rating_threshold, h.min_user_interactions,
+                                     h.min_item_interactions)
 
     def _cached_read(self) -> RawData:
         files = self.source_files()
@@ -410,6 +420,49 @@ class AtomicFilesDataModule(RecDataModule):
 
     def read(self) -> RawData:
         return read_atomic(self.folder, self.dataset_name)
+
+
+class CSVDataModule(RecDataModule):
+    """Your own data: one interaction per line of a delimited text file with a header line (CSV, TSV, ``::``),
+    its columns named here, and optionally an item file whose chosen columns become the item text the LM reads.
+    With ``rating_threshold`` (implicit feedback from ratings) and ``min_user_interactions`` /
+    ``min_item_interactions`` (k-core), as every data module.
+
+    Args:
+        path: the interactions file.
+        separator: the field separator (``","``, ``"\\t"``, ``"::"``...); quoting follows the CSV rules when it
+            is one character.
+        user_field: the header name of the user id column.
+        item_field: the header name of the item id column.
+        time_field: the column that orders each user's interactions (numbers, or ISO 8601 dates); None keeps
+            the file's order.
+        rating_field: the rating column (read only for ``rating_threshold``); None: every line counts.
+        items_path: an item file with a header line (optional).
+        items_separator: its separator (default: ``separator``).
+        item_id_field: its item id column (default: ``item_field``).
+        title_field: its title column (shown beside predictions; first in the item text); None: no title.
+        item_text_fields: the columns that follow the title in the item text, as ``field: value``; None takes
+            every column, [] the title alone.
+        dataset_name: the name runs and exports give the data (default: the file's stem).
+    """
+
+    def __init__(self, path: str, separator: str = ",", user_field: str = "user_id", item_field: str = "item_id",
+                 time_field: str | None = None, rating_field: str | None = None, items_path: str | None = None,
+                 items_separator: str | None = None, item_id_field: str | None = None,
+                 title_field: str | None = "title", item_text_fields: list[str] | None = None,
+                 dataset_name: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.reader_args = dict(path=path, separator=separator, user_field=user_field, item_field=item_field,
+                                time_field=time_field, rating_field=rating_field, items_path=items_path,
+                                items_separator=items_separator, item_id_field=item_id_field,
+                                title_field=title_field, item_text_fields=item_text_fields)
+        self.dataset_name = dataset_name or Path(path).stem
+
+    def name(self) -> str:
+        return self.dataset_name
+
+    def read(self) -> RawData:
+        return read_delimited(**self.reader_args)
 
 
 class SyntheticDataModule(RecDataModule):

@@ -42,9 +42,12 @@ class Interactions:
         return len(self.item_ids)
 
     @classmethod
-    def from_raw(cls, raw: RawData, rating_threshold: float | None = None) -> Interactions:
+    def from_raw(cls, raw: RawData, rating_threshold: float | None = None, min_user_interactions: int = 0,
+                 min_item_interactions: int = 0) -> Interactions:
         """Keeps interactions rated at least ``rating_threshold`` (all when None), drops repeated
-        (user, item) pairs keeping the earliest, and assigns dense ids in order of first appearance."""
+        (user, item) pairs keeping the earliest, keeps the k-core (every user with at least
+        ``min_user_interactions`` and every item with at least ``min_item_interactions`` of the kept
+        interactions, see :func:`k_core`), and assigns dense ids in the sorted order of the raw ids."""
         keep = np.ones(len(raw.users), dtype=bool)
         if rating_threshold is not None:
             keep = raw.ratings >= rating_threshold
@@ -65,6 +68,11 @@ class Interactions:
             log.info("%s: dropped %d repeated (user, item) interactions, kept the earliest", raw.source,
                      len(pair) - len(first))
         rows = np.sort(order[first])
+        if min_user_interactions > 1 or min_item_interactions > 1:
+            rows = rows[k_core(users[rows], items[rows], min_user_interactions, min_item_interactions, raw.source)]
+            kept_users, kept_items = np.unique(users[rows]), np.unique(items[rows])
+            users, user_ids = np.searchsorted(kept_users, users), user_ids[kept_users]  # dense again
+            items, item_ids = np.searchsorted(kept_items, items), item_ids[kept_items]
         return cls(
             users=users[rows].astype(np.int64), items=items[rows].astype(np.int64),
             ratings=ratings[rows].astype(np.float32), timestamps=timestamps[rows],
@@ -77,6 +85,30 @@ class Interactions:
     def chronological_order(self) -> np.ndarray:
         """Row indices sorted by user, then time, then file order (a stable tie-break)."""
         return np.lexsort((np.arange(len(self.users)), self.timestamps, self.users))
+
+
+def k_core(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int, source: str = "the data"
+           ) -> np.ndarray:
+    """Mask of the interactions in the k-core: users with fewer than ``min_user`` interactions and items with
+    fewer than ``min_item`` are dropped, again and again until none is left (dropping an item can take a user
+    below the threshold and the other way round), as RecBole's ``user_inter_num_interval`` /
+    ``item_inter_num_interval`` and the 5-core Amazon datasets of the literature."""
+    keep = np.ones(len(users), dtype=bool)
+    rounds = 0
+    while True:
+        user_counts = np.bincount(users[keep], minlength=users.max(initial=-1) + 1)
+        item_counts = np.bincount(items[keep], minlength=items.max(initial=-1) + 1)
+        short = keep & ((user_counts[users] < min_user) | (item_counts[items] < min_item))
+        if not short.any():
+            break
+        keep &= ~short
+        rounds += 1
+    log.info("%s: the %d-core of users and %d-core of items kept %d of %d interactions (%d rounds)", source,
+             min_user, min_item, keep.sum(), len(keep), rounds)
+    if not keep.any():
+        raise DataFormatError(f"{source}: no interactions left after k-core filtering (min_user_interactions="
+                              f"{min_user}, min_item_interactions={min_item}); lower them")
+    return keep
 
 
 @dataclass
