@@ -1,9 +1,12 @@
 """Which dataset a checkpoint was trained on, so that it is never silently used with another one.
 
 A model's embedding rows mean raw ids through the dense id mapping of its data: the same number of users on
-other data (another seed, a renamed user) gives plausible but meaningless metrics. Every checkpoint the CLI
-writes carries a fingerprint of its data; ``test``, ``predict``, resume and warm start compare it with the
-data they are given.
+other data (another seed, a renamed user) gives plausible but meaningless metrics. And the same data cut
+another way (a ratio split, another seed, ``max_train_per_user``, ``new_item_fraction``) puts training
+interactions into the test part. Every checkpoint the CLI writes carries a fingerprint of its data: the raw
+ids, the interactions, the settings of the evaluation protocol and hashes of the training, validation and test
+parts as the model saw them; ``test``, ``validate``, ``predict``, resume and warm start compare it with the
+data they are given and name every setting that differs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from typing import Any
 import numpy as np
 
 KEY = "dataset_fingerprint"
+# the data module's settings that decide what is train, validation and test (beside the data itself)
+PROTOCOL = ("split", "ratios", "ratio_order", "rating_threshold", "max_train_per_user", "new_item_fraction", "seed")
+PARTS = ("train", "valid", "test")
 MAX_STORED_ID_CHARS = 4_000_000  # the raw ids themselves are kept (to name differences) up to this size
 SHOWN = 5
 
@@ -51,7 +57,46 @@ def dataset_fingerprint(data: Any) -> dict[str, Any]:
     }
     if sum(map(len, user_ids)) + sum(map(len, item_ids)) <= MAX_STORED_ID_CHARS:
         fingerprint["user_ids"], fingerprint["item_ids"] = user_ids, item_ids
+    fingerprint["protocol"] = protocol_settings(dict(data.hparams))
+    split = data.split
+    for part in PARTS:
+        rows = getattr(split, part)
+        fingerprint[f"{part}_rows"] = len(rows)
+        fingerprint[f"{part}_sha256"] = _hash_arrays(inter.users[rows], inter.items[rows], inter.timestamps[rows])
     return fingerprint
+
+
+def protocol_settings(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The settings of :data:`PROTOCOL` that change the split as configured (the ratios only for a ratio split,
+    the seed only where something is drawn at random), as plain values."""
+    ratio = hparams.get("split") == "ratio"
+    drawn = (ratio and hparams.get("ratio_order") == "random") or hparams.get("new_item_fraction") is not None
+    used = {"ratios": ratio, "ratio_order": ratio, "seed": drawn}
+    return {k: list(v) if isinstance(v, tuple | list) else v for k in PROTOCOL if used.get(k, True)
+            for v in [hparams.get(k)]}
+
+
+def _protocol_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"data.split: 'leave_one_out' in the checkpoint, 'ratio' now"`` for each protocol setting that differs."""
+    def shown(settings: dict[str, Any], key: str) -> str:
+        return repr(settings[key]) if key in settings else "not used"
+
+    return [f"data.{k}: {shown(saved, k)} in the checkpoint, {shown(current, k)} now"
+            for k in PROTOCOL if (k in saved or k in current) and shown(saved, k) != shown(current, k)]
+
+
+def _split_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between the saved and the current train / validation / test parts, by protocol setting
+    first (when only the parts differ: their sizes)."""
+    if "protocol" not in saved:  # written before the split was fingerprinted
+        return []
+    changed = [p for p in PARTS if saved[f"{p}_sha256"] != current[f"{p}_sha256"]]
+    settings = _protocol_differences(saved["protocol"], current["protocol"])
+    if not changed and not settings:
+        return []
+    parts = ", ".join(f"{p} {saved[f'{p}_rows']} -> {current[f'{p}_rows']} interactions" for p in changed)
+    what = f"the split differs ({parts or 'the same parts'})"
+    return [f"{what}: " + "; ".join(settings) if settings else f"{what}, with the same settings"]
 
 
 def _id_differences(kind: str, saved: dict[str, Any], current: dict[str, Any]) -> str:
@@ -81,19 +126,27 @@ def _show(ids: list[str]) -> str:
 def check_fingerprint(saved: dict[str, Any] | None, current: dict[str, Any], where: str,
                       interactions: bool = True) -> None:
     """Raises ``DataMismatchError`` naming ``where`` (the checkpoint) and every difference: the raw user
-    and item ids, and (``interactions=True``) the interactions themselves. A checkpoint without a
-    fingerprint (written by an older version) passes; its sizes are still checked by :func:`check_sizes`."""
+    and item ids, (``interactions=True``) the interactions themselves, and the split: on the same
+    interactions its train, validation and test parts, else (updated histories at predict time) the protocol
+    settings, each named. A checkpoint without a fingerprint (written by an older version) passes; its sizes
+    are still checked by :func:`check_sizes`."""
     if not saved:
         return
     problems = [_id_differences(kind, saved, current) for kind in ("user", "item")
                 if saved[f"{kind}_ids_sha256"] != current[f"{kind}_ids_sha256"]]
-    if interactions and not problems and saved["interactions_sha256"] != current["interactions_sha256"]:
+    same_interactions = saved["interactions_sha256"] == current["interactions_sha256"]
+    if interactions and not problems and not same_interactions:
         problems.append(f"the interactions differ ({saved['num_interactions']} in the checkpoint, "
                         f"{current['num_interactions']} in the data; same ids): another seed, filter or file")
+    if not problems and same_interactions:
+        problems += _split_differences(saved, current)
+    elif not problems and "protocol" in saved:  # updated histories (predict): the protocol must still be the same
+        problems += _protocol_differences(saved["protocol"], current["protocol"])
     if problems:
         raise DataMismatchError(
             f"{where} was trained on other data than {current['name']!r} as configured: " + "; ".join(problems)
-            + ". Use the data configuration it was trained with (its run folder's config.yaml).")
+            + ". Use the data configuration it was trained with (its run folder's config.yaml); "
+              "--allow_config_changes lets model settings through, never the data or its split.")
 
 
 def check_sizes(shapes: dict[str, tuple[int, ...]], num_users: int, num_items: int, where: str) -> None:
