@@ -2,7 +2,7 @@
 MovieLens-100K and in the sparse settings where the claim says co-training should help most.
 
     python bench/bridge_ml100k.py                          # full ML-100K, seeds 0 1 2, all three variants
-    python bench/bridge_ml100k.py --settings full sparse cold synthetic --jsonl bench/results/claim.jsonl
+    python bench/bridge_ml100k.py --settings full sparse cold synthetic --jsonl runs.jsonl
     python bench/bridge_ml100k.py --seeds 0 1 2 3 --variants bdlm
     python bench/bridge_ml100k.py --seeds 1 --jsonl runs.jsonl --trainer.accelerator gpu   # overrides pass through
     python bench/bridge_ml100k.py --summarize runs.jsonl    # the summary of runs made in several processes
@@ -53,8 +53,9 @@ SETTINGS = {
                        "--data.init_args.popularity_exponent", "0.5"],
 }
 # LM-only at BDLM's LM compute: configs/ml100k.yaml makes 197 LM steps of 32 examples (2:1 for 10 epochs of 59
-# steps); 1 example per user for 7 epochs is about as many (210 steps on ML-100K). Sessions 7 to 10 compared at
-# 118 steps (2 examples per user for 2 epochs), the main config's 4:1 schedule then.
+# steps); 1 example per user for 7 epochs is about as many (210 steps on ML-100K). The LM-side figures in
+# bench/results/lm_vs_lm_only_118_steps.jsonl were measured at 118 steps (2 examples per user for 2 epochs),
+# against the main config's earlier 4:1 schedule.
 # the domain-only and BDLM configs of each domain model (--domain); LM-only is the same for all
 DOMAIN_CONFIGS = {"lightgcn": {},
                   "ncf": {"domain_only": "configs/ml100k_ncf.yaml", "bdlm": "configs/ml100k_bdlm_ncf.yaml"},

@@ -1,7 +1,7 @@
 """RecBole 1.2.1's NeuMF and SASRec on the identical MovieLens-100K split that lightning_bridge trains on.
 
 Runs in RecBole's own virtual environment, like its sibling bench/recbole_lightgcn.py, whose config, fit,
-test and timing helpers it uses. The split files are the ones bench/domain_ml100k.py writes:
+test and timing functions it uses. The split files are the ones bench/domain_ml100k.py writes:
 
     /tmp/recbole-venv/bin/python bench/recbole_ncf_sasrec.py --model NeuMF --data_path logs/benchmark_split --threads 1
     /tmp/recbole-venv/bin/python bench/recbole_ncf_sasrec.py --model SASRec --data_path logs/benchmark_split \

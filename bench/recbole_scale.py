@@ -1,6 +1,6 @@
 """RecBole 1.2.1's LightGCN and BPR (MF) on bench/scale.py's synthetic splits: the ratio the issue asks for.
 
-Runs in RecBole's own virtual environment, like bench/recbole_lightgcn.py, whose config and timing helpers it
+Runs in RecBole's own virtual environment, like bench/recbole_lightgcn.py, whose config and timing functions it
 uses. The splits are written by our side first:
 
     python bench/scale.py --sizes 1e5 1e6 --export_recbole logs/scale_recbole

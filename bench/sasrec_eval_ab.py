@@ -1,6 +1,6 @@
 """SASRec's full-ranking evaluation, this tree's modules/sasrec.py against another commit's, in one process.
 
-    python bench/sasrec_eval_ab.py CHECKPOINT --old_rev 3f87431 --rounds 7
+    python bench/sasrec_eval_ab.py CHECKPOINT --old_rev <commit> --rounds 7     # --old_rev HEAD: an A/A check
 
 Loads CHECKPOINT with configs/ml100k_sasrec.yaml, then alternates the two implementations round by round (so a
 shared machine's load falls on both alike) and prints, per implementation, the median CPU seconds
