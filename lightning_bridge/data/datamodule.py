@@ -14,6 +14,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lightning_bridge.cache import DEFAULT_CACHE
+from lightning_bridge.data.amazon import read_amazon
 from lightning_bridge.data.atomic import read_atomic
 from lightning_bridge.data.batches import (
     BPRTriples,
@@ -463,6 +464,38 @@ class CSVDataModule(RecDataModule):
 
     def read(self) -> RawData:
         return read_delimited(**self.reader_args)
+
+
+class AmazonReviewsDataModule(RecDataModule):
+    """Amazon Reviews, the datasets the LLM-recommendation literature reports on (Beauty, Sports, Toys...): a
+    reviews file and optionally its metadata file, one JSON object a line, gzipped or not, from the 2014, 2018
+    or 2023 release (``data/amazon.py`` lists the keys each has). Every review is an interaction; 5-core by
+    default (users and items with at least 5 reviews, iterated), split by time leave-one-out as everywhere.
+    The files are given by path (download links: README, "Amazon Reviews").
+
+    Args:
+        reviews_path: the reviews file (``reviews_Beauty_5.json.gz``, ``All_Beauty.jsonl.gz``...).
+        metadata_path: its metadata file (``meta_Beauty.json.gz``...); None: no item text.
+        item_text_fields: metadata fields written after the title in the item text (``categories``,
+            ``description``, ``features``, ``brand``... as the file names them); [] for the title alone.
+        min_user_interactions: as every data module; 5 here (the 5-core).
+        min_item_interactions: as every data module; 5 here.
+        dataset_name: the name runs give the data (default: the reviews file's name without extensions).
+    """
+
+    def __init__(self, reviews_path: str, metadata_path: str | None = None,
+                 item_text_fields: tuple[str, ...] = ("categories",), min_user_interactions: int = 5,
+                 min_item_interactions: int = 5, dataset_name: str | None = None, **kwargs) -> None:
+        super().__init__(min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions,
+                         **kwargs)
+        self.reader_args = dict(reviews=reviews_path, metadata=metadata_path, item_text_fields=item_text_fields)
+        self.dataset_name = dataset_name or Path(reviews_path).name.split(".")[0]
+
+    def name(self) -> str:
+        return self.dataset_name
+
+    def read(self) -> RawData:
+        return read_amazon(**self.reader_args)
 
 
 class SyntheticDataModule(RecDataModule):
