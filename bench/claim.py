@@ -22,6 +22,7 @@ import argparse
 import csv
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -75,8 +76,9 @@ def command_line(plan: dict[str, Any], setting: str, arm: str, seed: int, run_di
     spec, place = plan["arms"][arm], plan["settings"][setting]
     configs = list(spec["configs"]) + (list(place.get("channel_configs", [])) if spec.get("text_channel") else [])
     args = [arg for config in configs for arg in ("--config", config)]
-    return ["fit", *args, *map(str, place.get("args", [])), *map(str, spec.get("args", [])),
-            "--seed_everything", str(seed), "--test_after_fit", "true",
+    subcommand = spec.get("subcommand", "fit")  # ``test``: a model with nothing to train (the content baseline)
+    return [subcommand, *args, *map(str, place.get("args", [])), *map(str, spec.get("args", [])),
+            "--seed_everything", str(seed), *(["--test_after_fit", "true"] if subcommand == "fit" else []),
             "--trainer.logger.init_args.save_dir", str(run_dir.parent.parent),
             "--trainer.logger.init_args.name", run_dir.parent.name,
             "--trainer.logger.init_args.version", run_dir.name]
@@ -112,6 +114,11 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
             metrics = {k.removeprefix("domain/test/"): float(v) for k, v in metrics.items()}
             found = per_user_rows(run_dir / "per_user_test.csv", "domain", Path(path).stem, skip)
             best_val = cli.warm_start_score
+        elif plan["arms"][arm].get("subcommand") == "test":
+            metrics = {k.removeprefix(f"{source}/test/"): float(v) for k, v in cli.trainer.callback_metrics.items()
+                       if k.startswith(f"{source}/test/")}
+            path, best_val = "", None
+            found = per_user_rows(run_dir / "per_user_test.csv", source, "final")
         else:
             metrics = {k.removeprefix(f"{source}/test/"): v for k, v in cli.test_metrics.items()
                        if k.startswith(f"{source}/test/")}
@@ -129,15 +136,16 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
         writer = csv.DictWriter(f, fieldnames=("report", *PER_USER_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    steps = {"global": int(last["global_step"])}
+    last = run_dir / "checkpoints" / "last.ckpt"
+    steps = {"global": int(torch.load(last, weights_only=True, map_location="cpu")["global_step"])
+             if last.exists() else 0}
     if isinstance(cli.model, BridgeModule):  # the schedule is a function of the step: count each side's
         sides = [cli.model.side_for_step(step, 10**9) for step in range(steps["global"])]
         steps.update(domain=sides.count("domain"), lm=sides.count("lm"))
     return {"setting": setting, "arm": arm, "seed": seed, "reports": reports, "steps": steps,
             "wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(time.process_time() - cpu_start, 1),
-            "threads": torch.get_num_threads(), "per_user": str(out.relative_to(ROOT)),
-            "code": _code_version()}
+            "threads": torch.get_num_threads(), "code": _code_version(),
+            "per_user": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out)}
 
 
 def _code_version() -> str:
@@ -148,52 +156,103 @@ def _code_version() -> str:
                                                      else "")
 
 
-def run_queue(plan_path: str, plan: dict[str, Any], jobs: int, threads: int, limit: int | None) -> None:
-    """Runs the pending runs ``jobs`` at a time, each in its own process; appends each record as it ends."""
-    results = ROOT / plan["results"]
-    todo = pending_runs(plan, read_results(results))[:limit]
-    active: list[tuple[subprocess.Popen, tuple[str, str, int], Path]] = []
-    logs = ROOT / plan["runs"] / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    while todo or active:
-        while todo and len(active) < jobs:
-            setting, arm, seed = key = todo.pop(0)
-            log = logs / f"{setting}_{arm}_seed{seed}.log"
-            command = [sys.executable, __file__, "--plan", plan_path, "--one", setting, arm, str(seed),
-                       "--threads", str(threads)]
-            env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-            with log.open("w") as out:
-                process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                           env={**_environ(), **env})
-            active.append((process, key, log))
-            print(f"[claim] started {setting} {arm} seed {seed} (log: {log.relative_to(ROOT)})", flush=True)
+def run_queue(plan_path: str, jobs: int, threads: int, limit: int | None) -> None:
+    """Runs the plan's pending runs ``jobs`` at a time, each in its own process, and appends each record as it
+    ends. The plan and the results are read again before every start, so the queue follows edits of the plan.
+    A run still going from an earlier runner (its pid file names a live process) is waited for, not repeated,
+    and a record that a killed runner did not append is taken from the run's log."""
+    active: dict[tuple[str, str, int], int] = {}  # run -> pid
+    failed: set[tuple[str, str, int]] = set()
+    started = 0
+    while True:
+        plan = load_plan(plan_path)
+        logs = ROOT / plan["runs"] / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for key, pid in list(active.items()) + _earlier_runs(logs, active):
+            if _alive(pid):
+                active[key] = pid
+                continue
+            active.pop(key, None)
+            if not _collect(plan, key, logs):
+                failed.add(key)
+                print(f"[claim] FAILED {' '.join(map(str, key))}; see {_log(logs, key)}", flush=True)
+        todo = [k for k in pending_runs(plan, read_results(ROOT / plan["results"]))
+                if k not in active and k not in failed]
+        while todo and len(active) < jobs and (limit is None or started < limit):
+            key = todo.pop(0)
+            active[key] = _start(plan_path, key, logs, threads)
+            started += 1
+        if not active:
+            return
         time.sleep(5)
-        for entry in list(active):
-            process, (setting, arm, seed), log = entry
-            if process.poll() is None:
-                continue
-            active.remove(entry)
-            last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-            if process.returncode != 0 or not last or not last[0].startswith("{"):
-                print(f"[claim] FAILED {setting} {arm} seed {seed} (exit {process.returncode}); see {log}",
-                      flush=True)
-                continue
-            with results.open("a") as f:
-                f.write(last[0] + "\n")
-            record = json.loads(last[0])
-            summary = ", ".join(f"{name} {r['test'].get('ndcg@10', float('nan')):.4f}"
-                                for name, r in record["reports"].items())
-            print(f"[claim] done {setting} {arm} seed {seed} in {record['wall_s']:.0f} s: {summary}", flush=True)
-            try:  # the page is a view of the results: a rendering problem must not stop the runs
-                render(plan)
-            except Exception as error:
-                print(f"[claim] the page was not rendered: {error!r}", flush=True)
 
 
-def _environ() -> dict[str, str]:
-    import os
+def _log(logs: Path, key: tuple[str, str, int]) -> Path:
+    setting, arm, seed = key
+    return logs / f"{setting}_{arm}_seed{seed}.log"
 
-    return dict(os.environ)
+
+def _start(plan_path: str, key: tuple[str, str, int], logs: Path, threads: int) -> int:
+    """Starts one run in its own process (its output in its log, its pid beside it); returns the pid."""
+    setting, arm, seed = key
+    command = [sys.executable, __file__, "--plan", plan_path, "--one", setting, arm, str(seed),
+               "--threads", str(threads)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log = _log(logs, key)
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)  # a runner stopped with Ctrl-C leaves its runs going
+    log.with_suffix(".pid").write_text(str(process.pid))
+    _children[process.pid] = process
+    print(f"[claim] started {setting} {arm} seed {seed} (log: {log})", flush=True)
+    return process.pid
+
+
+_children: dict[int, subprocess.Popen] = {}  # this runner's own processes, reaped through poll()
+
+
+def _alive(pid: int) -> bool:
+    if pid in _children:
+        return _children[pid].poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _earlier_runs(logs: Path, active: dict) -> list[tuple[tuple[str, str, int], int]]:
+    """Runs with a pid file that this runner does not know yet (an earlier runner's, going or ended)."""
+    found = []
+    for pid_file in logs.glob("*.pid"):
+        setting, arm, seed = pid_file.stem.rsplit("_", 2)
+        key = (setting, arm, int(seed.removeprefix("seed")))
+        if key not in active:
+            found.append((key, int(pid_file.read_text())))
+    return found
+
+
+def _collect(plan: dict[str, Any], key: tuple[str, str, int], logs: Path) -> bool:
+    """Appends an ended run's record (the last line of its log) to the results; False if it has none."""
+    log = _log(logs, key)
+    log.with_suffix(".pid").unlink(missing_ok=True)
+    last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+    if not last or not last[0].startswith("{"):
+        return False
+    record = json.loads(last[0])
+    if (record["setting"], record["arm"], record["seed"]) != key:
+        return False
+    results = ROOT / plan["results"]
+    if key not in {(r["setting"], r["arm"], r["seed"]) for r in read_results(results)}:
+        with results.open("a") as f:
+            f.write(last[0] + "\n")
+    summary = ", ".join(f"{name} {r['test'].get('ndcg@10', float('nan')):.4f}" for name, r in record["reports"].items())
+    print(f"[claim] done {' '.join(map(str, key))} in {record['wall_s']:.0f} s: {summary}", flush=True)
+    try:  # the page is a view of the results: a rendering problem must not stop the runs
+        render(plan)
+    except Exception as error:
+        print(f"[claim] the page was not rendered: {error!r}", flush=True)
+    return True
 
 
 def render(plan: dict[str, Any]) -> None:
@@ -230,7 +289,7 @@ def main() -> None:
         print(f"{len(todo)} runs pending, about {total / 60:.1f} CPU hours (plan's per-arm estimates)")
         return
     if not args.render:
-        run_queue(args.plan, plan, args.jobs, args.threads, args.limit)
+        run_queue(args.plan, args.jobs, args.threads, args.limit)
     render(plan)
 
 
