@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 import os
@@ -122,13 +123,21 @@ def _moved(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
 class RunConfigSaver(SaveConfigCallback):
     """Saves the resolved ``config.yaml`` into the run folder, except where ``test``, ``validate`` or
     ``predict`` write beside a fitted run: there the run's own config stays the record of how it was trained.
-    Nor does an evaluation without a logger write one: it has no run folder, only the caller's directory."""
+    Nor does an evaluation without a logger write one: it has no run folder, only the caller's directory.
+    A resumed fit whose config differs keeps the previous one as ``config.v<N>.yaml`` and says so."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         log_dir = trainer.log_dir
         if stage != "fit" and (not trainer.loggers or (log_dir and (Path(log_dir) / self.config_filename).exists())):
             return
+        path = Path(log_dir or ".") / self.config_filename
+        before = path.read_bytes() if trainer.is_global_zero and path.is_file() else None
         super().setup(trainer, pl_module, stage)
+        if before is not None and path.is_file() and path.read_bytes() != before:
+            kept = next(path.with_name(f"{path.stem}.v{n}{path.suffix}") for n in itertools.count()
+                        if not path.with_name(f"{path.stem}.v{n}{path.suffix}").exists())
+            kept.write_bytes(before)
+            log.warning("%s now holds this run's config; the one it replaced is kept as %s", path, kept.name)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -115,9 +115,10 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_differences(saved: dict[str, Any], given: dict[str, Any], ignore: tuple[str, ...] = ()
-                       ) -> list[str]:
-    """``"init_args.embedding_dim: 16 in the checkpoint, 32 now"`` for each setting that differs.
+def setting_changes(saved: dict[str, Any], given: dict[str, Any], ignore: tuple[str, ...] = ()
+                    ) -> list[tuple[str, Any, Any]]:
+    """``("init_args.embedding_dim", 16, 32)`` (key, value in the checkpoint, value now) for each setting
+    that differs.
 
     A changed ``class_path`` is one difference: the arguments below it are not compared. Keys named in
     ``ignore`` (their last component, or a prefix such as ``init_args.optimizer``) are skipped.
@@ -126,7 +127,7 @@ def config_differences(saved: dict[str, Any], given: dict[str, Any], ignore: tup
     changed_classes = [k.removesuffix("class_path") for k in old
                        if k.endswith("class_path") and k in new and old[k] != new[k]]
     missing = object()
-    differences = []
+    changes = []
     for key in sorted(old.keys() | new.keys()):
         if key.rsplit(".", 1)[-1] in ignore or any(key.startswith(p + ".") for p in ignore):
             continue
@@ -135,8 +136,20 @@ def config_differences(saved: dict[str, Any], given: dict[str, Any], ignore: tup
         a, b = old.get(key, missing), new.get(key, missing)
         if a is missing or b is missing or a == b:  # a setting one side's version did not have
             continue
-        differences.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
-    return differences
+        changes.append((key, a, b))
+    return changes
+
+
+def described(change: tuple[str, Any, Any]) -> str:
+    """``"init_args.embedding_dim: 16 in the checkpoint, 32 now"``."""
+    key, old, new = change
+    return f"{key}: {old!r} in the checkpoint, {new!r} now"
+
+
+def config_differences(saved: dict[str, Any], given: dict[str, Any], ignore: tuple[str, ...] = ()
+                       ) -> list[str]:
+    """Each of :func:`setting_changes`, described."""
+    return [described(c) for c in setting_changes(saved, given, ignore)]
 
 
 def saved_model_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from lightning_bridge.checkpoints import (
     plain,
     read_checkpoint,
     saved_model_config,
+    setting_changes,
 )
 from lightning_bridge.class_registry import check_class_paths
 from lightning_bridge.console import ProgressLog, Verbosity, configure_console, ignore_evaluation_noise
@@ -37,6 +38,13 @@ from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.fingerprint import check_fingerprint, check_sizes, dataset_fingerprint
 from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.lm import LMModule
+from lightning_bridge.resume import (
+    ApplyOptimizerSettings,
+    check_data_changes,
+    data_changes,
+    resume_plan,
+    stopped_mid_epoch,
+)
 from lightning_bridge.run_hparams import RunHparams
 from lightning_bridge.training_log import TrainingCurves
 from lightning_bridge.warm_start import WarmStartAsCandidate, warm_start_domain
@@ -74,6 +82,8 @@ class BridgeCLI(LightningCLI):
 
     _checkpoint: dict[str, Any] | None = None
     """What the run needs of the ``--ckpt_path`` checkpoint: its data fingerprint and table sizes."""
+    _optimizer_plan: dict[int | None, set[str]] | None = None
+    """Resuming with changed optimizer settings: which optimizer takes which keys from the config."""
     _preloaded: tuple[str, dict[str, Any]] | None = None
     """The ``--ckpt_path`` checkpoint as read and checked, until Lightning loads it."""
 
@@ -95,8 +105,12 @@ class BridgeCLI(LightningCLI):
                             help="After fit, write the run's portable artefacts into <run>/export "
                                  "(lightning_bridge.artefacts), each model from its best checkpoint")
         parser.add_argument("--allow_config_changes", type=bool, default=False,
-                            help="Resume (fit --ckpt_path) even where the model config contradicts the "
-                                 "checkpoint's; the config's values win")
+                            help="Resume (fit --ckpt_path) with settings that differ from the checkpoint's, "
+                                 "each applied: optimizer settings (written over the restored optimizer state; "
+                                 "a learning rate under a scheduler is refused), what the model reads every "
+                                 "step (regularisation, dropout, the schedule, loss weights), and training-batch "
+                                 "settings of the data (not inside an epoch). Architecture, initialisation, "
+                                 "classes, the data and its split are refused (lightning_bridge.resume)")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Refuses a run folder's saved ``config.yaml`` that names an unregistered class before jsonargparse
@@ -133,7 +147,9 @@ class BridgeCLI(LightningCLI):
         self._preloaded = (path, checkpoint)
         tables = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()
                   if k.endswith(("info.user.weight", "info.item.weight"))}
-        self._checkpoint = {FINGERPRINT_KEY: checkpoint.get(FINGERPRINT_KEY), "tables": tables}
+        self._checkpoint = {FINGERPRINT_KEY: checkpoint.get(FINGERPRINT_KEY), "tables": tables,
+                            "data": checkpoint.get("datamodule_hyper_parameters"),
+                            "mid_epoch": stopped_mid_epoch(checkpoint)}
         model = self.config[subcommand].model
         given, saved = plain(model), saved_model_config(checkpoint)
         fitting = subcommand == "fit"
@@ -145,7 +161,8 @@ class BridgeCLI(LightningCLI):
                     f"{path}: resuming with a model config that contradicts the checkpoint's:\n  "
                     + "\n  ".join(differences) + "\nResume with the run's config.yaml, or pass "
                     "--allow_config_changes true to train on with the new values on purpose.")
-            log.warning("%s: resuming with changed settings (--allow_config_changes): %s", path,
+            self._optimizer_plan = resume_plan(setting_changes(saved, given, ignore), given, path)
+            log.warning("%s: resuming with changed settings (--allow_config_changes), applied: %s", path,
                         "; ".join(differences))
             return
         if differences:
@@ -280,6 +297,12 @@ class BridgeCLI(LightningCLI):
         fingerprint = self._check_data()
         if fingerprint is not None:
             self.trainer.callbacks.append(RunRecord(self.config.fit.model, fingerprint))
+        if self._checkpoint is not None and isinstance(self.datamodule, RecDataModule):
+            check_data_changes(data_changes(self._checkpoint["data"], dict(self.datamodule.hparams)),
+                               self.config.fit.allow_config_changes, self._checkpoint["mid_epoch"],
+                               self.config.fit.ckpt_path)
+        if self._optimizer_plan:
+            self.trainer.callbacks.append(ApplyOptimizerSettings(self._optimizer_plan))
         self.trainer.callbacks.append(StopOnNonFiniteLoss())
         self._add_tensorboard_callbacks()
         if isinstance(self.model, BridgeModule) and self.model.hparams.warm_start_auto \
