@@ -344,7 +344,8 @@ class BridgeCLI(LightningCLI):
             log.warning("export_after_fit: the checkpoints are sharded folders; consolidate one into a file and "
                         "run `python -m lightning_bridge.export artefacts <checkpoint>`")
             return
-        self.exported = export_checkpoints(self.datamodule, sides, folder)
+        self.exported = export_checkpoints(self.datamodule, sides, folder,
+                                           metrics=getattr(self, "test_metrics", None))
         log.info("exported the run's artefacts to %s", self.exported)
 
     def _test_after_fit(self, best: dict[str, str]) -> None:

@@ -146,13 +146,15 @@ def _domain(spec: dict[str, Any], tables: dict[str, torch.Tensor],
             weights: dict[str, torch.Tensor]) -> DomainRecommender:
     s = spec["domain"]
     info = _tables(spec, tables, "domain")
-    encoder = build_encoder(s["encoder"], info.dim, s["num_layers"], s["mlp_layers"], s["max_len"], s["num_blocks"],
-                            s["num_heads"], s["dropout"], s["isolated_nodes"], s.get("mlp_tower_input", "shared"))
+    # an export holds only its encoder's settings (artefacts.ENCODER_SETTINGS); the others are never read
+    encoder = build_encoder(s["encoder"], info.dim, s.get("num_layers", 0), s.get("mlp_layers"), s.get("max_len", 0),
+                            s.get("num_blocks", 0), s.get("num_heads", 1), s.get("dropout", 0.0),
+                            s.get("isolated_nodes", "layer_mean"), s.get("mlp_tower_input", "shared"))
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")})
     if hasattr(encoder, "set_graph"):
         encoder.set_graph(weights["graph.users"].numpy(), weights["graph.items"].numpy(), info.num_users,
                           info.num_items)
-    recommender = DomainRecommender(info, encoder, s["loss"], s["reg_weight"]).eval()
+    recommender = DomainRecommender(info, encoder, s["loss"], reg_weight=0.0).eval()  # a training-only setting
     recommender.freeze_vectors()  # propagated once: every request reads the same vectors
     return recommender
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -63,7 +64,7 @@ def test_fit_writes_the_export_folder(bridge_run):
 def test_loader_scores_equal_the_checkpoints(bridge_run, side):
     cli, _ = bridge_run
     spec = json.loads((cli.exported / "recommender.json").read_text())
-    model = model_from_checkpoint(spec[side]["checkpoint"])
+    model = model_from_checkpoint(str(cli.exported.parent / spec[side]["checkpoint"]))  # relative to the run
     recommender = getattr(model, side).recommender
     data = cli.datamodule
     users = [data.raw_user_id(u) for u in (0, 3, 7)]
@@ -85,8 +86,8 @@ def test_predict_for_chosen_and_new_users_matches_the_loader(bridge_run, side):
     new = [data.raw_item_id(i) for i in (4, 9, 5)]
     histories = _histories_file(folder / f"histories_{side}.tsv", [("newcomer", new)])
     out = folder / f"predictions_{side}.tsv"
-    main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path", json.loads(
-        (cli.exported / "recommender.json").read_text())[side]["checkpoint"],
+    main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / json.loads(
+        (cli.exported / "recommender.json").read_text())[side]["checkpoint"]),
         "--predict_for.users", f"[{', '.join(users)}]", "--predict_for.histories", str(histories),
         "--predictions.path", str(out), "--model.init_args.predict_with", side,
         "--model.init_args.domain.init_args.predict_top_k", "5", "--model.init_args.lm.init_args.predict_top_k", "5"])
@@ -157,7 +158,7 @@ def test_an_lm_only_run_fine_tuned_in_full_exports_its_whole_backbone(in_tmp):
     assert (export / "lm" / "backbone" / "config.json").is_file() and not (export / "lm" / "adapter").exists()
     spec = json.loads((export / "recommender.json").read_text())
     assert "domain" not in spec
-    model = model_from_checkpoint(spec["lm"]["checkpoint"])
+    model = model_from_checkpoint(str(export.parent / spec["lm"]["checkpoint"]))
     data = cli.datamodule
     users = [data.raw_user_id(u) for u in (0, 5)]
     data.request_predictions(PredictionRequest(users=users))
@@ -176,7 +177,7 @@ def test_both_models_from_one_co_training_checkpoint(bridge_run, tmp_path):
     last = cli.exported.parent / "checkpoints" / "last.ckpt"
     export_main(["artefacts", str(last), "--out", str(tmp_path / "export")])
     spec = json.loads((tmp_path / "export" / "recommender.json").read_text())
-    assert spec["domain"]["checkpoint"] == spec["lm"]["checkpoint"] == str(last.resolve())
+    assert spec["domain"]["checkpoint"] == spec["lm"]["checkpoint"] == os.path.relpath(last.resolve(), tmp_path)
     loaded = load_recommender(tmp_path / "export")
     assert list(loaded.models) == ["domain", "lm"]
     assert torch.equal(loaded.models["domain"].info.item.weight, loaded.models["lm"].info.item.weight)

@@ -174,7 +174,7 @@ def test_a_projected_ncf_tower_survives_export_and_serving(in_tmp):
     cli = main(["fit", "--config", str(CONFIGS / "tiny_domain.yaml"), "--model.init_args.encoder", "ncf",
                 "--model.init_args.mlp_tower_input", "projected", "--trainer.max_epochs", "1"])
     spec = json.loads((cli.exported / "recommender.json").read_text())
-    model, data = model_from_checkpoint(spec["domain"]["checkpoint"]).eval(), cli.datamodule
+    model, data = model_from_checkpoint(str(cli.exported.parent / spec["domain"]["checkpoint"])).eval(), cli.datamodule
     model.recommender.attach(data)
     users = [data.raw_user_id(u) for u in (0, 3)]
     data.request_predictions(PredictionRequest(users=users))
