@@ -154,7 +154,7 @@ class StopOnNonFiniteLoss(Callback):
         if trainer.strategy.reduce_boolean_decision(math.isfinite(value), all=True):
             return
         side_for_step = getattr(pl_module, "side_for_step", None)
-        side = (side_for_step(trainer.global_step, trainer.current_epoch) if side_for_step
+        side = (side_for_step(trainer.global_step) if side_for_step
                 else getattr(pl_module, "train_batch_kinds", ("model",))[0])
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         kept = f"; the last good checkpoint is {last}" if last else "; no checkpoint was written before it"

@@ -30,8 +30,7 @@ log = logging.getLogger(__name__)
 APPLIED_BY_THE_MODEL = (
     "reg_weight", "dropout", "loss", "lora_dropout", "backbone_dropout", "gradient_checkpointing", "task_weights",
     "temperature", "template", "item_separator", "max_length", "max_item_tokens", "domain_steps", "lm_steps",
-    "schedule_unit", "warmup_domain_epochs", "mutual_weight", "mutual_temperature", "mutual_direction",
-    "mutual_scope", "domain_clip", "lm_clip", "text_anchor_weight", "text_anchor_refresh_epochs", "evaluate_lm",
+    "domain_clip", "lm_clip", "text_anchor_weight", "text_anchor_refresh_epochs", "evaluate_lm",
     "item_id_dropout", "cache_dir", "local_files_only")
 # model settings that end up in the optimizer's parameter groups: setting -> the group key it sets
 GROUP_KEYS = {"info_lr": "lr", "head_lr": "lr", "info_weight_decay": "weight_decay"}

@@ -14,7 +14,7 @@ from conftest import CONFIGS
 
 from lightning_bridge.cli import main
 from lightning_bridge.data.datamodule import SyntheticDataModule
-from lightning_bridge.models.bridge import BridgeModule, continue_optimizer
+from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.checkpoints import export_domain
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
@@ -61,13 +61,11 @@ def test_lm_step_changes_lora_projections_and_shared_tables_never_the_domain_enc
     assert not {n for n in changed if n.startswith("domain.") and not n.startswith("domain.recommender.info.")}
 
 
-def test_schedule_alternates_with_ratio_and_warmup():
+def test_schedule_alternates_with_ratio():
     model = _bridge(domain_steps=3, lm_steps=1)
-    assert [model.side_for_step(s, epoch=0) for s in range(8)] == ["domain"] * 3 + ["lm"] + ["domain"] * 3 + ["lm"]
-    model.hparams.warmup_domain_epochs = 1
-    assert model.side_for_step(3, epoch=0) == "domain" and model.side_for_step(3, epoch=1) == "lm"
-    model.hparams.schedule_unit = "epoch"
-    assert [model.side_for_step(0, epoch=e) for e in range(1, 6)] == ["domain"] * 3 + ["lm", "domain"]
+    assert [model.side_for_step(s) for s in range(8)] == ["domain"] * 3 + ["lm"] + ["domain"] * 3 + ["lm"]
+    only_lm = _bridge(domain_steps=0, lm_steps=1)
+    assert {only_lm.side_for_step(s) for s in range(5)} == {"lm"}
 
 
 def _args(name: str, *extra: str) -> list[str]:
@@ -75,8 +73,8 @@ def _args(name: str, *extra: str) -> list[str]:
 
 
 def test_resume_at_epoch_boundary_is_bitwise_identical(in_tmp):
-    full = main(_args("full", "--trainer.max_epochs", "3", "--model.init_args.mutual_weight", "0.5"))
-    main(_args("part", "--trainer.max_epochs", "2", "--model.init_args.mutual_weight", "0.5"))
+    full = main(_args("full", "--trainer.max_epochs", "3"))
+    main(_args("part", "--trainer.max_epochs", "2"))
     part = in_tmp / "logs" / "part" / "version_0"
     resumed = main(["fit", "--config", str(part / "config.yaml"), "--trainer.max_epochs", "3",
                     "--ckpt_path", str(part / "checkpoints" / "last.ckpt")])
@@ -177,28 +175,6 @@ def test_warm_start_loads_the_shared_tables_from_a_domain_checkpoint(in_tmp):
     assert bridge.lm.info is bridge.info and bridge.domain.info is bridge.info
     with pytest.raises(ValueError, match="do not fit this model"):
         BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=8, warm_start_checkpoint=str(ckpt))
-
-    # warm_start_optimizer: the domain optimizer continues the domain-only run's Adam, at this config's lr
-    saved = torch.load(ckpt, weights_only=False)["optimizer_states"][0]
-    carried = BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=16, warm_start_checkpoint=str(ckpt),
-                           warm_start_optimizer=True)
-    fresh = BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=16, warm_start_checkpoint=str(ckpt))
-    (carried_domain, _), (fresh_domain, _) = (
-        [c["optimizer"] for c in m.configure_optimizers()] for m in (carried, fresh))
-    for index, param in enumerate(carried_domain.param_groups[0]["params"]):
-        assert torch.equal(carried_domain.state[param]["exp_avg"], saved["state"][index]["exp_avg"])
-    assert not fresh_domain.state
-    assert carried_domain.param_groups[0]["lr"] == fresh_domain.param_groups[0]["lr"] == 1e-3  # the config's, not 0.01
-
-    weights_only = in_tmp / "weights_only.ckpt"
-    torch.save({k: v for k, v in torch.load(ckpt, weights_only=False).items() if k != "optimizer_states"},
-               weights_only)
-    with pytest.raises(ValueError, match="warm_start_optimizer needs the domain-only run's one optimizer state"):
-        BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=16,
-                     warm_start_checkpoint=str(weights_only), warm_start_optimizer=True)
-    other = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2)) for _ in range(3)])
-    with pytest.raises(ValueError, match="other parameter groups"):
-        continue_optimizer(other, saved)
 
 
 @pytest.mark.parametrize("text_channel", ["false", "true"])

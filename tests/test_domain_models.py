@@ -21,10 +21,9 @@ from lightning_bridge.modules.ncf import NeuMF
 from lightning_bridge.modules.sasrec import SASRec, check_histories, warn_about_order
 
 
-@pytest.mark.parametrize("mlp_tower_input", ["shared", "projected"])
-def test_neumf_catalogue_scores_equal_per_pair_scores(mlp_tower_input):
+def test_neumf_catalogue_scores_equal_per_pair_scores():
     torch.manual_seed(0)
-    model = NeuMF(dim=6, mlp_layers=(8, 4, 2), mlp_tower_input=mlp_tower_input).eval()
+    model = NeuMF(dim=6, mlp_layers=(8, 4, 2)).eval()
     users, items = torch.randn(5, 6), torch.randn(7, 6)
     pairs = model.pair_scores(users.repeat_interleave(7, 0), items.repeat(5, 1)).view(5, 7)
     torch.testing.assert_close(model.scores(users, items), pairs)
@@ -34,22 +33,6 @@ def test_neumf_catalogue_scores_equal_per_pair_scores(mlp_tower_input):
 def test_neumf_layers_that_do_not_fit_the_width_name_the_option(layers):
     with pytest.raises(ValueError, match=r"mlp_layers .* 2 \* embedding_dim = 16"):
         NeuMF(dim=8, mlp_layers=layers)
-
-
-def test_neumf_projected_tower_reads_its_own_view_of_the_rows():
-    torch.manual_seed(0)
-    shared = NeuMF(dim=6, mlp_tower_input="shared")
-    projected = NeuMF(dim=6, mlp_tower_input="projected")
-    projected.load_state_dict(shared.state_dict(), strict=False)
-    users, items = torch.randn(4, 6), torch.randn(4, 6)
-    assert not torch.allclose(shared.pair_scores(users, items), projected.pair_scores(users, items))
-    assert {n.split(".")[0] for n, _ in projected.named_parameters()} - {
-        n.split(".")[0] for n, _ in shared.named_parameters()} == {"user_view", "item_view"}
-
-
-def test_an_unknown_mlp_tower_input_names_the_option():
-    with pytest.raises(ValueError, match=r"model.mlp_tower_input must be 'shared' .* or 'projected' .*; got 'own'"):
-        DomainModule(num_users=3, num_items=4, encoder="ncf", mlp_tower_input="own")
 
 
 def test_sasrec_is_causal_and_left_padding_does_not_matter():
@@ -144,7 +127,7 @@ def test_domain_and_lm_steps_both_change_the_shared_rows(encoder, tmp_path):
 def test_cotrain_checkpoint_export_and_serve_the_domain_model(encoder, in_tmp):
     name = f"tiny_{encoder}"
     fitted = main(["fit", "--config", str(CONFIGS / "tiny_bridge.yaml"), "--trainer.logger.init_args.name", name,
-                   "--model.init_args.domain.init_args.encoder", encoder, "--model.init_args.mutual_weight", "0.5",
+                   "--model.init_args.domain.init_args.encoder", encoder,
                    "--trainer.max_epochs", "1", "--test_after_fit", "true"])
     assert "domain/test/ndcg@10" in fitted.test_metrics
     run = in_tmp / "logs" / name / "version_0"
@@ -170,9 +153,9 @@ def test_a_plain_trainer_fits_a_domain_module_over_several_logging_intervals(tmp
     assert trainer.global_step > 6 and "train/domain_loss" in trainer.callback_metrics
 
 
-def test_a_projected_ncf_tower_survives_export_and_serving(in_tmp):
+def test_an_ncf_model_survives_export_and_serving(in_tmp):
     cli = main(["fit", "--config", str(CONFIGS / "tiny_domain.yaml"), "--model.init_args.encoder", "ncf",
-                "--model.init_args.mlp_tower_input", "projected", "--trainer.max_epochs", "1"])
+                "--trainer.max_epochs", "1"])
     spec = json.loads((cli.exported / "recommender.json").read_text())
     model, data = model_from_checkpoint(str(cli.exported.parent / spec["domain"]["checkpoint"])).eval(), cli.datamodule
     model.recommender.attach(data)
@@ -183,5 +166,4 @@ def test_a_projected_ncf_tower_survives_export_and_serving(in_tmp):
     with torch.no_grad():
         expected = model.recommender.scores(batch)
     loaded = load_recommender(cli.exported)
-    assert "user_view" in dict(loaded.models["domain"].encoder.named_children())
     assert torch.equal(loaded.scores(user_ids=users, model="domain"), expected)

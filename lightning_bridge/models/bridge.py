@@ -4,7 +4,7 @@ turns updating it under manual optimization."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,13 +19,12 @@ from lightning_bridge.models.checkpoints import (
     TEXT_CHANNEL_EPOCH_KEY,
     complete_slim_state_dict,
     slim_state_dict,
-    upgrade_state_dict,
 )
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule, log_task_losses
 from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.models.sharded_training import FullyShardedCoTraining
-from lightning_bridge.modules.co_training import MutualLearning, TextAnchor
+from lightning_bridge.modules.co_training import TextAnchor
 from lightning_bridge.modules.id_tokens import ITEM
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
 from lightning_bridge.training_log import log_training_loss
@@ -51,15 +50,9 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         embedding_dim: width of the shared tables.
         init: initialisation of the shared tables.
         init_std: standard deviation (or range) for ``normal`` / ``uniform`` initialisation.
-        domain_steps: domain steps (or epochs) per cycle of the schedule.
-        lm_steps: LM steps (or epochs) per cycle.
-        schedule_unit: ``step`` alternates optimizer steps; ``epoch`` alternates whole epochs.
-        warmup_domain_epochs: domain-only epochs before the alternation starts.
+        domain_steps: domain optimizer steps per cycle of the schedule.
+        lm_steps: LM optimizer steps per cycle.
         warm_start_checkpoint: a DomainModule checkpoint whose InfoSharing and encoder start this run.
-        mutual_weight: weight of the mutual-learning KL term (0 disables it).
-        mutual_temperature: softmax temperature of both score distributions in the KL term.
-        mutual_direction: ``both``, ``domain_to_lm`` (the LM learns from the domain model) or ``lm_to_domain``.
-        mutual_scope: ``catalogue`` (all items) or ``batch`` (the LM batch's target items).
         domain_clip: gradient-norm clip for domain steps (None: no clipping).
         lm_clip: gradient-norm clip for LM steps.
         predict_with: which model writes ``predict``'s recommendations.
@@ -76,10 +69,6 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         warm_start_max_epochs: most domain-only epochs of the automatic warm start.
         warm_start_patience: validations without improvement that end the automatic warm start.
         warm_start_val_every: domain-only epochs between two validations of the automatic warm start.
-        warm_start_optimizer: a warm start also carries the domain optimizer's state (Adam's moments) over,
-            so that co-training continues the domain model's training instead of restarting it: a fresh
-            Adam's first steps move every touched row by about the learning rate, which knocks a converged
-            model off its best (its learning rate and other settings stay this config's).
         text_channel: every item's vector in InfoSharing becomes its ID row plus a learned linear map of the
             LM's representation of the item's text (its pooled text prompt, unit-normalised), which the LM
             re-encodes at the start of every co-training epoch. Both models read it: knowledge reaches a
@@ -98,15 +87,11 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
     def __init__(self, num_users: int, num_items: int, domain: Callable[[int, int], DomainModule],
                  lm: Callable[[int, int], LMModule], embedding_dim: int = 64, init: InitName = "xavier_uniform",
                  init_std: float = 0.1, domain_steps: int = 4, lm_steps: int = 1,
-                 schedule_unit: Literal["step", "epoch"] = "step", warmup_domain_epochs: int = 0,
-                 warm_start_checkpoint: str | None = None, mutual_weight: float = 0.0,
-                 mutual_temperature: float = 1.0,
-                 mutual_direction: Literal["both", "domain_to_lm", "lm_to_domain"] = "both",
-                 mutual_scope: Literal["catalogue", "batch"] = "catalogue", domain_clip: float | None = None,
+                 warm_start_checkpoint: str | None = None, domain_clip: float | None = None,
                  lm_clip: float | None = None, predict_with: Side = "domain", text_anchor_weight: float = 0.0,
                  text_anchor_refresh_epochs: int | None = None, warm_start_auto: bool = False,
                  warm_start_max_epochs: int = 300, warm_start_patience: int = 10,
-                 warm_start_val_every: int = 5, evaluate_lm: bool = True, warm_start_optimizer: bool = False,
+                 warm_start_val_every: int = 5, evaluate_lm: bool = True,
                  text_channel: bool = False, item_id_dropout: float = 0.0) -> None:
         super().__init__()
         if text_anchor_weight < 0:
@@ -124,8 +109,6 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         if item_id_dropout and not text_channel:
             raise ValueError("model.item_id_dropout > 0 needs model.text_channel=true: without a text part an "
                              "item whose ID row is dropped has no vector at all")
-        if schedule_unit not in ("step", "epoch"):
-            raise ValueError(f"schedule_unit must be 'step' or 'epoch', got {schedule_unit!r}")
         self.save_hyperparameters(ignore=["domain", "lm"])
         self.automatic_optimization = False
         self.info = InfoSharing(num_users, num_items, embedding_dim, init, init_std)
@@ -137,17 +120,14 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         if text_channel:  # the LM's pooled states are its final hidden states, as wide as its output projection
             self.info.add_text_channel(self.lm.recommender.network.out_proj.in_features, item_id_dropout)
         self._text_channel_epoch: int | None = None  # the epoch whose start last encoded the item texts
-        self._warm_optimizer_state: dict[str, Any] | None = None  # the warm start's, for configure_optimizers
         if warm_start_checkpoint:
             self.warm_start_from(warm_start_checkpoint)
-        self._mutual = MutualLearning(mutual_temperature, mutual_direction, mutual_scope)
         self._text_anchor: TextAnchor | None = None
 
     def warm_start_from(self, path: str) -> None:
         """Loads InfoSharing and the domain encoder from a domain-only run."""
         checkpoint = read_checkpoint(path)  # a damaged file is an error naming it
         state = checkpoint["state_dict"]
-        upgrade_state_dict(self.domain, state)
         expected = {k: tuple(v.shape) for k, v in self.domain.state_dict().items()}
         wanted = {k: v for k, v in state.items() if k in expected}
         if not any(k.startswith("recommender.info.") for k in wanted):
@@ -157,22 +137,13 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             raise ValueError(f"{path}: its weights {found} do not fit this model "
                              f"({self.info.num_users} users, {self.info.num_items} items, dim {self.info.dim})")
         self.domain.load_state_dict(wanted, strict=False)
-        if self.hparams.warm_start_optimizer:
-            states = checkpoint.get("optimizer_states") or []
-            if len(states) != 1:
-                raise ValueError(f"{path}: model.warm_start_optimizer needs the domain-only run's one optimizer "
-                                 f"state, but the checkpoint holds {len(states)}")
-            self._warm_optimizer_state = states[0]
 
     # ---- schedule ---------------------------------------------------------------------------------------
-    def side_for_step(self, global_step: int, epoch: int) -> Side:
-        """Which model steps now: a pure function of the step and epoch, so a resumed run picks up the
-        schedule exactly where it stopped."""
+    def side_for_step(self, global_step: int) -> Side:
+        """Which model steps now: a pure function of the step, so a resumed run picks up the schedule exactly
+        where it stopped."""
         h = self.hparams
-        if epoch < h.warmup_domain_epochs:
-            return "domain"
-        position = global_step if h.schedule_unit == "step" else epoch - h.warmup_domain_epochs
-        return "domain" if position % (h.domain_steps + h.lm_steps) < h.domain_steps else "lm"
+        return "domain" if global_step % (h.domain_steps + h.lm_steps) < h.domain_steps else "lm"
 
     # ---- training ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -190,7 +161,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         self.info.set_seen_items(torch.from_numpy(data.item_popularity() > 0))
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
-        side = self.side_for_step(self.global_step, self.current_epoch)
+        side = self.side_for_step(self.global_step)
         domain_opt, lm_opt = self.optimizers()
         opt, clip = (domain_opt, self.hparams.domain_clip) if side == "domain" else (lm_opt, self.hparams.lm_clip)
         part = batch[side]
@@ -206,7 +177,6 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
                     self._text_anchor.update(*losses.item_text_queries)
                 log_task_losses(self, losses.tasks, len(part["users"]))
                 total = loss
-            total = total + self._mutual_term(side, part)
         log_training_loss(self, f"train/{side}_loss", loss, len(part["users"]), prog_bar=True)
         opt.zero_grad()
         self.manual_backward(total)
@@ -217,8 +187,6 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
     # ---- the text channel and the text anchor ------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         h, epoch = self.hparams, self.current_epoch
-        if epoch < h.warmup_domain_epochs:
-            return
         pooled = None
         if h.text_channel and self._text_channel_epoch != epoch:  # a run resumed mid-epoch keeps its features
             pooled = self.encode_item_texts(epoch)
@@ -251,27 +219,10 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         log_training_loss(self, "train/text_anchor_loss", loss, len(items))
         return self.hparams.text_anchor_weight * loss
 
-    def _mutual_term(self, side: Side, part: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mutual learning's KL for this step (``MutualLearning``), weighted; zero when it is off."""
-        h = self.hparams
-        if h.mutual_weight == 0:
-            return torch.zeros((), device=self.device)
-        if side == "lm":
-            kl = self._mutual.lm_step(part, self.lm.recommender, self.domain.recommender)
-        else:
-            kl = self._mutual.domain_step(self.domain.recommender, self.device)
-        if kl is None:
-            return torch.zeros((), device=self.device)
-        log_training_loss(self, "train/mutual_kl", kl, len(part["users"]))
-        t = h.mutual_temperature
-        return h.mutual_weight * t * t * kl
-
     def configure_optimizers(self):
         """Each side's own optimizer (and scheduler) from its config section: domain first, then LM."""
         configs = [c if isinstance(c, dict) else {"optimizer": c}
                    for c in (self.domain.configure_optimizers(), self.lm.configure_optimizers())]
-        if self._warm_optimizer_state is not None:  # a resumed run's own state replaces it afterwards
-            continue_optimizer(configs[0]["optimizer"], self._warm_optimizer_state)
         return configs
 
     def on_train_epoch_end(self) -> None:
@@ -315,21 +266,8 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "state_dict" in checkpoint:  # ModelParallelStrategy has loaded the weights already
-            upgrade_state_dict(self, checkpoint["state_dict"])
             complete_slim_state_dict(self, checkpoint["state_dict"])
         if TEXT_ANCHOR_KEY in checkpoint:
             self._text_anchor = TextAnchor(**checkpoint[TEXT_ANCHOR_KEY])
         self._text_channel_epoch = checkpoint.get(TEXT_CHANNEL_EPOCH_KEY)
 
-
-def continue_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """Loads ``saved``'s per-parameter state (e.g. Adam's moments and step counts) into ``optimizer``, keeping
-    its own hyperparameters (learning rate, weight decay...); a state of another shape is an error."""
-    groups = [len(g["params"]) for g in optimizer.param_groups]
-    if [len(g["params"]) for g in saved["param_groups"]] != groups:
-        raise ValueError("model.warm_start_optimizer: the warm start's domain optimizer has other parameter groups "
-                         f"({[len(g['params']) for g in saved['param_groups']]} parameters) than this one ({groups})")
-    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    optimizer.load_state_dict(saved)
-    for group, own in zip(optimizer.param_groups, settings, strict=True):
-        group.update(own)

@@ -1,6 +1,5 @@
 """What a model checkpoint holds beyond Lightning's own keys: slim state dicts without frozen backbone weights,
-the names of older checkpoints' weights, the bridge's extra entries, and the export of the domain model alone
-(``python -m lightning_bridge.export``)."""
+the bridge's extra entries, and the export of the domain model alone (``python -m lightning_bridge.export``)."""
 
 from __future__ import annotations
 
@@ -25,32 +24,6 @@ DOMAIN_CLASS_PATH = "lightning_bridge.models.domain.DomainModule"
 
 # init arguments a model checkpoint does not record: objects, and knobs the caller's config always decides
 NOT_HYPERPARAMETERS = ("info_sharing", "optimizer", "scheduler", "predict_top_k")
-
-# The side models (DomainRecommender, LMRecommender) hold what the LightningModules held before: a weight
-# saved as ``info.user.weight`` now lives at ``recommender.info.user.weight`` (new prefix: old prefix).
-LEGACY_PREFIXES = {"recommender.info.": "info.", "recommender.encoder.": "encoder.",
-                   "recommender.network.": "recommender."}
-
-
-def legacy_name(key: str) -> str | None:
-    """Where an older checkpoint kept the weight now named ``key`` (None: it has not moved)."""
-    for owner in ("", "domain.", "lm."):
-        for new, old in LEGACY_PREFIXES.items():
-            if key.startswith(owner + new):
-                return owner + old + key[len(owner + new):]
-    return None
-
-
-def upgrade_state_dict(module: torch.nn.Module, state: dict[str, Any]) -> None:
-    """Renames (in place) the weights of a checkpoint saved before the side models to ``module``'s names, and
-    gives a text channel saved before ``item_seen`` existed its behaviour then: every item's ID row counts."""
-    for key, value in module.state_dict().items():
-        old = legacy_name(key)
-        if key not in state and old is not None and old in state:
-            state[key] = state.pop(old)
-        if key.endswith("info.item_seen") and key not in state:
-            state[key] = torch.ones_like(value)
-
 
 def save_own_hyperparameters(module: L.LightningModule, arguments: dict[str, Any]) -> None:
     """Records a DomainModule's or LMModule's init ``arguments`` (``locals()`` on entering ``__init__``).

@@ -12,10 +12,9 @@ from lightning_bridge.data.contract import Side
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.lazy_adam import lazy_optimizer
-from lightning_bridge.models.checkpoints import save_own_hyperparameters, upgrade_state_dict
+from lightning_bridge.models.checkpoints import save_own_hyperparameters
 from lightning_bridge.modules.domain_recommender import LOSSES, DomainRecommender, Encoder, Loss, build_encoder
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName, fold_text_channel, tables_for
-from lightning_bridge.modules.ncf import MLPTowerInput
 from lightning_bridge.training_log import log_training_loss
 
 # the encoders whose loss reads only the batch's rows, and why the others cannot train with sparse gradients
@@ -61,8 +60,6 @@ class DomainModule(RankingEvaluation, L.LightningModule):
             per position). None: the encoder's default (bpr; log for ncf; ce for sasrec).
         mlp_layers: NeuMF's MLP tower widths; they narrow from ``2 * embedding_dim`` (None:
             ``[embedding_dim, embedding_dim // 2]``).
-        mlp_tower_input: what NeuMF's MLP tower reads: ``shared`` (InfoSharing's rows, as GMF does) or
-            ``projected`` (its own learned ``tanh`` projection of them, per side).
         max_len: most recent items SASRec reads.
         num_blocks: SASRec's attention blocks.
         num_heads: SASRec's attention heads.
@@ -88,7 +85,6 @@ class DomainModule(RankingEvaluation, L.LightningModule):
                  mlp_layers: tuple[int, ...] | None = None, max_len: int = 50, num_blocks: int = 2,
                  num_heads: int = 1, dropout: float = 0.2,
                  isolated_nodes: Literal["layer_mean", "ego"] = "layer_mean", sparse_embeddings: bool = False,
-                 mlp_tower_input: MLPTowerInput = "shared",
                  dropped_items: Literal["propagated", "isolated"] = "propagated") -> None:
         arguments = dict(locals())
         super().__init__()
@@ -111,7 +107,7 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         info = tables_for("model.init_args.domain.init_args", num_users, num_items, info_sharing, embedding_dim,
                           init, init_std, sparse_embeddings)
         encoder_module = build_encoder(encoder, info.dim, num_layers, mlp_layers, max_len, num_blocks, num_heads,
-                                       dropout, isolated_nodes, mlp_tower_input, dropped_items)
+                                       dropout, isolated_nodes, dropped_items)
         self.recommender = DomainRecommender(info, encoder_module, loss or LOSSES[encoder][0], reg_weight)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.evaluator = RankingEvaluator(ks)
@@ -159,9 +155,7 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint written before the side models keeps its weights one level up: renamed here. Tables
-        saved with the text channel (a co-training warm start with ``model.text_channel``) load into a model
-        without it as their folded item table, which scores exactly the same."""
-        upgrade_state_dict(self, checkpoint["state_dict"])
+        """Tables saved with the text channel (a co-training warm start with ``model.text_channel``) load into
+        a model without it as their folded item table, which scores exactly the same."""
         if self.info.text_proj is None:
             checkpoint["state_dict"] = fold_text_channel(checkpoint["state_dict"], "recommender.info.")

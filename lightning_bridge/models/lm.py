@@ -18,7 +18,6 @@ from lightning_bridge.models.checkpoints import (
     complete_slim_state_dict,
     save_own_hyperparameters,
     slim_state_dict,
-    upgrade_state_dict,
 )
 from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.backbone import Finetune, add_id_placeholder, load_backbone
@@ -178,7 +177,6 @@ class LMModule(RankingEvaluation, L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Puts this model's own frozen weights back, so loading stays strict for everything else."""
-        upgrade_state_dict(self, checkpoint["state_dict"])
         complete_slim_state_dict(self, checkpoint["state_dict"])
 
     def save_adapter(self, folder: str | Path) -> None:

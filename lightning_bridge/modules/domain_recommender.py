@@ -11,7 +11,7 @@ from torch import nn
 from lightning_bridge.data.contract import RecommenderData, check_sizes
 from lightning_bridge.modules.encoders import MF, LightGCN
 from lightning_bridge.modules.info_sharing import InfoSharing
-from lightning_bridge.modules.ncf import MLPTowerInput, NeuMF
+from lightning_bridge.modules.ncf import NeuMF
 from lightning_bridge.modules.rows import gather_rows
 from lightning_bridge.modules.sasrec import SASRec, check_histories, warn_about_order
 
@@ -24,14 +24,14 @@ LOSSES: dict[str, tuple[str, ...]] = {"lightgcn": ("bpr",), "mf": ("bpr",), "ncf
 
 def build_encoder(name: Encoder, dim: int, num_layers: int, mlp_layers: tuple[int, ...] | None, max_len: int,
                   num_blocks: int, num_heads: int, dropout: float, isolated_nodes: str = "layer_mean",
-                  mlp_tower_input: MLPTowerInput = "shared", dropped_items: str = "propagated") -> nn.Module:
+                  dropped_items: str = "propagated") -> nn.Module:
     """The domain encoder a config names (DomainModule's arguments say what each setting does)."""
     if name == "lightgcn":
         return LightGCN(num_layers, isolated_nodes, dropped_items)
     if name == "mf":
         return MF()
     if name == "ncf":
-        return NeuMF(dim, mlp_layers, dropout, mlp_tower_input)
+        return NeuMF(dim, mlp_layers, dropout)
     return SASRec(dim, max_len, num_blocks, num_heads, dropout)
 
 
@@ -43,8 +43,8 @@ class DomainRecommender(nn.Module):
         super().__init__()
         self.info, self.encoder = info, encoder
         self.loss_kind, self.reg_weight = loss_kind, reg_weight
-        # SASRec's fallback input when a caller has no sequence (BridgeModule's mutual-learning term): each
-        # user's most recent training items, set by attach
+        # SASRec's input when a batch has no sequence of its own: each user's most recent training items, set
+        # by attach
         self._train_sequences: torch.Tensor | None = None
         self._frozen_vectors: tuple[torch.Tensor, torch.Tensor] | None = None
 

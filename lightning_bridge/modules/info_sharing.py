@@ -120,7 +120,7 @@ def fold_text_channel(state: dict[str, torch.Tensor], prefix: str) -> dict[str, 
     if channel[0] not in state:
         return state
     proj, features = state[channel[0]], state[channel[1]]
-    seen = state.get(channel[2], torch.ones(len(features)))  # saved before item_seen: every ID row counts
+    seen = state[channel[2]]
     folded = {k: v for k, v in state.items() if k not in channel}
     folded[prefix + "item.weight"] = (state[prefix + "item.weight"] * seen[:, None]
                                       + nn.functional.linear(features.to(proj), proj))

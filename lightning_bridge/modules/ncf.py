@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 NCFLoss = Literal["bpr", "log"]
-MLPTowerInput = Literal["shared", "projected"]
 
 # (users x items x first MLP width) activations per scoring chunk: 2^22 floats, 16 MB
 _CHUNK_CELLS = 1 << 22
@@ -27,12 +26,6 @@ def check_mlp_layers(dim: int, mlp_layers: Sequence[int]) -> None:
                          f"got {list(mlp_layers)}")
 
 
-def check_mlp_tower_input(mlp_tower_input: str) -> None:
-    if mlp_tower_input not in ("shared", "projected"):
-        raise ValueError(f"model.mlp_tower_input must be 'shared' (the MLP tower reads InfoSharing's rows as GMF "
-                         f"does) or 'projected' (it reads its own tanh projection of them); got {mlp_tower_input!r}")
-
-
 class NeuMF(nn.Module):
     """NeuMF's two towers, both reading the *same* InfoSharing rows.
 
@@ -43,27 +36,17 @@ class NeuMF(nn.Module):
     instead of concatenating a (user, item) pair for every cell as a per-pair ``predict`` does. The towers'
     last layers are concatenated into one linear output, which is split the same way.
 
-    The paper's MLP tower has a table of its own; ``mlp_tower_input="projected"`` comes closer to that
-    without a second table: the tower reads ``tanh(P u)`` and ``tanh(Q i)``, a non-linear view of the shared
-    rows that GMF does not constrain (a linear one would fold into the first layer and change nothing).
-
     Args:
         dim: width of InfoSharing's rows.
         mlp_layers: widths of the MLP tower, first layer first (it reads ``2 * dim``); None:
             ``[dim, dim // 2]``.
         dropout: dropout before each MLP layer after the first.
-        mlp_tower_input: ``shared`` (the rows as they are) or ``projected`` (per-side ``tanh`` projections).
     """
 
-    def __init__(self, dim: int, mlp_layers: Sequence[int] | None = None, dropout: float = 0.0,
-                 mlp_tower_input: MLPTowerInput = "shared") -> None:
+    def __init__(self, dim: int, mlp_layers: Sequence[int] | None = None, dropout: float = 0.0) -> None:
         super().__init__()
         mlp_layers = (dim, max(1, dim // 2)) if mlp_layers is None else tuple(mlp_layers)
         check_mlp_layers(dim, mlp_layers)
-        check_mlp_tower_input(mlp_tower_input)
-        projected = mlp_tower_input == "projected"
-        self.user_view = nn.Sequential(nn.Linear(dim, dim), nn.Tanh()) if projected else nn.Identity()
-        self.item_view = nn.Sequential(nn.Linear(dim, dim), nn.Tanh()) if projected else nn.Identity()
         self.user_in = nn.Linear(dim, mlp_layers[0])
         self.item_in = nn.Linear(dim, mlp_layers[0], bias=False)
         tower: list[nn.Module] = [nn.ReLU()]
@@ -80,7 +63,7 @@ class NeuMF(nn.Module):
     def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B,) scores of matching rows ``users[b]``, ``items[b]`` (each (B, dim))."""
         gmf = self.gmf_out(users * items)
-        mlp = self.mlp_out(self.tower(self.user_in(self.user_view(users)) + self.item_in(self.item_view(items))))
+        mlp = self.mlp_out(self.tower(self.user_in(users) + self.item_in(items)))
         return (gmf + mlp).squeeze(-1)
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, kind: NCFLoss) -> torch.Tensor:
@@ -98,7 +81,7 @@ class NeuMF(nn.Module):
         at most 16 MB, from each side's precomputed half of the first layer.
         """
         out = (users * self.gmf_out.weight[0]) @ items.T
-        user_half, item_half = self.user_in(self.user_view(users)), self.item_in(self.item_view(items))
+        user_half, item_half = self.user_in(users), self.item_in(items)
         chunk = max(1, _CHUNK_CELLS // (items.shape[0] * item_half.shape[1]))
         for start in range(0, users.shape[0], chunk):
             hidden = self.tower(user_half[start:start + chunk, None, :] + item_half[None])
