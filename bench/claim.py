@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -149,11 +150,12 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
 
 
 def _code_version() -> str:
-    """The commit the run's code came from (``+dirty`` with uncommitted changes to the package)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if git("status", "--porcelain", "lightning_bridge")
-                                                     else "")
+    """A fingerprint of the package's source (the first 12 hex digits of a sha256 over its files): runs with
+    the same fingerprint ran the same code."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "lightning_bridge").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def run_queue(plan_path: str, jobs: int, threads: int, limit: int | None) -> None:
