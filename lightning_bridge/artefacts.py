@@ -38,6 +38,7 @@ from safetensors.torch import save_file
 from lightning_bridge import __version__
 from lightning_bridge.checkpoints import DATA_LINKED, read_checkpoint, saved_model_config
 from lightning_bridge.data.datamodule import RecDataModule
+from lightning_bridge.manifest import write_manifest
 from lightning_bridge.model_card import data_summary, write_model_card
 from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.domain import DomainModule
@@ -47,7 +48,7 @@ from lightning_bridge.serving import FORMAT
 HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 # the settings each encoder is rebuilt from (serving.py's defaults stand for the others)
 ENCODER_SETTINGS = {"lightgcn": ("num_layers", "isolated_nodes"), "mf": (),
-                    "ncf": ("mlp_layers", "dropout", "mlp_tower_input"),
+                    "ncf": ("mlp_layers", "dropout"),
                     "sasrec": ("max_len", "num_blocks", "num_heads", "dropout")}
 LM_SETTINGS = ("backbone", "gguf_file", "local_files_only", "dtype", "finetune", "scoring", "temperature",
                "template", "item_separator", "max_length", "max_item_tokens")
@@ -130,6 +131,7 @@ def write_artefacts(data: RecDataModule, sides: dict[str, L.LightningModule], ou
                            if k.split("/")[0] in sides and "/test/" in k}
     _write_json(out / "recommender.json", spec)
     write_model_card(out, spec, spec["data"])
+    write_manifest(out)  # last: every file's sha256 and shapes, checked by load_recommender
     _readable_by_all(out)
     return out
 

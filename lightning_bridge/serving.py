@@ -5,34 +5,43 @@
     rec.recommend(user_ids=["196", "186"], k=10)            # known users, by raw id
     rec.recommend(history=["50", "181", "258"], k=10)        # a new user, from the items they liked
     rec.recommend(user_ids=["196"], model="lm")              # the language model instead of the domain model
+    rec.recommend(histories={"ann": ["50", "181"], "bob": ["1", "2"]})  # several new users at once
 
 A known user's recommendations leave out everything they are known to have interacted with, as ``predict``
 does. A new user is folded in from the history: the domain model scores with the mean of the history items'
-vectors, the LM reads a prompt of the history's item texts and ID tokens without a user token.
+vectors, the LM reads a prompt of the history's item texts and ID tokens without a user token. An export without
+a language model loads without importing transformers or peft.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from peft import PeftModel
 from safetensors.torch import load_file
-from transformers import AutoTokenizer
 
 from lightning_bridge.data.batches import UserHistories
 from lightning_bridge.data.requests import NewUser, PredictionRequest, request_dataset
 from lightning_bridge.evaluation.ranking import top_k_items
-from lightning_bridge.modules.backbone import ID_TOKEN, load_backbone
-from lightning_bridge.modules.domain_recommender import LOSSES, DomainRecommender, build_encoder
-from lightning_bridge.modules.id_tokens import IDTokenLM
+from lightning_bridge.export_checks import (
+    check_graph,
+    check_histories,
+    check_id_list,
+    check_spec,
+    check_tables,
+    read_json,
+    read_tensors,
+)
+from lightning_bridge.manifest import ExportIntegrityError, check_manifest
+from lightning_bridge.modules.domain_recommender import DomainRecommender, build_encoder
 from lightning_bridge.modules.info_sharing import InfoSharing
-from lightning_bridge.modules.lm_recommender import LMRecommender
+
+if TYPE_CHECKING:  # imported by _lm, where an export has a language model
+    from lightning_bridge.modules.lm_recommender import LMRecommender
 
 FORMAT = "lightning_bridge.export/1"  # recommender.json's "format": what artefacts.py writes
 NEW_USER = "history"  # the label of a new user's recommendations
@@ -40,11 +49,13 @@ NEW_USER = "history"  # the label of a new user's recommendations
 
 @dataclass
 class Recommendations:
-    """One user's top items (raw ids, best first) and their scores."""
+    """One user's top items (raw ids, best first), their scores and their titles (None for an item the data
+    has no title for)."""
 
     user: str
     items: list[str]
     scores: list[float]
+    titles: list[str | None]
 
 
 @dataclass
@@ -66,63 +77,80 @@ class Recommender:
         if not spec_file.is_file():
             raise FileNotFoundError(f"{folder}: not an export folder (no recommender.json); write one with "
                                     "`python -m lightning_bridge.export artefacts <checkpoint>`")
-        self.spec = json.loads(spec_file.read_text())
-        if self.spec.get("format") != FORMAT:
-            raise ValueError(f"{spec_file}: format {self.spec.get('format')!r}, expected {FORMAT!r}")
-        encoder = self.spec.get("domain", {}).get("encoder", "lightgcn")
-        if encoder not in LOSSES:  # named, never looked up as code
-            raise ValueError(f"{spec_file}: domain.encoder: {encoder!r}, expected one of {sorted(LOSSES)}")
-        ids = json.loads((folder / "id_maps.json").read_text())
-        self.user_ids, self.item_ids = ids["users"], ids["items"]
+        check_manifest(folder)  # no file changed since export
+        self.spec = read_json(spec_file)
+        if not isinstance(self.spec, dict) or self.spec.get("format") != FORMAT:
+            found = self.spec.get("format") if isinstance(self.spec, dict) else self.spec
+            raise ExportIntegrityError(f"{spec_file}: format {found!r}, expected {FORMAT!r}")
+        ids_file = folder / "id_maps.json"
+        ids = read_json(ids_file)
+        ids = ids if isinstance(ids, dict) else {}
+        self.user_ids = check_id_list(ids.get("users"), "users", ids_file)
+        self.item_ids = check_id_list(ids.get("items"), "items", ids_file)
+        num_users, num_items = len(self.user_ids), len(self.item_ids)
+        check_spec(self.spec, spec_file, num_users, num_items, ids_file)
         self._user_index = {u: i for i, u in enumerate(self.user_ids)}
         self._item_index = {u: i for i, u in enumerate(self.item_ids)}
-        texts = json.loads((folder / "texts.json").read_text())
+        texts = _texts(folder / "texts.json", num_users, num_items)
         self.item_titles: list[str | None] = texts["item_titles"]
-        self._known = _histories(load_file(folder / "histories.safetensors"), len(self.user_ids))
-        tables = load_file(folder / "info_sharing.safetensors")
+        histories_file = folder / "histories.safetensors"
+        histories = read_tensors(histories_file)
+        check_histories(histories, num_users, num_items, histories_file)
+        self._known = _histories(histories, num_users)
+        tables_file = folder / "info_sharing.safetensors"
+        tables = read_tensors(tables_file)
+        check_tables(tables, self.spec, tables_file)
         self.models: dict[str, DomainRecommender | LMRecommender] = {}
         if "domain" in self.spec:
-            self.models["domain"] = _domain(self.spec, tables, load_file(folder / "domain.safetensors"))
+            self.models["domain"] = _domain(self.spec, tables, folder / "domain.safetensors")
         if "lm" in self.spec:
-            catalogue = Catalogue(len(self.user_ids), len(self.item_ids), texts["item_text"], texts["user_text"])
+            catalogue = Catalogue(num_users, num_items, texts["item_text"], texts["user_text"])
             self.models["lm"] = _lm(self.spec, tables, folder / "lm", catalogue)
 
     def scores(self, user_ids: Sequence[str] | None = None, history: Sequence[str] | None = None,
-               model: str | None = None) -> torch.Tensor:
+               model: str | None = None, histories: Mapping[str, Sequence[str]] | None = None) -> torch.Tensor:
         """(users, num_items) float32 scores, before known items are masked: one row per ``user_ids`` entry,
-        then one for ``history``."""
-        return torch.cat([scores for scores, _ in self._score(user_ids, history, model)])
+        then one for ``history``, then one per entry of ``histories``."""
+        return torch.cat([scores for scores, _, _ in self._score(user_ids, history, model, histories)])
 
     def recommend(self, user_ids: Sequence[str] | None = None, history: Sequence[str] | None = None, k: int = 20,
-                  model: str | None = None) -> list[Recommendations]:
+                  model: str | None = None, histories: Mapping[str, Sequence[str]] | None = None
+                  ) -> list[Recommendations]:
         """The top ``k`` unseen items of each user in ``user_ids`` (raw ids), then of a new user whose items
-        (raw ids, oldest first) are ``history``. ``model``: ``domain`` or ``lm`` (None: the domain model
-        when the folder has one)."""
+        (raw ids, oldest first) are ``history`` (labelled ``"history"``), then of each new user of
+        ``histories`` (label -> items, oldest first). ``model``: ``domain`` or ``lm`` (None: the domain model
+        when the folder has one). Each recommendation carries the items' titles."""
         out = []
-        for scores, batch in self._score(user_ids, history, model):
+        for scores, batch, labels in self._score(user_ids, history, model, histories):
             top = top_k_items(scores, batch, k)
             for user, items, values in zip(top["users"].tolist(), top["items"].tolist(), top["scores"].tolist(),
                                            strict=True):
-                kept = [(self.item_ids[i], s) for i, s in zip(items, values, strict=True) if s != -np.inf]
-                out.append(Recommendations(self.user_ids[user] if user >= 0 else NEW_USER,
-                                           [i for i, _ in kept], [s for _, s in kept]))
+                kept = [(i, s) for i, s in zip(items, values, strict=True) if s != -np.inf]
+                out.append(Recommendations(self.user_ids[user] if user >= 0 else labels[-1 - user],
+                                           [self.item_ids[i] for i, _ in kept], [s for _, s in kept],
+                                           [self.item_titles[i] for i, _ in kept]))
         return out
 
-    def _score(self, user_ids: Sequence[str] | None, history: Sequence[str] | None,
-               model: str | None) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    def _score(self, user_ids: Sequence[str] | None, history: Sequence[str] | None, model: str | None,
+               histories: Mapping[str, Sequence[str]] | None = None
+               ) -> list[tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]]:
+        """Per batch: the scores, the batch, and the new users' labels (user -1 - k is ``labels[k]``)."""
         name = model or next(iter(self.models))
         if name not in self.models:
             raise ValueError(f"model={name!r}: this export holds {', '.join(self.models)}")
         recommender = self.models[name]
-        if user_ids is None and history is None:
+        if user_ids is None and history is None and histories is None:
             user_ids = self.user_ids
         request = PredictionRequest(users=[str(u) for u in user_ids or []])
-        request.new_users = [] if history is None else [NewUser(NEW_USER, [str(i) for i in history])]
+        new = ([] if history is None else [(NEW_USER, history)]) + list((histories or {}).items())
+        request.new_users = [NewUser(str(label), [str(i) for i in items]) for label, items in new]
+        labels = [user.label for user in request.new_users]
         sequence_len = recommender.sequence_len if isinstance(recommender, DomainRecommender) else None
         dataset = request_dataset(request, self._known, self._user_index, self._item_index,
                                   self.spec["history_len"], 256, sequence_len)
         with torch.no_grad():  # not inference_mode: the scores are masked in place afterwards
-            return [(recommender.scores(batch), batch) for batch in (dataset[(0, b)] for b in range(len(dataset)))]
+            return [(recommender.scores(batch), batch, labels)
+                    for batch in (dataset[(0, b)] for b in range(len(dataset)))]
 
 
 def load_recommender(path: str | Path) -> Recommender:
@@ -142,16 +170,39 @@ def _tables(spec: dict[str, Any], tables: dict[str, torch.Tensor], side: str) ->
     return info
 
 
-def _domain(spec: dict[str, Any], tables: dict[str, torch.Tensor],
-            weights: dict[str, torch.Tensor]) -> DomainRecommender:
+def _texts(path: Path, num_users: int, num_items: int) -> dict[str, list[str | None]]:
+    """``texts.json``, one entry per item (texts, titles) and per user (texts)."""
+    texts = read_json(path)
+    for key, count in (("item_text", num_items), ("item_titles", num_items), ("user_text", num_users)):
+        value = texts.get(key) if isinstance(texts, dict) else None
+        if not isinstance(value, list) or len(value) != count:
+            found = len(value) if isinstance(value, list) else type(value).__name__
+            raise ExportIntegrityError(f"{path}: {key} must list one entry per row of id_maps.json ({count}), "
+                                       f"found {found}")
+    return texts
+
+
+def _domain(spec: dict[str, Any], tables: dict[str, torch.Tensor], path: Path) -> DomainRecommender:
     s = spec["domain"]
+    weights = read_tensors(path)
     info = _tables(spec, tables, "domain")
     # an export holds only its encoder's settings (artefacts.ENCODER_SETTINGS); the others are never read
-    encoder = build_encoder(s["encoder"], info.dim, s.get("num_layers", 0), s.get("mlp_layers"), s.get("max_len", 0),
-                            s.get("num_blocks", 0), s.get("num_heads", 1), s.get("dropout", 0.0),
-                            s.get("isolated_nodes", "layer_mean"), s.get("mlp_tower_input", "shared"))
-    encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")})
+    try:
+        encoder = build_encoder(s["encoder"], info.dim, s.get("num_layers", 0), s.get("mlp_layers"),
+                                s.get("max_len", 0), s.get("num_blocks", 0), s.get("num_heads", 1),
+                                s.get("dropout", 0.0), s.get("isolated_nodes", "layer_mean"),
+                                s.get("dropped_items", "propagated"))
+    except (ValueError, TypeError) as err:
+        raise ExportIntegrityError(f"{path.parent / 'recommender.json'}: its domain settings do not build a "
+                                   f"{s['encoder']} encoder: {err}") from err
+    try:
+        encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in weights.items()
+                                 if k.startswith("encoder.")})
+    except RuntimeError as err:
+        raise ExportIntegrityError(f"{path}: the encoder's weights do not fit recommender.json's domain settings "
+                                   f"({str(err).splitlines()[-1].strip()[:300]})") from err
     if hasattr(encoder, "set_graph"):
+        check_graph(weights, info.num_users, info.num_items, path)
         encoder.set_graph(weights["graph.users"].numpy(), weights["graph.items"].numpy(), info.num_users,
                           info.num_items)
     recommender = DomainRecommender(info, encoder, s["loss"], reg_weight=0.0).eval()  # a training-only setting
@@ -160,6 +211,13 @@ def _domain(spec: dict[str, Any], tables: dict[str, torch.Tensor],
 
 
 def _lm(spec: dict[str, Any], tables: dict[str, torch.Tensor], folder: Path, catalogue: Catalogue) -> LMRecommender:
+    from peft import PeftModel  # here, not at the top: a domain-only export needs neither peft nor transformers
+    from transformers import AutoTokenizer
+
+    from lightning_bridge.modules.backbone import ID_TOKEN, load_backbone
+    from lightning_bridge.modules.id_tokens import IDTokenLM
+    from lightning_bridge.modules.lm_recommender import LMRecommender
+
     s = spec["lm"]
     full = (folder / "backbone").is_dir()
     backbone, _, is_decoder = load_backbone(str(folder / "backbone") if full else s["backbone"],
