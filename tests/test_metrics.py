@@ -5,7 +5,8 @@ import pytest
 import torch
 from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR, RetrievalNormalizedDCG, RetrievalRecall
 
-from lightning_bridge.evaluation.metrics import TopKMetrics, mask_scores
+from lightning_bridge.evaluation.metrics import TopKMetrics
+from lightning_bridge.evaluation.top_k import mask_scores
 
 KS = (1, 5, 10, 20, 50)  # 50 > N exercises the cutoff-beyond-catalogue path
 

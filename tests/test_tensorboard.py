@@ -13,7 +13,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_bridge import figures
 from lightning_bridge.cli import main
-from lightning_bridge.evaluation.metrics import TopKMetrics, mask_scores
+from lightning_bridge.evaluation.metrics import TopKMetrics
+from lightning_bridge.evaluation.top_k import mask_scores
 from lightning_bridge.figures import PerUserMetrics, quintiles
 from lightning_bridge.run_hparams import flat_config
 

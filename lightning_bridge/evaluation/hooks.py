@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from lightning_bridge.evaluation.ranking import RankingEvaluator, top_k_items
+from lightning_bridge.evaluation.ranking import RankingEvaluator
+from lightning_bridge.evaluation.top_k import top_k_items
 
 # A side model's ``scores(batch)``: float32 (B, num_items) scores of the whole catalogue for the batch's users.
 Scorer = Callable[[dict[str, torch.Tensor]], torch.Tensor]

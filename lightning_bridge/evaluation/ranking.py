@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from lightning_bridge.evaluation.metrics import TopKMetrics, mask_scores
+from lightning_bridge.evaluation.metrics import TopKMetrics
+from lightning_bridge.evaluation.top_k import mask_scores
 
 STAGES = ("val", "test")
 # (group, key prefix): every user; the sparsest fifth of users; the fifth whose target is rarest in training;
@@ -60,10 +61,3 @@ class RankingEvaluator(nn.Module):
             metric.reset()
         self._reported[stage] = set()
         return out
-
-
-def top_k_items(scores: torch.Tensor, batch: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
-    """A predict step's output: each user's top-k unseen items and their scores."""
-    scores = mask_scores(scores, batch["exclude_rows"], batch["exclude_cols"])
-    values, items = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-    return {"users": batch["users"], "items": items, "scores": values}
