@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from lightning_bridge.data.batches import UserHistories
-from lightning_bridge.data.requests import NewUser, PredictionRequest, request_dataset
+from lightning_bridge.data.requests import NewUser, PredictionRequest, check_k, id_list, request_dataset
 from lightning_bridge.evaluation.top_k import top_k_items
 from lightning_bridge.export_checks import (
     check_graph,
@@ -120,6 +120,7 @@ class Recommender:
         (raw ids, oldest first) are ``history`` (labelled ``"history"``), then of each new user of
         ``histories`` (label -> items, oldest first). ``model``: ``domain`` or ``lm`` (None: the domain model
         when the folder has one). Each recommendation carries the items' titles."""
+        k = check_k(k)
         out = []
         for scores, batch, labels in self._score(user_ids, history, model, histories):
             top = top_k_items(scores, batch, k)
@@ -141,16 +142,28 @@ class Recommender:
         recommender = self.models[name]
         if user_ids is None and history is None and histories is None:
             user_ids = self.user_ids
-        request = PredictionRequest(users=[str(u) for u in user_ids or []])
-        new = ([] if history is None else [(NEW_USER, history)]) + list((histories or {}).items())
-        request.new_users = [NewUser(str(label), [str(i) for i in items]) for label, items in new]
+        request = PredictionRequest(users=None if user_ids is None else id_list(user_ids, "user_ids"))
+        request.new_users = _new_users(history, histories)
         labels = [user.label for user in request.new_users]
         sequence_len = recommender.sequence_len if isinstance(recommender, DomainRecommender) else None
         dataset = request_dataset(request, self._known, self._user_index, self._item_index,
-                                  self.spec["history_len"], 256, sequence_len)
+                                  self.spec["history_len"], 256, sequence_len, ("user_ids", "histories"))
         with torch.no_grad():  # not inference_mode: the scores are masked in place afterwards
             return [(recommender.scores(batch), batch, labels)
                     for batch in (dataset[(0, b)] for b in range(len(dataset)))]
+
+
+def _new_users(history: Sequence[str] | None, histories: Mapping[str, Sequence[str]] | None) -> list[NewUser]:
+    """``history`` (labelled ``"history"``), then ``histories``' new users, each checked (``id_list``)."""
+    if histories is not None and not isinstance(histories, Mapping):
+        raise TypeError(f"histories must map each new user's label to their items, got {type(histories).__name__}")
+    new = [] if history is None else [NewUser(NEW_USER, id_list(history, "history", repeats=True))]
+    for label, items in (histories or {}).items():
+        if str(label) == NEW_USER and history is not None:
+            raise ValueError(f"histories[{label!r}]: the label {NEW_USER!r} is history's; give this user another")
+        new.append(NewUser(id_list([label], "histories' labels")[0],
+                           id_list(items, f"histories[{label!r}]", repeats=True)))
+    return new
 
 
 def load_recommender(path: str | Path) -> Recommender:
