@@ -3,6 +3,7 @@ without Lightning (``serving.py``), and which other tools read on their own (pef
 
     export/
       README.md                the model card (model_card.py): data, split, test metrics, files, how to reproduce
+      scores_without_lightning_bridge.py   the scores with torch, safetensors, transformers and peft alone
       recommender.json         what to rebuild: each model's settings, the checkpoint it came from (relative to
                                the run folder), dims, the data, the test metrics, the package version
       id_maps.json             raw user and item ids, in the order of the tables' rows
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,11 @@ from jsonargparse import ArgumentParser
 from peft import PeftModel
 from safetensors.torch import save_file
 
-from lightning_bridge import __version__
+from lightning_bridge import __version__, standalone_scores
 from lightning_bridge.checkpoints import DATA_LINKED, read_checkpoint, saved_model_config
 from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.manifest import write_manifest
-from lightning_bridge.model_card import data_summary, write_model_card
+from lightning_bridge.model_card import STANDALONE, data_summary, write_model_card
 from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
@@ -131,6 +133,7 @@ def write_artefacts(data: RecDataModule, sides: dict[str, L.LightningModule], ou
                            if k.split("/")[0] in sides and "/test/" in k}
     _write_json(out / "recommender.json", spec)
     write_model_card(out, spec, spec["data"])
+    shutil.copyfile(Path(standalone_scores.__file__), out / STANDALONE)
     write_manifest(out)  # last: every file's sha256 and shapes, checked by load_recommender
     _readable_by_all(out)
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+STANDALONE = "scores_without_lightning_bridge.py"  # a copy of standalone_scores.py
 CARD_METRICS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "rare_ndcg@10")
 FILES = {
     "recommender.json": "what to rebuild: each model's settings, the checkpoint it came from, the data, the test "
@@ -21,6 +22,8 @@ FILES = {
     "lm/adapter": "the LoRA adapter (peft `save_pretrained`; `base_model_name_or_path` is the backbone's hub id)",
     "lm/backbone": "the whole backbone (written when it was fine-tuned in full)",
     "lm/tokenizer": "the tokenizer, with the `[ID]` placeholder token",
+    STANDALONE: "the scores of known users with torch, safetensors, transformers and peft alone (LightGCN, MF "
+                "and the LM): `python scores_without_lightning_bridge.py . --model lm --users <ids>`",
     "lm/head.safetensors": "the ID-token projections (`injector.user_proj`, `injector.item_proj`: InfoSharing row "
                            "-> the input vector of an `[ID]` token) and the output projection (`out_proj`: pooled "
                            "hidden state -> InfoSharing space, scored against `lm.item`)",
@@ -67,13 +70,16 @@ def write_model_card(out: Path, spec: dict[str, Any], data_card: dict[str, Any])
               'rec = load_recommender("path/to/this/folder")',
               'rec.recommend(user_ids=["<raw user id>"], k=10)  # known users',
               "rec.recommend(history=[<raw item ids, oldest first>], k=10)  # a new user", "```"]
+    lines += ["", f"Without lightning_bridge: `{STANDALONE}` computes the same scores with torch, safetensors, "
+                  "transformers and peft alone (what `load_recommender(...).scores(...)` returns, to 1e-5)."]
     if "lm" in models:
-        lines += ["", "With transformers and peft alone: the `[ID]` token is outside the base model's vocabulary, "
-                      "so build `inputs_embeds` yourself: embed the prompt with its `[ID]` ids replaced by 0, then "
-                      "overwrite each `[ID]` position with `injector.item_proj(lm.item[row])` (a user's: "
+        lines += ["", "The `[ID]` token is outside the base model's vocabulary, so a plain transformers model cannot "
+                      "embed it: embed the prompt with its `[ID]` ids replaced by 0, then overwrite each `[ID]` "
+                      "position with `injector.item_proj(lm.item[row])` (a user's: "
                       "`injector.user_proj(lm.user[row])`) from `lm/head.safetensors` and "
-                      "`info_sharing.safetensors`; pool the last hidden state (`pooling` in recommender.json), "
-                      "apply `out_proj` and score against `lm.item`."]
+                      "`info_sharing.safetensors`, and pass `inputs_embeds`; pool the last hidden state "
+                      f"(`pooling` in recommender.json), apply `out_proj` and score against `lm.item`. `{STANDALONE}` "
+                      "does exactly this, prompt assembly included."]
     lines += ["", "## Reproduce", "", "```bash", "python main.py fit --config <run>/config.yaml",
               "```", "", "`<run>` is the folder that holds this one; its `config.yaml` is the run's resolved config "
               f"(seed {data_card.get('seed', '?')})."]
