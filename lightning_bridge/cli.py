@@ -46,8 +46,8 @@ from lightning_bridge.resume import (
     stopped_mid_epoch,
 )
 from lightning_bridge.run_hparams import RunHparams
+from lightning_bridge.run_lock import RunFolderLock
 from lightning_bridge.training_log import TrainingCurves
-from lightning_bridge.warm_start import WarmStartAsCandidate, warm_start_domain
 
 log = logging.getLogger(__name__)
 # ckpt_path values that name no file: Lightning resolves them itself
@@ -85,6 +85,8 @@ class BridgeCLI(LightningCLI):
     _optimizer_plan: dict[int | None, set[str]] | None = None
     """Resuming with changed optimizer settings: which optimizer takes which keys from the config."""
     _preloaded: tuple[str, dict[str, Any]] | None = None
+    _lock: RunFolderLock | None = None
+    """The run folder's lock, held from before fit writes there until it ends."""
     """The ``--ckpt_path`` checkpoint as read and checked, until Lightning loads it."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -183,7 +185,11 @@ class BridgeCLI(LightningCLI):
         with warnings.catch_warnings():
             if subcommand != "fit":
                 ignore_evaluation_noise()
-            super()._run_subcommand(subcommand)
+            try:
+                super()._run_subcommand(subcommand)
+            finally:  # also when fit fails: the folder is free for the next run
+                if self._lock is not None:
+                    self._lock.release()
 
     def _model_config_from(self, checkpoint: dict[str, Any]) -> None:
         """What LightningCLI does with a checkpoint's hyperparameters (they replace the config's model
@@ -294,6 +300,10 @@ class BridgeCLI(LightningCLI):
                   f"written to {writer.written}")
 
     def before_fit(self) -> None:
+        folder = getattr(self.trainer.logger, "log_dir", None)
+        if folder and self.trainer.is_global_zero:  # before anything is written there
+            self._lock = RunFolderLock(folder)
+            self._lock.acquire()
         fingerprint = self._check_data()
         if fingerprint is not None:
             self.trainer.callbacks.append(RunRecord(self.config.fit.model, fingerprint))
@@ -305,15 +315,6 @@ class BridgeCLI(LightningCLI):
             self.trainer.callbacks.append(ApplyOptimizerSettings(self._optimizer_plan))
         self.trainer.callbacks.append(StopOnNonFiniteLoss())
         self._add_tensorboard_callbacks()
-        if isinstance(self.model, BridgeModule) and self.model.hparams.warm_start_auto \
-                and not self.config.fit.ckpt_path:
-            if self.trainer.world_size > 1:
-                raise ValueError("model.warm_start_auto runs on one process; under several devices warm-start "
-                                 "from a domain-only run with model.warm_start_checkpoint instead")
-            self.warm_start_checkpoint, self.warm_start_score = warm_start_domain(
-                self.model, self.datamodule, self.trainer.log_dir or ".",
-                accelerator=type(self.trainer.accelerator).__name__.removesuffix("Accelerator").lower())
-            self.trainer.callbacks.append(WarmStartAsCandidate(self.warm_start_score))
         primary = self.trainer.checkpoint_callback
         if isinstance(self.model, BridgeModule) and monitored_side(primary) and self.model.hparams.evaluate_lm:
             other = "lm" if monitored_side(primary) == "domain" else "domain"
@@ -322,6 +323,8 @@ class BridgeCLI(LightningCLI):
                 filename=f"best-{other}-{{epoch}}-{{step}}", auto_insert_metric_name=True))
 
     def after_fit(self) -> None:
+        if isinstance(self.model, BridgeModule) and self.model.warm_started_from:
+            self.warm_start_checkpoint, self.warm_start_score = self.model.warm_started_from
         # read before testing: loading a checkpoint restores the callbacks' states as they were saved in it
         kept = [c for c in self.trainer.checkpoint_callbacks if monitored_side(c) and c.best_model_path]
         best = self.best_checkpoints = {monitored_side(c): c.best_model_path for c in kept}

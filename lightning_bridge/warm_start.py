@@ -5,13 +5,15 @@ Counting the warm-up in the domain model's own epochs and ending it by early sto
 datasets: a co-training epoch is as long as the longer of the two batch streams (usually the LM's), so a fixed
 number of co-training epochs can be hundreds of domain epochs on a small dataset, far past the domain model's
 best.
+
+BridgeModule starts it itself (``configure_callbacks``), so ``Trainer.fit`` from Python and the CLI do the same.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -19,10 +21,55 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_bridge.console import ProgressLog
-from lightning_bridge.models.bridge import BridgeModule
+
+if TYPE_CHECKING:
+    from lightning_bridge.models.bridge import BridgeModule
 
 log = logging.getLogger(__name__)
 MONITOR = "domain/val/ndcg@10"
+
+
+class WarmStartAsCandidate(Callback):
+    """Co-training has to beat where it started. When the main fit starts, the warm-started weights become the
+    first candidate for the domain model's best checkpoint, scored by the warm start's best validation (the
+    same metric on the same split, and the same weights): a co-training whose validation never beats it does
+    not replace the model it started from."""
+
+    def __init__(self, score: float | None) -> None:
+        self.score = score
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.score is None:
+            return
+        for callback in trainer.checkpoint_callbacks:
+            if callback.monitor == MONITOR:
+                candidates = callback._monitor_candidates(trainer)
+                candidates[MONITOR] = torch.tensor(self.score)
+                callback._save_topk_checkpoint(trainer, candidates)
+
+
+class AutomaticWarmStart(WarmStartAsCandidate):
+    """Before the first co-training step the domain model trains alone (``warm_start_domain``), and its best
+    epoch starts co-training as the first candidate for the domain model's best checkpoint. A resumed run
+    skips it: its checkpoint holds its own state."""
+
+    def __init__(self) -> None:
+        super().__init__(score=None)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: BridgeModule) -> None:
+        if trainer.ckpt_path:
+            return
+        if trainer.world_size > 1:
+            raise ValueError("model.warm_start_auto runs on one process; under several devices warm-start from a "
+                             "domain-only run with model.warm_start_checkpoint instead")
+        data = trainer.datamodule
+        if data is None:
+            raise ValueError("model.warm_start_auto needs the data as a LightningDataModule "
+                             "(trainer.fit(model, datamodule=...)): the warm start validates on its split")
+        accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+        path, self.score = warm_start_domain(pl_module, data, trainer.log_dir or ".", accelerator)
+        data.trainer = pl_module.domain.trainer = trainer  # the warm start's own trainer borrowed both
+        pl_module.warm_started_from = (path, self.score)
 
 
 def warm_start_domain(bridge: BridgeModule, datamodule: L.LightningDataModule, log_dir: str,
@@ -48,27 +95,9 @@ def warm_start_domain(bridge: BridgeModule, datamodule: L.LightningDataModule, l
         raise RuntimeError(f"warm start: no validation ran in {h.warm_start_max_epochs} epochs; lower "
                            "model.warm_start_val_every or raise model.warm_start_max_epochs")
     bridge.warm_start_from(checkpoint.best_model_path)
-    bridge.domain.trainer = None  # the main fit drives the bridge; the domain model is its child again
     log.info("warm start: domain model best at %s (%s=%.4f after %d epochs)", checkpoint.best_model_path,
              MONITOR, float(checkpoint.best_model_score), trainer.current_epoch)
     return checkpoint.best_model_path, float(checkpoint.best_model_score)
-
-
-class WarmStartAsCandidate(Callback):
-    """Co-training has to beat where it started. When the main fit starts, the warm-started weights become the
-    first candidate for the domain model's best checkpoint, scored by the warm start's best validation (the
-    same metric on the same split, and the same weights): a co-training whose validation never beats it does
-    not replace the model it started from."""
-
-    def __init__(self, score: float) -> None:
-        self.score = score
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for callback in trainer.checkpoint_callbacks:
-            if callback.monitor == MONITOR:
-                candidates = callback._monitor_candidates(trainer)
-                candidates[MONITOR] = torch.tensor(self.score)
-                callback._save_topk_checkpoint(trainer, candidates)
 
 
 class DomainSettingsInCheckpoints(Callback):

@@ -114,15 +114,30 @@ def test_text_anchor_survives_a_checkpoint(tmp_path):
 
 
 def test_automatic_warm_start_stops_at_the_domain_models_best_and_starts_from_it(tmp_path):
+    """A plain ``Trainer.fit`` from Python runs the warm start as the CLI does: BridgeModule brings it along."""
     bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, warm_start_auto=True, warm_start_max_epochs=200,
-                          warm_start_patience=2, warm_start_val_every=1,
+                          warm_start_patience=2, warm_start_val_every=1, domain_steps=1, lm_steps=1,
                           domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
                           lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
-    best, _ = warm_start_domain(bridge, _data(tmp_path), str(tmp_path))
+    at_start = {}
+
+    class Spy(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            at_start["item"] = pl_module.info.item.weight.detach().clone()
+
+    checkpoint = RunCheckpoint(dirpath=tmp_path / "ckpt", monitor="domain/val/ndcg@10", mode="max",
+                               filename="best-{epoch}-{step}")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, max_epochs=1, limit_train_batches=3, default_root_dir=tmp_path,
+                        callbacks=[checkpoint, Spy()])
+    trainer.fit(bridge, datamodule=_data(tmp_path))
+    best, score = bridge.warm_started_from
     state = torch.load(best, map_location="cpu", weights_only=True)
-    assert torch.equal(bridge.info.item.weight, state["state_dict"]["recommender.info.item.weight"])
+    assert torch.equal(at_start["item"], state["state_dict"]["recommender.info.item.weight"])
     assert state["epoch"] < 199  # early stopping ended it, not the epoch cap
-    assert bridge.domain._trainer is None
+    assert trainer.global_step == 3 and bridge.domain.trainer is trainer and trainer.datamodule.trainer is trainer
+    assert {"train/domain_loss", "train/lm_loss"} <= set(trainer.callback_metrics)  # bridge batches, both sides
+    assert checkpoint.best_model_score >= score  # the warm start was the first candidate
 
 
 @pytest.mark.parametrize("warm_score", [1.0, -1.0])

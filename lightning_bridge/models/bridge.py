@@ -123,6 +123,8 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         if warm_start_checkpoint:
             self.warm_start_from(warm_start_checkpoint)
         self._text_anchor: TextAnchor | None = None
+        # after an automatic warm start: its best checkpoint and validation score (AutomaticWarmStart)
+        self.warm_started_from: tuple[str, float] | None = None
 
     def warm_start_from(self, path: str) -> None:
         """Loads InfoSharing and the domain encoder from a domain-only run."""
@@ -137,6 +139,12 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             raise ValueError(f"{path}: its weights {found} do not fit this model "
                              f"({self.info.num_users} users, {self.info.num_items} items, dim {self.info.dim})")
         self.domain.load_state_dict(wanted, strict=False)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The automatic warm start belongs to co-training, whoever calls ``fit``."""
+        from lightning_bridge.warm_start import AutomaticWarmStart  # it trains this module's domain model
+
+        return [AutomaticWarmStart()] if self.hparams.warm_start_auto else []
 
     # ---- schedule ---------------------------------------------------------------------------------------
     def side_for_step(self, global_step: int) -> Side:
