@@ -181,9 +181,16 @@ def verdict_table(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
 
 
 def claim_verdicts(plan: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Each claim's verdict over its controls."""
-    return {claim["name"]: combined(r["verdict"] for r in rows if r["claim"] is claim and r["result"])
-            for claim in plan["comparisons"]}
+    """Each claim's verdict over its controls: incomplete while a control has no run beside the treatment."""
+    verdicts = {}
+    for claim in plan["comparisons"]:
+        mine = [r for r in rows if r["claim"] is claim]
+        missing = [r["control"] for r in mine if r["result"] is None]
+        verdict = combined(r["verdict"] for r in mine if r["result"])
+        if missing and verdict != "refuted":  # refuted against one control is final; the rest needs them all
+            verdict = f"incomplete (no runs of {', '.join(missing)} beside the treatment yet)"
+        verdicts[claim["name"]] = verdict
+    return verdicts
 
 
 def moonshot(plan: dict[str, Any], rows: list[dict[str, Any]], results: Results) -> list[str]:
@@ -282,7 +289,9 @@ def render(plan: dict[str, Any], results: Results, pending: list[tuple[str, str,
            "Every figure is a test figure of a model at its own best validation checkpoint; nothing was chosen "
            f"on test. {len(results.records)} runs from {versions} version(s) of the package's source (each run "
            "records a fingerprint of it).", "",
-           "## Verdicts", "", f"Rule: {plan['decision_rule']}", "", *verdict_table(plan, rows), "",
+           "## Verdicts", "", f"Rule: {plan['decision_rule']}", "", "| claim | verdict |", "| --- | --- |",
+           *(f"| {name} | **{v}** |" for name, v in claim_verdicts(plan, rows).items()), "",
+           "Each claim against each of its controls:", "", *verdict_table(plan, rows), "",
            "The gain is relative to the control's mean over the same seeds; its interval comes from "
            f"{plan.get('bootstrap_samples', 2000)} paired bootstrap samples of users within each seed, pooled "
            "over seeds. With few seeds a paired t-test cannot reach p < 0.05 after correction, so such rows "
