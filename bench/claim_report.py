@@ -187,7 +187,9 @@ def claim_verdicts(plan: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str
         mine = [r for r in rows if r["claim"] is claim]
         missing = [r["control"] for r in mine if r["result"] is None]
         verdict = combined(r["verdict"] for r in mine if r["result"])
-        if missing and verdict != "refuted":  # refuted against one control is final; the rest needs them all
+        if len(missing) == len(mine):
+            verdict = "not run yet"
+        elif missing and verdict != "refuted":  # refuted against one control is final; the rest needs them all
             verdict = f"incomplete (no runs of {', '.join(missing)} beside the treatment yet)"
         verdicts[claim["name"]] = verdict
     return verdicts
@@ -196,7 +198,7 @@ def claim_verdicts(plan: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str
 def moonshot(plan: dict[str, Any], rows: list[dict[str, Any]], results: Results) -> list[str]:
     """The moonshot's parts: the new-item and sparse-user claims, and the overall guard against D0."""
     verdicts = claim_verdicts(plan, rows)
-    parts = [f"- {name}: **{v}**" for name, v in verdicts.items() if "co-training on" in name]
+    parts = [f"- {c['name']}: **{verdicts[c['name']]}**" for c in plan["comparisons"] if c.get("moonshot")]
     guard = plan["guard"]
     for setting in guard["settings"]:
         found = compare(results, setting, guard["metric"], guard["treatment"], guard["control"], 200)
@@ -287,7 +289,7 @@ def render(plan: dict[str, Any], results: Results, pending: list[tuple[str, str,
            f"`{plan['results']}` and `{plan['per_user']}/`; do not edit by hand. The plan "
            "(`bench/claim_plan.yaml`) is the pre-registration: arms, settings, seeds, metrics and the rule below. "
            "Every figure is a test figure of a model at its own best validation checkpoint; nothing was chosen "
-           f"on test. {len(results.records)} runs from {versions} version(s) of the package's source (each run "
+           f"on test. {len(results.records)} run(s) from {versions} version(s) of the package's source (each run "
            "records a fingerprint of it).", "",
            "## Verdicts", "", f"Rule: {plan['decision_rule']}", "", "| claim | verdict |", "| --- | --- |",
            *(f"| {name} | **{v}** |" for name, v in claim_verdicts(plan, rows).items()), "",
