@@ -46,6 +46,7 @@ from lightning_bridge.resume import (
     stopped_mid_epoch,
 )
 from lightning_bridge.run_hparams import RunHparams
+from lightning_bridge.run_lock import RunFolderLock
 from lightning_bridge.training_log import TrainingCurves
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class BridgeCLI(LightningCLI):
     _optimizer_plan: dict[int | None, set[str]] | None = None
     """Resuming with changed optimizer settings: which optimizer takes which keys from the config."""
     _preloaded: tuple[str, dict[str, Any]] | None = None
+    _lock: RunFolderLock | None = None
+    """The run folder's lock, held from before fit writes there until it ends."""
     """The ``--ckpt_path`` checkpoint as read and checked, until Lightning loads it."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -182,7 +185,11 @@ class BridgeCLI(LightningCLI):
         with warnings.catch_warnings():
             if subcommand != "fit":
                 ignore_evaluation_noise()
-            super()._run_subcommand(subcommand)
+            try:
+                super()._run_subcommand(subcommand)
+            finally:  # also when fit fails: the folder is free for the next run
+                if self._lock is not None:
+                    self._lock.release()
 
     def _model_config_from(self, checkpoint: dict[str, Any]) -> None:
         """What LightningCLI does with a checkpoint's hyperparameters (they replace the config's model
@@ -293,6 +300,10 @@ class BridgeCLI(LightningCLI):
                   f"written to {writer.written}")
 
     def before_fit(self) -> None:
+        folder = getattr(self.trainer.logger, "log_dir", None)
+        if folder and self.trainer.is_global_zero:  # before anything is written there
+            self._lock = RunFolderLock(folder)
+            self._lock.acquire()
         fingerprint = self._check_data()
         if fingerprint is not None:
             self.trainer.callbacks.append(RunRecord(self.config.fit.model, fingerprint))
