@@ -16,10 +16,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelChe
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerFn
 
+from lightning_bridge.lightning_internals import LastCheckpointOnDemand
+
 log = logging.getLogger(__name__)
 
 
-class RunCheckpoint(ModelCheckpoint):
+class RunCheckpoint(LastCheckpointOnDemand):
     """``ModelCheckpoint`` whose ``last.ckpt`` is always the newest training state.
 
     Lightning 2.6 rewrites ``last.ckpt`` at an epoch end only when a top-k checkpoint was saved at the same
@@ -42,7 +44,6 @@ class RunCheckpoint(ModelCheckpoint):
                              "checkpoint; expected true or false")
         super().__init__(**kwargs)
         self.last_every_n_train_steps = last_every_n_train_steps
-        self._writing_last = False
         self._mid_epoch_step = -1  # global step of the last mid-epoch last.ckpt
 
     @property
@@ -50,19 +51,11 @@ class RunCheckpoint(ModelCheckpoint):
         """ModelCheckpoint's key, so that checkpoints written by plain ModelCheckpoints resume with theirs."""
         return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
 
-    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
-        if self._writing_last:  # Lightning's own calls (tied to top-k saves) are ignored
-            super()._save_last_checkpoint(trainer, monitor_candidates)
-
     def _write_last(self, trainer: L.Trainer) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
         if not self.save_last or trainer.fast_dev_run or not fitting:
             return
-        self._writing_last = True
-        try:
-            super()._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-        finally:
-            self._writing_last = False
+        self.write_last(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

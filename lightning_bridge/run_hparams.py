@@ -16,6 +16,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
 
+from lightning_bridge.lightning_internals import tensorboard_file_writer
+
 # the metrics the HPARAMS tab shows for each model (beside <model>/val/ndcg@10)
 TEST_METRICS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "rare_ndcg@10",
                 "new_item_ndcg@10")
@@ -70,6 +72,6 @@ class RunHparams(Callback):
 
 def write_hparams(logger: TensorBoardLogger, params: dict[str, Any], metrics: list[str]) -> None:
     """The HPARAMS plugin's three summaries; the metrics' values are read from the run's scalars."""
-    writer = logger.experiment._get_file_writer()
+    writer = tensorboard_file_writer(logger)
     for summary in hparams(params, dict.fromkeys(metrics, 0.0)):
         writer.add_summary(summary)

@@ -15,6 +15,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from lightning_bridge.lightning_internals import attached_trainer
+
 
 class TrainingCurves(Callback):
     """Writes the training losses recorded with :func:`log_training_loss` and the learning rates.
@@ -80,7 +82,7 @@ def log_training_loss(module: L.LightningModule, name: str, value: torch.Tensor,
     """Records a training loss for :class:`TrainingCurves` (and shows it in the progress bar with
     ``prog_bar``, at the steps whose value the bar shows). Without that callback (a Trainer built by hand) it
     is ``module.log`` as usual, at every step."""
-    trainer = module._trainer
+    trainer = attached_trainer(module)
     curves = next((c for c in trainer.callbacks if isinstance(c, TrainingCurves)), None) if trainer else None
     if curves is None:
         module.log(name, value, prog_bar=prog_bar, batch_size=batch_size)

@@ -16,11 +16,11 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_bridge.console import ProgressLog
+from lightning_bridge.lightning_internals import offer_checkpoint
 
 if TYPE_CHECKING:
     from lightning_bridge.models.bridge import BridgeModule
@@ -43,9 +43,7 @@ class WarmStartAsCandidate(Callback):
             return
         for callback in trainer.checkpoint_callbacks:
             if callback.monitor == MONITOR:
-                candidates = callback._monitor_candidates(trainer)
-                candidates[MONITOR] = torch.tensor(self.score)
-                callback._save_topk_checkpoint(trainer, candidates)
+                offer_checkpoint(callback, trainer, MONITOR, self.score)
 
 
 class AutomaticWarmStart(WarmStartAsCandidate):

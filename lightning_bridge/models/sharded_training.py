@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 
+from lightning_bridge.lightning_internals import attached_trainer
 from lightning_bridge.sharding import (
     average_replicated_grads,
     clip_grad_norm,
@@ -38,7 +39,8 @@ class FullyShardedCoTraining:
 
     @property
     def _sharded(self) -> bool:
-        return isinstance(self._trainer.strategy, ModelParallelStrategy) if self._trainer else False
+        trainer = attached_trainer(self)
+        return isinstance(trainer.strategy, ModelParallelStrategy) if trainer else False
 
     def _sync_and_clip(self, opt: torch.optim.Optimizer, clip: float | None) -> None:
         """Average the unsharded parameters' gradients across ranks (FSDP2 does the sharded ones), then clip."""

@@ -1,0 +1,76 @@
+"""Each private Lightning API the project uses (all of them in ``lightning_bridge.lightning_internals``), pinned
+against the installed Lightning: a release that moves one fails here, by name."""
+
+import inspect
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_bridge import lightning_internals
+from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.lightning_internals import (
+    LastCheckpointOnDemand,
+    attached_trainer,
+    offer_checkpoint,
+    tensorboard_file_writer,
+)
+from lightning_bridge.models.domain import DomainModule
+
+
+@pytest.mark.parametrize(("owner", "name", "parameters"), [
+    (ModelCheckpoint, "_monitor_candidates", ["self", "trainer"]),
+    (ModelCheckpoint, "_save_topk_checkpoint", ["self", "trainer", "monitor_candidates"]),
+    (ModelCheckpoint, "_save_last_checkpoint", ["self", "trainer", "monitor_candidates"]),
+])
+def test_the_private_methods_used_keep_their_signatures(owner, name, parameters):
+    assert list(inspect.signature(getattr(owner, name)).parameters) == parameters
+
+
+def test_no_other_module_reaches_into_lightning_privately():
+    package = Path(lightning_internals.__file__).parent
+    private = ("._monitor_candidates", "._save_topk_checkpoint", "_save_last_checkpoint", "._get_file_writer",
+               "._trainer", "._checkpoint_connector", "._parse_ckpt_path")
+    for path in package.rglob("*.py"):
+        if path.name != "lightning_internals.py":
+            source = path.read_text()
+            assert not [name for name in private if name in source], path
+
+
+def test_attached_trainer_is_none_until_a_trainer_holds_the_module(tmp_path):
+    model = DomainModule(40, 30, encoder="mf", embedding_dim=4)
+    assert attached_trainer(model) is None
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=SyntheticDataModule(num_users=40, num_items=30, batch_size=16))
+    assert attached_trainer(model) is trainer
+
+
+def test_an_offered_checkpoint_enters_the_top_k_and_last_is_written_only_on_demand(tmp_path):
+    offered = {}
+
+    class Offer(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            offer_checkpoint(checkpoint, trainer, "domain/val/ndcg@10", 2.0)  # no validation reaches 2
+            offered["path"] = checkpoint.best_model_path
+
+    checkpoint = LastCheckpointOnDemand(dirpath=tmp_path / "ckpt", monitor="domain/val/ndcg@10", mode="max",
+                                        save_last=True)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[checkpoint, Offer()],
+                        default_root_dir=tmp_path)
+    trainer.fit(DomainModule(40, 30, encoder="mf", embedding_dim=4),
+                datamodule=SyntheticDataModule(num_users=40, num_items=30, batch_size=16))
+    assert checkpoint.best_model_path == offered["path"] and float(checkpoint.best_model_score) == 2.0
+    assert not (tmp_path / "ckpt" / "last.ckpt").exists()  # Lightning's own last-saves were ignored
+    checkpoint.write_last(trainer)
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == trainer.global_step
+
+
+def test_the_tensorboard_writer_takes_summaries(tmp_path):
+    writer = tensorboard_file_writer(TensorBoardLogger(tmp_path))
+    assert callable(writer.add_summary)
