@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lightning_bridge.cli import main
-from lightning_bridge.data.datamodule import CSVDataModule
+from lightning_bridge.data.datamodule import AtomicFilesDataModule, CSVDataModule
 from lightning_bridge.data.delimited import read_delimited
 from lightning_bridge.data.interactions import Interactions, k_core
 from lightning_bridge.data.sources import RawData
@@ -116,3 +116,31 @@ def test_item_file_text_fields_and_bad_item_files(tmp_path):
     items.write_text("item,title\ni1,Lipstick\ni1,Soap\n")
     with pytest.raises(DataFormatError, match=r"items\.csv, line 3: duplicate item id 'i1', first given on line 2"):
         read_delimited(ratings, ",", "user", "item", items_path=items)
+
+
+def test_atomic_item_text_fields_and_the_cache_follow_the_chosen_fields(tmp_path):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "shop.inter").write_text("user_id:token\titem_id:token\n" + "".join(
+        f"u{u}\ti{i}\n" for u in range(3) for i in range(3)))
+    (folder / "shop.item").write_text("item_id:token\ttitle:token_seq\tcategories:token_seq\tprice:float\n"
+                                      "i0\tLipstick\tMakeup Lips\t10.99\ni1\tSoap\tBath\t3.5\n")
+    cache = str(tmp_path / "cache")
+    everything = AtomicFilesDataModule(str(folder), cache_dir=cache)
+    assert everything.item_text[:2] == ["Lipstick; categories: Makeup Lips; price: 10.99",
+                                      "Soap; categories: Bath; price: 3.5"]
+    chosen = AtomicFilesDataModule(str(folder), cache_dir=cache, item_text_fields=["categories"])
+    assert chosen.item_text[:2] == ["Lipstick; categories: Makeup Lips", "Soap; categories: Bath"]  # not cached
+    with pytest.raises(DataFormatError, match=r"shop\.item: item_text_fields names 'colour', which the header lacks"):
+        _ = AtomicFilesDataModule(str(folder), cache_dir=cache, item_text_fields=["colour"]).num_items
+
+
+def test_csv_data_is_cached_per_reader_options(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("u,i,t\n" + "".join(f"u{u},i{i},{9 - i}\n" for u in range(3) for i in range(4)))
+    cache = str(tmp_path / "cache")
+    by_time = CSVDataModule(str(path), user_field="u", item_field="i", time_field="t", cache_dir=cache)
+    in_order = CSVDataModule(str(path), user_field="u", item_field="i", cache_dir=cache)
+    assert by_time.interactions.timestamps.tolist()[:4] == [9, 8, 7, 6]
+    assert in_order.interactions.timestamps.tolist()[:4] == [0, 1, 2, 3]  # the file's order, not the cached times
+    assert len(list((tmp_path / "cache" / "parsed").glob("*.npz"))) == 2

@@ -51,8 +51,10 @@ class _Atomic:
         return [(id_, [(f, t, row[i]) for i, f, t in others if row[i]]) for id_, row in rows]
 
 
-def read_atomic(folder: str | Path, name: str | None = None) -> RawData:
-    """Reads RecBole atomic files ``<name>.inter`` and optional ``<name>.item`` / ``<name>.user``."""
+def read_atomic(folder: str | Path, name: str | None = None, item_text_fields: Sequence[str] | None = None
+                ) -> RawData:
+    """Reads RecBole atomic files ``<name>.inter`` and optional ``<name>.item`` / ``<name>.user``;
+    ``item_text_fields``: the ``.item`` fields the item text keeps after the title and year (None: all)."""
     folder = Path(folder)
     name = name or folder.absolute().name
     inter = _atomic_path(folder, name)
@@ -68,7 +70,7 @@ def read_atomic(folder: str | Path, name: str | None = None) -> RawData:
     users, items, ratings, timestamps = _interactions(
         atomic.table, column["user_id"], column["item_id"], column.get("rating"), column.get("timestamp"))
     item_path, user_path = folder / f"{name}.item", folder / f"{name}.user"
-    item_text, item_titles = _atomic_items(item_path) if item_path.is_file() else ({}, {})
+    item_text, item_titles = _atomic_items(item_path, item_text_fields) if item_path.is_file() else ({}, {})
     user_text = _atomic_users(user_path) if user_path.is_file() else {}
     _log_coverage(folder, items, item_text)
     return RawData(users, items, ratings, timestamps, item_text, item_titles, user_text, str(folder))
@@ -116,10 +118,16 @@ def _atomic_header(path: Path, header: str, line: int, required: Sequence[str]
     return fields, types
 
 
-def _atomic_items(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+def _atomic_items(path: Path, fields: Sequence[str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     atomic = _read_atomic(path, "item_id")
+    missing = [f for f in fields or () if f not in atomic.fields]
+    if missing:
+        raise DataFormatError.at(path, f"item_text_fields names {', '.join(map(repr, missing))}, which the header "
+                                       f"lacks; found {', '.join(atomic.fields)}")
+    kept = None if fields is None else {*fields, *_TITLE_FIELDS, *_YEAR_FIELDS}
     text, titles = {}, {}
     for id_, values in atomic.records("item_id", "item id"):
+        values = values if kept is None else [v for v in values if v[0] in kept]
         if values:  # an item whose fields are all empty has no text rather than ""
             text[id_], titles[id_] = _atomic_item_text(values)
     return text, titles

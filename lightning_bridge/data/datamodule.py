@@ -139,6 +139,11 @@ class RecDataModule(L.LightningDataModule):
         """Files whose contents key the parsed-data cache (empty: no caching)."""
         return []
 
+    def reader_id(self) -> str:
+        """What, besides the source files' contents, decides what ``read`` returns (the reader and its options):
+        the rest of the parsed-data cache's key."""
+        return f"{type(self).__qualname__}:{self.name()}"
+
     # ---- loading, once --------------------------------------------------------------------------------
     @cached_property
     def interactions(self) -> Interactions:
@@ -150,7 +155,7 @@ class RecDataModule(L.LightningDataModule):
         files = self.source_files()
         if not files:
             return self.read()
-        return cached_read(self.read, files, self.cache_dir / "parsed", f"{type(self).__qualname__}:{self.name()}")
+        return cached_read(self.read, files, self.cache_dir / "parsed", self.reader_id())
 
     @cached_property
     def split(self) -> Split:
@@ -405,12 +410,19 @@ class AtomicFilesDataModule(RecDataModule):
     Args:
         folder: the dataset folder.
         dataset_name: the files' stem (defaults to the folder's name, as in RecBole).
+        item_text_fields: the ``.item`` fields written after the title (and year) in the item text; None takes
+            them all (an Amazon-style ``.item`` would put ``price: 10.99`` into every prompt).
     """
 
-    def __init__(self, folder: str, dataset_name: str | None = None, **kwargs) -> None:
+    def __init__(self, folder: str, dataset_name: str | None = None, item_text_fields: list[str] | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.folder = Path(folder)
         self.dataset_name = dataset_name or self.folder.name
+        self.item_text_fields = item_text_fields
+
+    def reader_id(self) -> str:
+        return f"{super().reader_id()}:{self.item_text_fields}"
 
     def name(self) -> str:
         return self.dataset_name
@@ -420,7 +432,7 @@ class AtomicFilesDataModule(RecDataModule):
         return [f for f in files if f.exists()]
 
     def read(self) -> RawData:
-        return read_atomic(self.folder, self.dataset_name)
+        return read_atomic(self.folder, self.dataset_name, self.item_text_fields)
 
 
 class CSVDataModule(RecDataModule):
@@ -462,6 +474,15 @@ class CSVDataModule(RecDataModule):
     def name(self) -> str:
         return self.dataset_name
 
+    def source_files(self) -> list[Path]:
+        files = [Path(self.reader_args["path"]), *([Path(self.reader_args["items_path"])]
+                                                    if self.reader_args["items_path"] else [])]
+        return files if all(f.is_file() for f in files) else []  # a missing file is read's error to name
+
+    def reader_id(self) -> str:
+        options = {k: v for k, v in self.reader_args.items() if k not in ("path", "items_path")}
+        return f"{super().reader_id()}:{sorted(options.items())}"
+
     def read(self) -> RawData:
         return read_delimited(**self.reader_args)
 
@@ -493,6 +514,13 @@ class AmazonReviewsDataModule(RecDataModule):
 
     def name(self) -> str:
         return self.dataset_name
+
+    def source_files(self) -> list[Path]:
+        files = [Path(p) for p in (self.reader_args["reviews"], self.reader_args["metadata"]) if p]
+        return files if all(f.is_file() for f in files) else []  # a missing file is read's error to name
+
+    def reader_id(self) -> str:
+        return f"{super().reader_id()}:{list(self.reader_args['item_text_fields'])}"
 
     def read(self) -> RawData:
         return read_amazon(**self.reader_args)
