@@ -119,7 +119,8 @@ class ProgressLog(Callback):
         self._start = self._last_line = time.monotonic()
         self._first_step = trainer.global_step  # a resumed run estimates from its own steps
         self._best = {}
-        log.info("%s: starting at %s", self.name, self._position(trainer))
+        if trainer.is_global_zero:  # one line per run, not one per process
+            log.info("%s: starting at %s", self.name, self._position(trainer))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -141,12 +142,14 @@ class ProgressLog(Callback):
         self._line(trainer, ", ".join(scores) or "validated")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        log.info("%s: done: %d steps in %s", self.name, trainer.global_step - self._first_step,
-                 duration(time.monotonic() - self._start))
+        if trainer.is_global_zero:
+            log.info("%s: done: %d steps in %s", self.name, trainer.global_step - self._first_step,
+                     duration(time.monotonic() - self._start))
 
     def _line(self, trainer: L.Trainer, what: str) -> None:
         self._last_line = time.monotonic()
-        log.info("%s: %s: %s | %s", self.name, self._position(trainer), what, self._timing(trainer))
+        if trainer.is_global_zero:
+            log.info("%s: %s: %s | %s", self.name, self._position(trainer), what, self._timing(trainer))
 
     @staticmethod
     def _position(trainer: L.Trainer) -> str:
