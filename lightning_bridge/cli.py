@@ -261,10 +261,25 @@ class BridgeCLI(LightningCLI):
         """The whole config and final metrics in the HPARAMS tab (``run_hparams``), training curves per
         model and learning rates (``training_log``), figures by activity and popularity after each test."""
         self.trainer.callbacks.append(RunHparams(self.config[self.subcommand].as_dict()))
+        self._keep_data_hparams_apart()
         if self.subcommand == "fit":
             self.trainer.callbacks.append(TrainingCurves())
         if self.subcommand in ("fit", "test"):
             self.trainer.callbacks.append(TestFigures())
+
+    def _keep_data_hparams_apart(self) -> None:
+        """A setting both the model and the data have with different values (``cache_dir`` of an LM run and
+        of its data) makes Lightning refuse to merge their hyperparameters for the logger; the data's then stay
+        out of that merge (``config.yaml`` and the HPARAMS tab hold them all the same)."""
+        model, data = self.model, self.datamodule
+        if data is None or not hasattr(data, "hparams_initial") or not hasattr(model, "hparams_initial"):
+            return
+        clash = sorted(k for k in model.hparams_initial.keys() & data.hparams_initial.keys()
+                       if k != "_class_path" and model.hparams_initial[k] != data.hparams_initial[k])
+        if clash:
+            data.save_hyperparameters(dict(data.hparams), logger=False)
+            log.debug("the model's and the data's %s differ: the data's settings are left out of hparams.yaml",
+                      ", ".join(clash))
 
     def before_validate(self) -> None:
         self._check_data()

@@ -1,9 +1,11 @@
 """The parsed-data cache: a dataset's ``RawData`` stored as ``.npz`` (numbers) plus ``.json`` (ids and text).
 
-Neither format can run code when read (``allow_pickle=False``), so a file swapped into the cache folder can at
-worst give wrong data, and the key is a hash of the source files' contents, so an edited source is never
-served stale. Warnings the reader logged (e.g. items without metadata) are stored and logged again on every
-hit, so a cached run says what the first one said. Data larger than ``max_bytes`` is not cached.
+Neither format can run code when read (``allow_pickle=False``), and the key is a hash of the source files'
+contents, so an edited source is never served stale. The ``.json`` also records a sha256 of everything the two
+files hold: a cache edited or damaged after it was written (two ids swapped, indices out of range) does not
+match it and is parsed again and rewritten, with a warning, instead of serving wrong data. Warnings the reader
+logged (e.g. items without metadata) are stored and logged again on every hit, so a cached run says what the
+first one said. Data larger than ``max_bytes`` is not cached.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from lightning_bridge.data.sources import RawData
 
 log = logging.getLogger(__name__)
 
-FORMAT = "lightning_bridge parsed-data cache v2"
+FORMAT = "lightning_bridge parsed-data cache v3"
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
@@ -56,8 +58,8 @@ def cached_read(read: Callable[[], RawData], files: Sequence[Path], folder: Path
     if arrays_path.is_file() and text_path.is_file():
         try:
             return _load(arrays_path, text_path)
-        except (OSError, ValueError, KeyError) as err:  # damaged or foreign: parse again and rewrite
-            log.warning("ignoring unreadable parsed-data cache %s (%s)", arrays_path, err)
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as err:  # parse again and rewrite
+            log.warning("ignoring unreadable parsed-data cache %s (%s); parsing the source again", arrays_path, err)
     recorder = _WarningRecorder()
     source_log = logging.getLogger("lightning_bridge.data")
     source_log.addHandler(recorder)
@@ -69,12 +71,29 @@ def cached_read(read: Callable[[], RawData], files: Sequence[Path], folder: Path
     return raw
 
 
+ARRAYS = ("users", "items", "ratings", "timestamps")
+
+
+def _digest(numbers: dict[str, np.ndarray], text: dict) -> str:
+    """sha256 of the cached arrays and of the ``.json``'s entries (but the digest itself)."""
+    h = hashlib.sha256()
+    for name in ARRAYS:
+        array = np.ascontiguousarray(numbers[name])
+        h.update(f"{name} {array.dtype} {array.shape}\n".encode())
+        h.update(array.tobytes())
+    h.update(json.dumps({k: v for k, v in text.items() if k != "sha256"}, sort_keys=True,
+                        ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
 def _load(arrays_path: Path, text_path: Path) -> RawData:
     with np.load(arrays_path, allow_pickle=False) as arrays:
-        numbers = {k: arrays[k] for k in ("users", "items", "ratings", "timestamps")}
+        numbers = {k: arrays[k] for k in ARRAYS}
     text = json.loads(text_path.read_text(encoding="utf-8"))
     if text.get("format") != FORMAT:
         raise ValueError(f"format {text.get('format')!r}, expected {FORMAT!r}")
+    if text.get("sha256") != _digest(numbers, text):
+        raise ValueError("its contents do not match the sha256 recorded when it was written: changed or damaged")
     for message in text["warnings"]:
         log.warning("%s (from the parsed-data cache)", message)
     user_ids, item_ids = np.array(text["user_ids"], dtype=object), np.array(text["item_ids"], dtype=object)
@@ -86,9 +105,12 @@ def _load(arrays_path: Path, text_path: Path) -> RawData:
 def _store(raw: RawData, warnings: list[str], arrays_path: Path, text_path: Path, max_bytes: int) -> None:
     user_ids, users = np.unique(raw.users, return_inverse=True)
     item_ids, items = np.unique(raw.items, return_inverse=True)
-    text = json.dumps({"format": FORMAT, "source": raw.source, "warnings": warnings,
-                       "user_ids": user_ids.tolist(), "item_ids": item_ids.tolist(), "item_text": raw.item_text,
-                       "item_titles": raw.item_titles, "user_text": raw.user_text}, ensure_ascii=False)
+    numbers = {"users": users.astype(np.int64), "items": items.astype(np.int64), "ratings": raw.ratings,
+               "timestamps": raw.timestamps}
+    entries = {"format": FORMAT, "source": raw.source, "warnings": warnings, "user_ids": user_ids.tolist(),
+               "item_ids": item_ids.tolist(), "item_text": raw.item_text, "item_titles": raw.item_titles,
+               "user_text": raw.user_text}
+    text = json.dumps({**entries, "sha256": _digest(numbers, entries)}, ensure_ascii=False)
     size = len(text.encode("utf-8")) + 8 * (len(users) + len(items)) + raw.ratings.nbytes + raw.timestamps.nbytes
     if size > max_bytes:
         log.info("parsed data not cached: about %d MB, above the %d MB cap", size >> 20, max_bytes >> 20)
@@ -97,8 +119,7 @@ def _store(raw: RawData, warnings: list[str], arrays_path: Path, text_path: Path
     suffix = f".tmp{os.getpid()}"
     tmp_arrays, tmp_text = Path(f"{arrays_path}{suffix}"), Path(f"{text_path}{suffix}")
     with tmp_arrays.open("wb") as f:
-        np.savez(f, users=users.astype(np.int64), items=items.astype(np.int64), ratings=raw.ratings,
-                 timestamps=raw.timestamps)
+        np.savez(f, **numbers)
     tmp_text.write_text(text, encoding="utf-8")
     tmp_text.replace(text_path)
     tmp_arrays.replace(arrays_path)  # last: a hit needs both files
