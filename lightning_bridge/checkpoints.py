@@ -34,6 +34,10 @@ EVALUATION_KNOBS = ("predict_top_k", "predict_with", "ks")
 DATA_LINKED = ("num_users", "num_items")
 # what Lightning stores as tensors and numbers only: skipped when looking for class paths
 TENSOR_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "loops")
+# entries read as dicts, and what a data fingerprint must hold
+DICT_ENTRIES = ("hyper_parameters", "datamodule_hyper_parameters", "model_config", FINGERPRINT_KEY, "loops")
+FINGERPRINT_FIELDS = ("name", "num_users", "num_items", "num_interactions", "user_ids_sha256", "item_ids_sha256",
+                      "interactions_sha256")
 
 
 class CheckpointError(ValueError):
@@ -61,8 +65,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (expected a dict with a 'state_dict', "
                               f"found {type(checkpoint).__name__})")
+    _check_structure(checkpoint, path)
     check_class_paths({k: v for k, v in checkpoint.items() if k not in TENSOR_KEYS}, str(path))
     return checkpoint
+
+
+def _check_structure(checkpoint: dict[str, Any], path: Path) -> None:
+    """The entries this project reads have the types it reads them as, each mismatch named."""
+    state = checkpoint["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise CheckpointError(f"{path}: its 'state_dict' must map weight names to tensors")
+    for key in DICT_ENTRIES:
+        if key in checkpoint and checkpoint[key] is not None and not isinstance(checkpoint[key], dict):
+            raise CheckpointError(f"{path}: its {key!r} must be a dict, found {type(checkpoint[key]).__name__}")
+    fingerprint = checkpoint.get(FINGERPRINT_KEY)
+    if fingerprint:
+        missing = [k for k in FINGERPRINT_FIELDS if k not in fingerprint]
+        if missing:
+            raise CheckpointError(f"{path}: its {FINGERPRINT_KEY!r} lacks {', '.join(missing)}: edited or damaged, so "
+                                  "the data it was trained on cannot be checked")
 
 
 def _check_archive(data: bytes, path: Path) -> None:

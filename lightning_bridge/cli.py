@@ -32,7 +32,7 @@ from lightning_bridge.checkpoints import (
 from lightning_bridge.class_registry import check_class_paths
 from lightning_bridge.console import ProgressLog, Verbosity, configure_console, ignore_evaluation_noise
 from lightning_bridge.data.datamodule import RecDataModule
-from lightning_bridge.data.requests import PredictionRequest
+from lightning_bridge.data.requests import PredictionRequest, check_k
 from lightning_bridge.figures import TestFigures
 from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.fingerprint import check_fingerprint, check_sizes, dataset_fingerprint
@@ -187,9 +187,22 @@ class BridgeCLI(LightningCLI):
                 ignore_evaluation_noise()
             try:
                 super()._run_subcommand(subcommand)
+            except RuntimeError as err:
+                raise self._named_load_error(err) from err
             finally:  # also when fit fails: the folder is free for the next run
                 if self._lock is not None:
                     self._lock.release()
+
+    def _named_load_error(self, err: RuntimeError) -> Exception:
+        """torch's ``Error(s) in loading state_dict`` (or the slim-checkpoint check's) for the ``--ckpt_path``
+        checkpoint, as an error naming the file; any other error as it is."""
+        path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        message = str(err)
+        if not path or not ("Error(s) in loading state_dict" in message or "the checkpoint does not fit" in message):
+            return err
+        details = " ".join(line.strip() for line in message.splitlines()[1:] if line.strip())[:1000]
+        return CheckpointError(f"{path}: its weights do not fit the model as configured ({details or message}). "
+                               "Use the config it was trained with (its run folder's config.yaml).")
 
     def _model_config_from(self, checkpoint: dict[str, Any]) -> None:
         """What LightningCLI does with a checkpoint's hyperparameters (they replace the config's model
@@ -291,6 +304,8 @@ class BridgeCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._check_data(interactions=False)  # predicting for updated histories is what predict is for
+        if hasattr(self.model, "predicting_model"):  # before any file is opened
+            check_k(self.model.predicting_model()[1], "model.predict_top_k")
         request = self.config_init[self.subcommand].get("predict_for")
         if isinstance(self.datamodule, RecDataModule):
             self.datamodule.request_predictions(request)

@@ -105,6 +105,18 @@ def _id_at(id_: str, what: str, path: str, number: int) -> str:
     return id_
 
 
+def _lines(file: Path) -> list[str]:
+    """The file's lines (``\n`` or ``\r\n``), as UTF-8 with an optional byte-order mark; other bytes are an
+    error naming the file and line."""
+    data = file.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{file}:{line}: expected UTF-8 text, found byte 0x{data[err.start]:02x}") from err
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def read_user_ids(path: str) -> list[str]:
     """The ids in a file, one per line (blank lines and lines starting with ``#`` skipped); an id breaking the id
     rule, an id given twice and a file without ids are errors naming the file (and line)."""
@@ -113,8 +125,7 @@ def read_user_ids(path: str) -> list[str]:
         raise FileNotFoundError(f"predict_for.users: {path!r} is neither a list of ids (e.g. [196, 186]) nor a file "
                                 "of ids, one per line")
     ids: dict[str, int] = {}
-    for number, line in enumerate(file.read_text(encoding="utf-8").split("\n"), start=1):
-        line = line.removesuffix("\r")
+    for number, line in enumerate(_lines(file), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         id_ = _id_at(line, "user id", path, number)
@@ -132,8 +143,7 @@ def read_histories(path: str) -> list[NewUser]:
     if not file.is_file():
         raise FileNotFoundError(f"predict_for.histories: no such file {path!r}; expected lines 'label<TAB>item ids'")
     users, labels = [], {}
-    for number, line in enumerate(file.read_text(encoding="utf-8").split("\n"), start=1):
-        line = line.removesuffix("\r")
+    for number, line in enumerate(_lines(file), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         label, tab, ids = line.partition("\t")

@@ -145,3 +145,26 @@ def test_export_files_that_contradict_each_other_are_named(run_copy, caplog, nam
         load_recommender(folder)
     assert f"{folder}: no manifest.json (written by an older version): its files' integrity cannot be checked" \
         in caplog.text
+
+
+MALFORMED = [
+    ("hyper_parameters_text", lambda c: c.update(hyper_parameters="junk"),
+     "its 'hyper_parameters' must be a dict, found str"),
+    ("state_dict_list", lambda c: c.update(state_dict=[1, 2]), "its 'state_dict' must map weight names to tensors"),
+    ("fingerprint_fields", lambda c: c.update(dataset_fingerprint={"name": "x"}),
+     "its 'dataset_fingerprint' lacks num_users, num_items, num_interactions, user_ids_sha256, item_ids_sha256, "
+     "interactions_sha256: edited or damaged"),
+    ("weight_missing", lambda c: c["state_dict"].pop("recommender.info.user.weight"),
+     "its weights do not fit the model as configured (Missing key(s) in state_dict: "
+     "\"recommender.info.user.weight\".)"),
+]
+
+
+@pytest.mark.parametrize(("edit", "expected"), [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED])
+def test_a_checkpoint_with_malformed_entries_is_named(run_copy, edit, expected):
+    checkpoint = torch.load(run_copy / "checkpoints" / "last.ckpt", weights_only=True)
+    edit(checkpoint)
+    path = run_copy.parent / "edited.ckpt"
+    torch.save(checkpoint, path)
+    status, message = cli("test", "--config", str(run_copy / "config.yaml"), "--ckpt_path", str(path))
+    assert status == 1 and f"CheckpointError: {path}: {expected}" in message

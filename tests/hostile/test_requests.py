@@ -72,7 +72,9 @@ def _lines(path, *lines: str):
     (lambda d: _lines(d / "ids.txt", "12", "12"), "ids.txt:2: user id '12' is given twice (first on line 1)"),
     (lambda d: _lines(d / "ids.txt", "12#3"), "predict_for.users: 1 unknown user id(s): '12#3'"),
     (lambda d: _lines(d / "ids.txt", "12\x00"), "ids.txt:1: user id '12\\x00' has a control character (U+0000 NUL)"),
-], ids=["inline_empty", "empty_file", "comment_after_id", "repeated", "junk_id", "nul"])
+    (lambda d: str((d / "ids.txt").write_bytes(b"12\n\xe9t\xe9\n") and d / "ids.txt"),
+     "ids.txt:2: expected UTF-8 text, found byte 0xe9"),
+], ids=["inline_empty", "empty_file", "comment_after_id", "repeated", "junk_id", "nul", "latin1"])
 def test_a_malformed_users_request_is_named(run_copy, make, expected):
     out = run_copy / "top.tsv"
     status, message = _predict(run_copy, "--predict_for.users", make(run_copy.parent), "--predictions.path", str(out))
@@ -97,3 +99,19 @@ def test_a_well_formed_users_file_predicts_for_exactly_its_users(run_copy):
     assert _predict(run_copy, "--predict_for.users", users, "--predictions.path", str(out)) == (0, "")
     rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
     assert sorted({r[0] for r in rows}) == ["12", "3"] and len(rows) == 40
+
+
+def test_a_users_file_with_a_byte_order_mark_and_crlf_lines_reads_its_ids(run_copy):
+    out = run_copy / "top.tsv"
+    path = run_copy.parent / "ids.txt"
+    path.write_bytes(b"\xef\xbb\xbf12\r\n3\r\n")
+    assert _predict(run_copy, "--predict_for.users", str(path), "--predictions.path", str(out)) == (0, "")
+    assert sorted({line.split("\t")[0] for line in out.read_text().splitlines()[1:]}) == ["12", "3"]
+
+
+@pytest.mark.parametrize("k", ["0", "-3"])
+def test_predict_top_k_below_one_is_refused_before_any_file_is_written(run_copy, k):
+    out = run_copy / "top.tsv"
+    status, message = _predict(run_copy, "--model.init_args.predict_top_k", k, "--predictions.path", str(out))
+    assert status == 1 and f"ValueError: model.predict_top_k must be at least 1, got {k}" in message
+    assert not out.exists()
