@@ -188,7 +188,10 @@ class BridgeCLI(LightningCLI):
             try:
                 super()._run_subcommand(subcommand)
             except RuntimeError as err:
-                raise self._named_load_error(err) from err
+                named = self._named_load_error(err)
+                if named is err:
+                    raise
+                raise named from err
             finally:  # also when fit fails: the folder is free for the next run
                 if self._lock is not None:
                     self._lock.release()
