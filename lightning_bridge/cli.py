@@ -269,8 +269,8 @@ class BridgeCLI(LightningCLI):
             check_fingerprint(self._checkpoint[FINGERPRINT_KEY], current, path, interactions)
             check_sizes(self._checkpoint["tables"], current["num_users"], current["num_items"], path)
         warm = getattr(self.model, "hparams", {}).get("warm_start_checkpoint")
-        if warm:
-            check_fingerprint(read_checkpoint(warm).get(FINGERPRINT_KEY), current, warm, interactions=False)
+        if warm:  # as the model read it (once) when it loaded the warm start
+            check_fingerprint(self.model.warm_start_fingerprint, current, warm, interactions=False)
         return current
 
     def _add_tensorboard_callbacks(self) -> None:

@@ -13,6 +13,7 @@ from lightning_bridge.checkpoints import read_checkpoint
 from lightning_bridge.data.contract import RecommenderData, Side
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
+from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.models.checkpoints import (
     DOMAIN_HPARAMS_KEY,
     TEXT_ANCHOR_KEY,
@@ -128,7 +129,8 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
 
     def warm_start_from(self, path: str) -> None:
         """Loads InfoSharing and the domain encoder from a domain-only run."""
-        checkpoint = read_checkpoint(path)  # a damaged file is an error naming it
+        checkpoint = read_checkpoint(path)  # a damaged file is an error naming it; read once, here
+        self.warm_start_fingerprint = checkpoint.get(FINGERPRINT_KEY)  # the CLI checks it against the data
         state = checkpoint["state_dict"]
         expected = {k: tuple(v.shape) for k, v in self.domain.state_dict().items()}
         wanted = {k: v for k, v in state.items() if k in expected}
