@@ -266,7 +266,8 @@ class BridgeCLI(LightningCLI):
         current = dataset_fingerprint(self.datamodule)
         path = self.config[self.subcommand].get("ckpt_path")
         if self._checkpoint is not None:
-            check_fingerprint(self._checkpoint[FINGERPRINT_KEY], current, path, interactions)
+            check_fingerprint(self._checkpoint[FINGERPRINT_KEY], current, path, interactions,
+                              (self._checkpoint["data"], dict(self.datamodule.hparams)))
             check_sizes(self._checkpoint["tables"], current["num_users"], current["num_items"], path)
         warm = getattr(self.model, "hparams", {}).get("warm_start_checkpoint")
         if warm:  # as the model read it (once) when it loaded the warm start

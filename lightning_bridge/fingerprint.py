@@ -21,6 +21,10 @@ KEY = "dataset_fingerprint"
 # the data module's settings that decide what is train, validation and test (beside the data itself)
 PROTOCOL = ("split", "ratios", "ratio_order", "rating_threshold", "max_train_per_user", "new_item_fraction", "seed")
 PARTS = ("train", "valid", "test")
+# data module settings that change neither the data nor its split
+NOT_DATA = ("_instantiator", "num_workers", "eval_batch_size", "cache_dir", "export_split_to", "batch_size",
+            "lm_batch_size", "sequence_batch_size", "history_len", "lm_examples_per_user", "text_batch_size",
+            "text_sampling_power", "negatives")
 MAX_STORED_ID_CHARS = 4_000_000  # the raw ids themselves are kept (to name differences) up to this size
 SHOWN = 5
 
@@ -124,12 +128,14 @@ def _show(ids: list[str]) -> str:
 
 
 def check_fingerprint(saved: dict[str, Any] | None, current: dict[str, Any], where: str,
-                      interactions: bool = True) -> None:
+                      interactions: bool = True,
+                      settings: tuple[dict[str, Any] | None, dict[str, Any]] | None = None) -> None:
     """Raises ``DataMismatchError`` naming ``where`` (the checkpoint) and every difference: the raw user
     and item ids, (``interactions=True``) the interactions themselves, and the split: on the same
     interactions its train, validation and test parts, else (updated histories at predict time) the protocol
-    settings, each named. A checkpoint without a fingerprint (written by an older version) passes; its sizes
-    are still checked by :func:`check_sizes`."""
+    settings, each named. ``settings``: the data module's settings in the checkpoint and now, whose
+    differences the error also names (``data.data_seed: 0 in the checkpoint, 7 now``). A checkpoint without a
+    fingerprint (written by an older version) passes; its sizes are still checked by :func:`check_sizes`."""
     if not saved:
         return
     problems = [_id_differences(kind, saved, current) for kind in ("user", "item")
@@ -138,10 +144,18 @@ def check_fingerprint(saved: dict[str, Any] | None, current: dict[str, Any], whe
     if interactions and not problems and not same_interactions:
         problems.append(f"the interactions differ ({saved['num_interactions']} in the checkpoint, "
                         f"{current['num_interactions']} in the data; same ids): another seed, filter or file")
+    named = bool(problems)
     if not problems and same_interactions:
         problems += _split_differences(saved, current)
     elif not problems and "protocol" in saved:  # updated histories (predict): the protocol must still be the same
         problems += _protocol_differences(saved["protocol"], current["protocol"])
+    if problems and settings is not None and settings[0]:
+        skipped = NOT_DATA + (() if named or not same_interactions else PROTOCOL)
+        changed = [f"data.{k}: {settings[0][k]!r} in the checkpoint, {settings[1][k]!r} now"
+                   for k in sorted(settings[0].keys() & settings[1].keys())
+                   if k not in skipped and settings[0][k] != settings[1][k]]
+        if changed:
+            problems.append("the data settings that differ: " + "; ".join(changed))
     if problems:
         raise DataMismatchError(
             f"{where} was trained on other data than {current['name']!r} as configured: " + "; ".join(problems)

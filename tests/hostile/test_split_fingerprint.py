@@ -66,3 +66,11 @@ def test_a_warm_start_from_another_split_of_the_same_data_is_refused(in_tmp, dom
     assert status == 1
     assert f"{warm} was trained on other data than 'synthetic' as configured: the split differs (train 555 -> 180 " \
            "interactions): data.max_train_per_user: None in the checkpoint, 3 now." in message
+
+
+def test_other_data_names_the_data_settings_that_differ(run_copy):
+    status, message = cli("test", "--config", str(run_copy / "config.yaml"), "--ckpt_path",
+                          str(run_copy / "checkpoints" / "last.ckpt"), "--data.init_args.data_seed", "7",
+                          "--data.init_args.eval_batch_size", "8")
+    assert status == 1 and "the interactions differ (675 in the checkpoint, 742 in the data; same ids)" in message
+    assert "; the data settings that differ: data.data_seed: 0 in the checkpoint, 7 now. Use the data" in message
