@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from lightning_bridge.data.batches import UserHistories
 from lightning_bridge.data.requests import NewUser, PredictionRequest, check_k, id_list, request_dataset
@@ -243,7 +242,7 @@ def _lm(spec: dict[str, Any], tables: dict[str, torch.Tensor], folder: Path, cat
     info = _tables(spec, tables, "lm")
     network = IDTokenLM(backbone, info.dim, tokenizer.convert_tokens_to_ids(ID_TOKEN), is_decoder=is_decoder,
                         pooling=s["pooling"], scoring=s["scoring"], temperature=s["temperature"])
-    head = load_file(folder / "head.safetensors")
+    head = read_tensors(folder / "head.safetensors")
     for name in ("injector", "out_proj"):
         getattr(network, name).load_state_dict({k.removeprefix(f"{name}."): v for k, v in head.items()
                                                 if k.startswith(f"{name}.")})

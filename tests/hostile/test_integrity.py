@@ -168,3 +168,17 @@ def test_a_checkpoint_with_malformed_entries_is_named(run_copy, edit, expected):
     torch.save(checkpoint, path)
     status, message = cli("test", "--config", str(run_copy / "config.yaml"), "--ckpt_path", str(path))
     assert status == 1 and f"CheckpointError: {path}: {expected}" in message
+
+
+def test_a_damaged_lm_head_is_named_with_or_without_the_manifest(in_tmp):
+    from hostile_helpers import TINY_LM
+
+    assert cli("fit", "--config", TINY_LM) == (0, "")
+    folder = in_tmp / "logs" / "run" / "version_0" / "export"
+    head = folder / "lm" / "head.safetensors"
+    head.write_bytes(head.read_bytes()[:64])
+    with pytest.raises(ExportIntegrityError, match=rf"^{head}: 64 bytes, but manifest.json records \d+"):
+        load_recommender(folder)
+    (folder / MANIFEST).unlink()
+    with pytest.raises(ExportIntegrityError, match=rf"^{head}: not a readable safetensors file"):
+        load_recommender(folder)
