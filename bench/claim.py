@@ -10,10 +10,11 @@ it stopped, and renders the results page from the result files alone:
 Each run is the real command line (``main.py fit --config ... --seed_everything S --test_after_fit true``) in
 its own process with one thread (``--threads``), so runs can go side by side. When it ends, its result is one
 JSON line in the plan's ``results`` file (each reported model's test metrics at its own best validation
-checkpoint, its best validation score, steps, CPU time) and its per-user test figures (NDCG@10 and HR@10 per
-user, with the sparse / rare / new groups) in ``per_user/<setting>/<arm>/seed<S>.csv.gz`` beside it. A run
-killed half-way leaves nothing and is run again. What the arms are, which comparisons decide the claim and
-by which rule is the plan's business (``bench/claim_plan.yaml``); ``claim_report.py`` renders the page.
+checkpoint, its best validation score, every validation along the run, steps, CPU time) and its per-user
+test figures (NDCG@10 and HR@10 per user, with the sparse / rare / new groups) in
+``per_user/<setting>/<arm>/seed<S>.csv.gz`` beside it. A run killed half-way leaves nothing and is run again.
+What the arms are, which comparisons decide the claim and by which rule is the plan's business
+(``bench/claim_plan.yaml``); ``claim_report.py`` renders the page.
 """
 
 from __future__ import annotations
@@ -140,13 +141,33 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
     last = run_dir / "checkpoints" / "last.ckpt"
     steps = {"global": int(torch.load(last, weights_only=True, map_location="cpu")["global_step"])
              if last.exists() else 0}
-    if isinstance(cli.model, BridgeModule):  # the schedule is a function of the step: count each side's
-        sides = [cli.model.side_for_step(step, 10**9) for step in range(steps["global"])]
-        steps.update(domain=sides.count("domain"), lm=sides.count("lm"))
+    if isinstance(cli.model, BridgeModule):  # the schedule alternates optimizer steps: count each side's
+        h = cli.model.hparams
+        domain = sum(step % (h.domain_steps + h.lm_steps) < h.domain_steps for step in range(steps["global"]))
+        steps.update(domain=domain, lm=steps["global"] - domain)
     return {"setting": setting, "arm": arm, "seed": seed, "reports": reports, "steps": steps,
+            "val_history": validation_history(run_dir),
             "wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(time.process_time() - cpu_start, 1),
             "threads": torch.get_num_threads(), "code": _code_version(),
             "per_user": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out)}
+
+
+def validation_history(run_dir: Path) -> dict[str, list[list[float]]]:
+    """Each model's validation NDCG@10 at every validation of the run, ``[global step, value]``, from its
+    TensorBoard events (the warm start's under ``warm_start``, in its own steps): how co-training moved
+    away from, or failed to beat, where it started."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    history = {}
+    for name, folder in (("", run_dir), ("warm_start_", run_dir / "warm_start")):
+        if not folder.exists():
+            continue
+        events = EventAccumulator(str(folder), size_guidance={"scalars": 0}).Reload()
+        for model in ("domain", "lm"):
+            tag = f"{model}/val/ndcg@10"
+            if tag in events.Tags()["scalars"]:
+                history[name + model] = [[e.step, round(e.value, 6)] for e in events.Scalars(tag)]
+    return history
 
 
 def _code_version() -> str:

@@ -270,6 +270,38 @@ def cost_lines(plan: dict[str, Any], results: Results, pending: list[tuple[str, 
     return lines
 
 
+def validation_lines(plan: dict[str, Any], results: Results) -> list[str]:
+    """Each arm's validation NDCG@10 along training (mean over seeds), by the side's own optimizer steps after
+    the warm start, beside the warm start's best: where co-training moved relative to where it started."""
+    lines = ["| setting | arm | model | seeds | warm start's best | validation NDCG@10 after N of the model's "
+             "steps (N: value) |", "| --- | --- | --- | --- | --- | --- |"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results.records:
+        if r.get("val_history"):
+            groups.setdefault((r["setting"], r["arm"]), []).append(r)
+    for (setting, arm), records in groups.items():
+        for model in ("domain", "lm"):
+            curves = [_own_steps(r, model) for r in records if r["val_history"].get(model)]
+            if not curves:
+                continue
+            warm = [max(v for _, v in r["val_history"]["warm_start_domain"]) for r in records
+                    if model == "domain" and r["val_history"].get("warm_start_domain")]
+            length = min(len(c) for c in curves)
+            points = ", ".join(f"{round(statistics.mean(c[i][0] for c in curves))}: "
+                               f"{statistics.mean(c[i][1] for c in curves):.4f}" for i in range(length))
+            lines.append(f"| {setting} | {arm} | {model} | {len(curves)} | "
+                         f"{f'{statistics.mean(warm):.4f}' if warm else '–'} | {points} |")
+    return lines
+
+
+def _own_steps(record: dict[str, Any], model: str) -> list[tuple[float, float]]:
+    """A run's validation history of one model with global steps turned into that model's own steps (the
+    schedule's share of them; all of them for a run that trains one model)."""
+    steps = record["steps"]
+    share = steps.get(model, steps["global"]) / steps["global"] if steps.get("global") else 1.0
+    return [((step + 1) * share, value) for step, value in record["val_history"][model]]  # logged at step - 1
+
+
 def variants_lines(plan: dict[str, Any], results: Results) -> list[str]:
     lines = ["| setting | variant | change | seeds | best validation NDCG@10 |", "| --- | --- | --- | --- | --- |"]
     for setting, variants in plan.get("variants_tried", {}).items():
@@ -306,6 +338,9 @@ def render(plan: dict[str, Any], results: Results, pending: list[tuple[str, str,
            "summed over seeds (hits/users). `new_item_ndcg@10` ranks new items among themselves; "
            "`new_item_catalogue_*` over the whole catalogue.", "", *arm_tables(plan, results),
            "## Per-seed gains", "", *per_seed_lines(rows), "",
+           "## Validation along training", "", *validation_lines(plan, results), "",
+           "The warm start (D1 for B-full) is the first candidate for the domain model's best checkpoint: a run "
+           "whose later validations stay below it is tested at its warm start.", "",
            "## Variants of B-full tried before the full seed count", "", *variants_lines(plan, results), "",
            "## Cost", "", *cost_lines(plan, results, pending), ""]
     return "\n".join(out)
