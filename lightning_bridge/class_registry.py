@@ -3,8 +3,9 @@ module, optimizer and scheduler by class path; such a path is only ever resolved
 never chooses which Python module is imported (jsonargparse would import whatever module a path names, and
 ``python -m`` puts the working folder first on ``sys.path``).
 
-The table holds the project's own models and data modules, torch's optimizers and schedulers, Lightning's
-loggers and callbacks, and whatever a user registers with :func:`register_class` (their own model or data
+The table holds the project's own models, data modules, callbacks and strategies, torch's optimizers and
+schedulers, the public classes of Lightning's loggers, callbacks, strategies, accelerators, plugins and
+profilers, and whatever a user registers with :func:`register_class` (their own model or data
 module, before loading its checkpoints). Building it imports nothing a file names.
 """
 
@@ -17,14 +18,21 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch import accelerators as lightning_accelerators
 from lightning.pytorch import callbacks as lightning_callbacks
 from lightning.pytorch import loggers as lightning_loggers
+from lightning.pytorch import plugins as lightning_plugins
+from lightning.pytorch import profilers as lightning_profilers
+from lightning.pytorch import strategies as lightning_strategies
 
 CLASS_PATH_KEYS = ("class_path", "_class_path")
 # settings typed as callables: jsonargparse imports a dotted name given there as a string
 CALLABLE_KEYS = ("optimizer", "scheduler")
 PROJECT_MODULES = ("lightning_bridge.models.bridge", "lightning_bridge.data.datamodule", "lightning_bridge.lazy_adam",
-                   "lightning_bridge.callbacks", "lightning_bridge.warm_start")
+                   "lightning_bridge.callbacks", "lightning_bridge.warm_start", "lightning_bridge.sharding")
+# Lightning's own modules whose public classes a config may name (trainer.strategy, trainer.plugins...)
+LIGHTNING_MODULES = (lightning_loggers, lightning_callbacks, lightning_strategies, lightning_accelerators,
+                     lightning_plugins, lightning_profilers)
 _REGISTERED: dict[str, type] = {}
 
 
@@ -62,14 +70,14 @@ def registered_classes() -> dict[str, type]:
         importlib.import_module(module)
     classes = [*_project_subclasses(L.LightningModule), *_project_subclasses(L.LightningDataModule),
                *_project_subclasses(torch.optim.Optimizer), *_project_subclasses(lightning_callbacks.Callback),
+               *_project_subclasses(lightning_strategies.Strategy),
                *_members(torch.optim, torch.optim.Optimizer),
                *_members(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler),
                torch.optim.lr_scheduler.ReduceLROnPlateau,
-               *_members(lightning_loggers, lightning_loggers.Logger),
-               *_members(lightning_callbacks, lightning_callbacks.Callback)]
+               *(c for module in LIGHTNING_MODULES for c in _members(module, object))]
     table = {class_path(c): c for c in classes}
     # the public names as configs spell them: torch.optim.Adam, lightning.pytorch.loggers.TensorBoardLogger
-    for module in (torch.optim, torch.optim.lr_scheduler, lightning_loggers, lightning_callbacks):
+    for module in (torch.optim, torch.optim.lr_scheduler, *LIGHTNING_MODULES):
         table.update({f"{module.__name__}.{c.__name__}": c for c in classes if getattr(module, c.__name__, None) is c})
     return {**table, **_REGISTERED}
 
@@ -84,9 +92,10 @@ def resolve(path: str, where: str) -> type:
         return by_name.pop()
     raise UnregisteredClassError(
         f"{where}: names the class {path!r}, which is not one of the classes a checkpoint, export folder or "
-        "saved config may name (lightning_bridge's models and data modules, torch's optimizers and schedulers, "
-        "Lightning's loggers and callbacks); nothing was imported. A class of your own must be registered "
-        "first: lightning_bridge.class_registry.register_class(YourClass)")
+        "saved config may name (lightning_bridge's models, data modules, callbacks and strategies, torch's "
+        "optimizers and schedulers, Lightning's loggers, callbacks, strategies and plugins); nothing was "
+        "imported. A class of your own must be registered first: "
+        "lightning_bridge.class_registry.register_class(YourClass)")
 
 
 def check_class_paths(config: Any, where: str) -> None:

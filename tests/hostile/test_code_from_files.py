@@ -14,7 +14,12 @@ import torch
 import yaml
 from hostile_helpers import cli
 
-from lightning_bridge.class_registry import UnregisteredClassError, register_class, registered_classes
+from lightning_bridge.class_registry import (
+    UnregisteredClassError,
+    check_class_paths,
+    register_class,
+    registered_classes,
+)
 from lightning_bridge.export import main as export_main
 from lightning_bridge.serving import load_recommender
 
@@ -124,3 +129,12 @@ def test_a_class_of_ones_own_is_allowed_once_registered(monkeypatch):
     monkeypatch.setattr("lightning_bridge.class_registry._REGISTERED", {})
     register_class(Mine)
     assert registered_classes()[path] is Mine
+
+
+def test_every_class_a_shipped_config_names_is_registered():
+    """So that the saved config of any run made from them can be resumed and tested."""
+    root = Path(__file__).parents[2]
+    configs = sorted([*root.glob("configs/**/*.yaml"), *root.glob("tests/configs/*.yaml")])
+    assert len(configs) > 10
+    for config in configs:
+        check_class_paths(yaml.safe_load(config.read_text()), str(config))
