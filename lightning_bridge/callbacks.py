@@ -235,7 +235,10 @@ class TopKWriter(BasePredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.written = path
         self.users_written = self.longest_list = 0
-        self._file = path.open("w", newline="")
+        # written aside and renamed when complete: two predicts into one file never mix, and a failed one
+        # leaves the file as it was
+        self._partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        self._file = self._partial.open("w", newline="")
         self._writer = csv.writer(self._file, delimiter="\t", lineterminator="\n")
         self._writer.writerow(["user_id", "rank", "item_id", "score", "title"])
 
@@ -266,3 +269,9 @@ class TopKWriter(BasePredictionWriter):
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._file.close()
+        os.replace(self._partial, self.written)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+            self._partial.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.fingerprint import check_fingerprint, dataset_fingerprint
 from lightning_bridge.models.checkpoints import export_domain
+from lightning_bridge.run_lock import RunFolderLock
 
 DEFAULT_FOLDER = "export"
 
@@ -51,7 +52,15 @@ def export_artefacts(checkpoint: str, lm_checkpoint: str | None = None, out: str
     if lm_checkpoint and lm_checkpoint != checkpoint:
         read[lm_checkpoint] = read_checkpoint(lm_checkpoint)
         check_fingerprint(read[lm_checkpoint].get(FINGERPRINT_KEY), dataset_fingerprint(data), lm_checkpoint)
-    return export_checkpoints(data, sides, out or default_folder(checkpoint), read)
+    folder = Path(out) if out else default_folder(checkpoint)
+    # one writer at a time: a run's own export is written under its run folder's lock (fit holds it too)
+    run = folder.parent if folder.name == DEFAULT_FOLDER and (folder.parent / "checkpoints").is_dir() else folder
+    lock = RunFolderLock(run)
+    lock.acquire()
+    try:
+        return export_checkpoints(data, sides, folder, read)
+    finally:
+        lock.release()
 
 
 def data_from_checkpoint(saved: dict[str, Any], path: str) -> RecDataModule:

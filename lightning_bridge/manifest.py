@@ -13,6 +13,7 @@ from typing import Any
 from safetensors import safe_open
 
 from lightning_bridge.cache import sha256_file
+from lightning_bridge.run_lock import LOCK_NAME
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def tensor_shapes(path: Path) -> dict[str, list[int]]:
 def write_manifest(folder: Path) -> Path:
     """Records every file below ``folder`` (but the manifest itself)."""
     files: dict[str, Any] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (MANIFEST, LOCK_NAME)):
         entry: dict[str, Any] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         if path.suffix == ".safetensors":
             entry["tensors"] = tensor_shapes(path)

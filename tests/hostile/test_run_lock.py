@@ -114,3 +114,41 @@ def test_two_resumes_of_one_folder_at_once_one_fails_naming_the_other(run_copy, 
     assert status == 1 and f"process {first.pid} is writing this run folder" in message
     assert torch.load(run_copy / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 4
     assert not (run_copy / LOCK_NAME).exists()
+
+
+def test_an_export_into_a_folder_a_live_process_writes_fails_at_once(run_copy, live_process):
+    from lightning_bridge.export import main as export_main
+
+    _lock_for(run_copy, live_process)
+    manifest = (run_copy / "export" / "manifest.json").read_bytes()
+    with pytest.raises(RunFolderBusyError, match=rf"^{run_copy}: process {live_process} is writing this run folder"):
+        export_main(["artefacts", str(run_copy / "checkpoints" / "last.ckpt")])
+    assert (run_copy / "export" / "manifest.json").read_bytes() == manifest
+    (run_copy / LOCK_NAME).unlink()
+    export_main(["artefacts", str(run_copy / "checkpoints" / "last.ckpt")])
+    assert not (run_copy / LOCK_NAME).exists()
+
+
+def test_a_failed_predict_leaves_the_previous_predictions_whole(tmp_path):
+    """Predictions are written aside and renamed when complete: a failure (or a second predict into the same
+    file) never leaves a mixed or half-written file."""
+    from types import SimpleNamespace
+
+    from lightning_bridge.callbacks import TopKWriter
+
+    out = tmp_path / "top.tsv"
+    out.write_text("the previous predictions\n")
+    writer = TopKWriter(str(out))
+    data = SimpleNamespace(raw_user_id=str, raw_item_id=str, item_title=lambda i: None)
+    trainer = SimpleNamespace(datamodule=data, world_size=1, log_dir=str(tmp_path))
+    writer.on_predict_epoch_start(trainer, None)
+    writer.write_on_batch_end(trainer, None, {"users": torch.tensor([1]), "items": torch.tensor([[2]]),
+                                              "scores": torch.tensor([[0.5]])}, None, None, 0, 0)
+    writer.on_exception(trainer, None, RuntimeError("killed"))
+    assert out.read_text() == "the previous predictions\n" and sorted(p.name for p in tmp_path.iterdir()) == ["top.tsv"]
+    writer.on_predict_epoch_start(trainer, None)
+    writer.write_on_batch_end(trainer, None, {"users": torch.tensor([1]), "items": torch.tensor([[2]]),
+                                              "scores": torch.tensor([[0.5]])}, None, None, 0, 0)
+    writer.on_predict_epoch_end(trainer, None)
+    assert out.read_text() == "user_id\trank\titem_id\tscore\ttitle\n1\t1\t2\t0.5\t\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["top.tsv"]
