@@ -232,6 +232,18 @@ def _channel_bridge(**kwargs) -> BridgeModule:
                         **kwargs)
 
 
+def test_a_cold_start_bridges_domain_model_is_described_as_one_that_loads_alone():
+    """The warm start's and the domain export's checkpoints describe the domain model alone: LightGCN with
+    isolated dropped items (the cold-start recipe) becomes the model that scores the same without dropout."""
+    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, text_channel=True, item_id_dropout=0.5,
+                          domain=lambda u, i, **kw: DomainModule(u, i, dropped_items="isolated",
+                                                                 isolated_nodes="ego", **kw),
+                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    settings = {k: v for k, v in bridge.domain_hyper_parameters().items() if k != "_class_path"}
+    alone = DomainModule(**settings)
+    assert alone.hparams.dropped_items == "propagated" and alone.hparams.isolated_nodes == "ego"
+
+
 def test_text_channel_gives_every_item_a_text_part_that_domain_steps_train(tmp_path):
     bridge = _channel_bridge(domain_steps=1, lm_steps=0)
     rows = bridge.info.item.weight.detach().clone()

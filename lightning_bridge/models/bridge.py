@@ -270,9 +270,12 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
 
     def domain_hyper_parameters(self) -> dict[str, Any]:
         """The domain model's class and own settings, and the shared tables' settings, which are the bridge's:
-        what a checkpoint of the domain model alone needs to be loaded or tested without the bridge."""
+        what a checkpoint of the domain model alone needs to be loaded or tested without the bridge.
+        ``dropped_items`` acts only on the bridge's item dropout, so the model alone gets its default (a domain
+        model alone refuses any other value)."""
         domain_class = f"{type(self.domain).__module__}.{type(self.domain).__qualname__}"
-        return {"_class_path": domain_class, **self.domain.hparams, **self.info.settings}
+        return {"_class_path": domain_class, **self.domain.hparams, "dropped_items": "propagated",
+                **self.info.settings}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "state_dict" in checkpoint:  # ModelParallelStrategy has loaded the weights already
