@@ -346,12 +346,39 @@ def render(plan: dict[str, Any], results: Results, pending: list[tuple[str, str,
     return "\n".join(out)
 
 
+README_START, README_END = "<!-- claim-results:start -->", "<!-- claim-results:end -->"
+
+
+def readme_block(plan: dict[str, Any], results: Results, pending: list[tuple[str, str, int]]) -> str:
+    """The README's short results table: each claim's verdict and its gain over each control."""
+    rows = evaluate(plan, results)
+    verdicts = claim_verdicts(plan, rows)
+    lines = ["Does co-training with the LM make the recommender better? The verdicts of the pre-registered claim "
+             f"benchmark, generated with the rest of `bench/RESULTS.md` ({len(results.records)} runs so far, "
+             f"{len(pending)} still to run; the figures, statistics and every arm are there):", "",
+             "| claim | setting, metric | verdict | gain over each control (seeds) |", "| --- | --- | --- | --- |"]
+    for claim in plan["comparisons"]:
+        gains = [f"{r['control']}: {_pct(r['result']['relative'])} ({len(r['result']['seeds'])})"
+                 for r in rows if r["claim"] is claim and r["result"]]
+        lines.append(f"| {claim['name']} | {claim['setting']}, {claim['metric']} | {verdicts[claim['name']]} | "
+                     f"{', '.join(gains) or '–'} |")
+    return "\n".join(lines)
+
+
 def write_page(plan: dict[str, Any], root: Path) -> Path:
+    """Writes the results page and, where the plan names a README with the markers, its results table."""
     from claim import pending_runs, read_results
 
     records = read_results(root / plan["results"])
+    results, pending = Results(records, root), pending_runs(plan, records)
     page = root / plan["page"]
-    page.write_text(render(plan, Results(records, root), pending_runs(plan, records)))
+    page.write_text(render(plan, results, pending))
+    readme = root / plan["readme"] if plan.get("readme") else None
+    if readme is not None and readme.exists() and README_START in readme.read_text():
+        text = readme.read_text()
+        head, rest = text.split(README_START, 1)
+        tail = rest.split(README_END, 1)[1]
+        readme.write_text(f"{head}{README_START}\n{readme_block(plan, results, pending)}\n{README_END}{tail}")
     return page
 
 

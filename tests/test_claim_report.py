@@ -14,7 +14,7 @@ import scipy.stats as scipy_stats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from claim import PER_USER_COLUMNS, load_plan, pending_runs
-from claim_report import Results, evaluate, render, split_metric
+from claim_report import Results, evaluate, render, split_metric, write_page
 from claim_stats import holm, paired_bootstrap, paired_t, wilcoxon
 
 PLAN = Path(__file__).resolve().parent.parent / "bench" / "claim_plan.yaml"
@@ -160,3 +160,18 @@ def test_pending_runs_skip_finished_ones_in_the_queues_order(fixture_results):
     assert ("sparse", "BF", 0) not in todo and ("sparse", "D2", 4) not in todo
     assert todo[:2] == [("cold", "BF", 0), ("cold", "D2", 0)]  # the first block's missing runs come first
     assert len(todo) == len(set(todo))
+
+
+def test_the_readme_table_is_rewritten_between_its_markers_only(fixture_results):
+    root, _ = fixture_results
+    plan = load_plan(str(PLAN))
+    plan["comparisons"] = [c for c in plan["comparisons"] if c["metric"] == "sparse_ndcg@10"]
+    plan.update(bootstrap_samples=100, results="runs.jsonl", page="RESULTS.md", readme="README.md")
+    start, end = "<!-- claim-results:start -->", "<!-- claim-results:end -->"
+    (root / "README.md").write_text(f"# Title\n\n{start}\nold\n{end}\n\nrest\n")
+    write_page(plan, root)
+    readme = (root / "README.md").read_text()
+    assert readme.startswith(f"# Title\n\n{start}\n") and readme.endswith(f"{end}\n\nrest\n")
+    assert "old" not in readme
+    assert ("| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | supported | "
+            "D1: +30.0% (5), D2: +30.0% (5) |") in readme
