@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from lightning_bridge.data.ids import check_ids
 from lightning_bridge.data.sources import RawData
 from lightning_bridge.data.tables import DataFormatError
 
@@ -59,6 +60,9 @@ class Interactions:
         users_raw, items_raw = raw.users[keep], raw.items[keep]
         user_ids, users = np.unique(users_raw, return_inverse=True)
         item_ids, items = np.unique(items_raw, return_inverse=True)
+        # the id rule, whatever the reader (file readers name the line already; this names the source)
+        check_ids([str(u) for u in user_ids], "user id", raw.source)
+        check_ids([str(i) for i in item_ids], "item id", raw.source)
         ratings, timestamps = raw.ratings[keep], raw.timestamps[keep]
 
         order = np.lexsort((np.arange(len(users)), timestamps, users))

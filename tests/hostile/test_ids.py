@@ -50,3 +50,17 @@ def test_a_metadata_id_keeps_the_same_rule(in_tmp):
 
 def test_ordinary_ids_keep_the_rule():
     assert [id_problem(i) for i in ("u0", "196", "B00005N5PF", "tt0111161", "user@example.com", "é-ü_1")] == [None] * 6
+
+
+def test_any_reader_s_ids_keep_the_rule():
+    """Readers of JSON sources (Amazon reviews) name the source: the rule is checked where ids become rows."""
+    import numpy as np
+
+    from lightning_bridge.data.interactions import Interactions
+    from lightning_bridge.data.sources import RawData
+
+    raw = RawData(users=np.array(["A1", "A2"]), items=np.array(["B\x000", "B1"]), ratings=np.ones(2),
+                  timestamps=np.arange(2.0), item_text={}, item_titles={}, user_text={}, source="reviews.json.gz")
+    with pytest.raises(ValueError, match=r"^reviews.json.gz: item id 'B\\x000' has a control character \(U\+0000 "
+                                         r"NUL\) at position 1"):
+        Interactions.from_raw(raw)
