@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,6 +97,26 @@ def resolve(path: str, where: str) -> type:
         "optimizers and schedulers, Lightning's loggers, callbacks, strategies and plugins); nothing was "
         "imported. A class of your own must be registered first: "
         "lightning_bridge.class_registry.register_class(YourClass)")
+
+
+def register_configured(config: Any) -> None:
+    """Registers the classes that ``config`` (the caller's own, already parsed, so already imported) names:
+    a model of the user's own, named by their config, may then be named by its checkpoints. Imports nothing:
+    a class path whose module is not loaded yet is left alone."""
+    for path in _class_paths(config):
+        module, _, name = path.rpartition(".")
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type):
+            _REGISTERED[path] = cls
+
+
+def _class_paths(config: Any) -> list[str]:
+    if isinstance(config, dict):
+        found = [v for k, v in config.items() if k in CLASS_PATH_KEYS and isinstance(v, str)]
+        return found + [p for k, v in config.items() if k not in CLASS_PATH_KEYS for p in _class_paths(v)]
+    if isinstance(config, list | tuple):
+        return [p for v in config for p in _class_paths(v)]
+    return []
 
 
 def check_class_paths(config: Any, where: str) -> None:

@@ -29,7 +29,7 @@ from lightning_bridge.checkpoints import (
     saved_model_config,
     setting_changes,
 )
-from lightning_bridge.class_registry import check_class_paths
+from lightning_bridge.class_registry import check_class_paths, register_configured
 from lightning_bridge.console import ProgressLog, Verbosity, configure_console, ignore_evaluation_noise
 from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.data.requests import PredictionRequest, check_k
@@ -116,7 +116,7 @@ class BridgeCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Refuses a run folder's saved ``config.yaml`` that names an unregistered class before jsonargparse
-        imports it (a config you write yourself may name any class)."""
+        imports it (a config you write yourself may name any class, and its checkpoints may name it too)."""
         if args is None or isinstance(args, list | tuple):
             for path in saved_configs(sys.argv[1:] if args is None else args):
                 try:
@@ -126,6 +126,7 @@ class BridgeCLI(LightningCLI):
                 check_class_paths(saved, f"{path} (a config saved by a run; a copy outside the run folder is "
                                          "your own config and may name any class)")
         super().parse_arguments(parser, args)
+        register_configured(plain(self.config))  # the user's own classes, imported by their own config
 
     # ---- checkpoints given on the command line ---------------------------------------------------------
     def _parse_ckpt_path(self) -> None:

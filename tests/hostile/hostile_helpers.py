@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning_bridge.cli import main
+from lightning_bridge.models.domain import DomainModule
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -22,3 +23,8 @@ def cli(*args: str) -> tuple[int, str]:
     except Exception as err:  # an uncaught exception ends python with status 1
         return 1, f"{type(err).__name__}: {err}"
     return 0, ""
+
+
+
+class OwnDomainModule(DomainModule):
+    """A user's own model (``hostile_helpers.OwnDomainModule``): the same maths under another class path."""
