@@ -100,7 +100,9 @@ def compare(results: Results, setting: str, metric: str, treatment: str, control
         c_users.append(np.array([cv[u] for u in users]))
     low, high, rel_low, rel_high = paired_bootstrap(t_users, c_users, samples, seed)
     mean_c = statistics.mean(c)
+    identical = all(np.array_equal(a, b) for a, b in zip(t_users, c_users, strict=True))
     return {"seeds": seeds, "treatment": t, "control": c, "gain": statistics.mean(t) - mean_c,
+            "identical": identical,
             "relative": (statistics.mean(t) - mean_c) / mean_c if mean_c > 0 else float("nan"),
             "p_t": paired_t(t, c), "p_wilcoxon": wilcoxon(t, c), "interval": (low, high),
             "relative_interval": (rel_low, rel_high)}
@@ -176,7 +178,8 @@ def verdict_table(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
         low, high = r["relative_interval"]
         lines.append(head + f" {len(r['seeds'])} | {_mean_std(r['treatment'])} | {_mean_std(r['control'])} | "
                      f"{_pct(r['relative'])} | {_f(r['p_t'], 3)} | {_f(r['p_wilcoxon'], 3)} | "
-                     f"{_f(row['p_holm'], 3)} | {_pct(low)} to {_pct(high)} | **{row['verdict']}** |")
+                     f"{_f(row['p_holm'], 3)} | {_pct(low)} to {_pct(high)} | **{row['verdict']}**"
+                     + (" (the same model on every seed)" if r["identical"] else "") + " |")
     return lines
 
 
