@@ -21,14 +21,16 @@ import lightning as L
 import torch
 from lightning.pytorch import accelerators as lightning_accelerators
 from lightning.pytorch import callbacks as lightning_callbacks
+from lightning.pytorch import cli as lightning_cli
 from lightning.pytorch import loggers as lightning_loggers
 from lightning.pytorch import plugins as lightning_plugins
 from lightning.pytorch import profilers as lightning_profilers
 from lightning.pytorch import strategies as lightning_strategies
 
 CLASS_PATH_KEYS = ("class_path", "_class_path")
-# settings typed as callables: jsonargparse imports a dotted name given there as a string
-CALLABLE_KEYS = ("optimizer", "scheduler")
+# settings typed as callables (the optimizer, the scheduler, co-training's two models): jsonargparse imports a
+# dotted name given there as a string
+CALLABLE_KEYS = ("optimizer", "scheduler", "domain", "lm")
 PROJECT_MODULES = ("lightning_bridge.models.bridge", "lightning_bridge.data.datamodule", "lightning_bridge.lazy_adam",
                    "lightning_bridge.callbacks", "lightning_bridge.warm_start", "lightning_bridge.sharding")
 # Lightning's own modules whose public classes a config may name (trainer.strategy, trainer.plugins...)
@@ -74,7 +76,7 @@ def registered_classes() -> dict[str, type]:
                *_project_subclasses(lightning_strategies.Strategy),
                *_members(torch.optim, torch.optim.Optimizer),
                *_members(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler),
-               torch.optim.lr_scheduler.ReduceLROnPlateau,
+               torch.optim.lr_scheduler.ReduceLROnPlateau, lightning_cli.ReduceLROnPlateau,
                *(c for module in LIGHTNING_MODULES for c in _members(module, object))]
     table = {class_path(c): c for c in classes}
     # the public names as configs spell them: torch.optim.Adam, lightning.pytorch.loggers.TensorBoardLogger
@@ -122,7 +124,7 @@ def _class_paths(config: Any) -> list[str]:
 def check_class_paths(config: Any, where: str) -> None:
     """Raises :class:`UnregisteredClassError` naming ``where`` for the first class path anywhere in
     ``config`` (nested dicts and lists: keys ``class_path`` and ``_class_path``, and a name given as the
-    string value of an ``optimizer`` or ``scheduler``) that is not registered."""
+    string value of a setting in ``CALLABLE_KEYS``) that is not registered."""
     if isinstance(config, dict):
         for key, value in config.items():
             if key in CLASS_PATH_KEYS:

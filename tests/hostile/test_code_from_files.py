@@ -153,3 +153,13 @@ def test_a_model_class_of_ones_own_named_by_ones_config_loads_its_checkpoints(in
     monkeypatch.setattr("lightning_bridge.class_registry._REGISTERED", {})
     status, message = cli("test", "--config", TINY, "--ckpt_path", str(checkpoint))
     assert status == 1 and "names the class 'hostile_helpers.OwnDomainModule', which is not one of" in message
+
+
+@pytest.mark.parametrize("config", [
+    {"init_args": {"domain": EVIL}}, {"init_args": {"lm": EVIL}}, {"init_args": {"scheduler": EVIL}},
+    {"init_args": {"domain": {"class_path": "lightning_bridge.models.domain.DomainModule",
+                              "init_args": {"optimizer": {"class_path": EVIL}}}}},
+], ids=["domain_as_a_name", "lm_as_a_name", "scheduler_as_a_name", "nested_optimizer"])
+def test_a_class_given_as_a_name_in_a_callable_setting_is_refused(config):
+    with pytest.raises(UnregisteredClassError, match=r"^x.ckpt: names the class 'evilmod.Model'"):
+        check_class_paths(config, "x.ckpt")
