@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from builders import tiny_bridge
 from conftest import CONFIGS
 
 from lightning_bridge.cli import main
@@ -20,17 +21,6 @@ from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
 
 TINY = str(CONFIGS / "tiny_bridge.yaml")
-
-
-def _bridge(domain_steps: int, lm_steps: int, encoder: str = "mf") -> BridgeModule:
-    def domain(u, i, **kw):
-        return DomainModule(u, i, encoder=encoder, **kw)
-
-    def lm(u, i, **kw):
-        return LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw)
-
-    return BridgeModule(40, 30, domain=domain, lm=lm, embedding_dim=8, domain_steps=domain_steps,
-                        lm_steps=lm_steps)
 
 
 def _changed_after_one_step(model: BridgeModule, tmp_path: Path) -> set[str]:
@@ -44,13 +34,13 @@ def _changed_after_one_step(model: BridgeModule, tmp_path: Path) -> set[str]:
 
 
 def test_domain_step_changes_shared_tables_never_the_lm(tmp_path):
-    changed = _changed_after_one_step(_bridge(domain_steps=1, lm_steps=1), tmp_path)
+    changed = _changed_after_one_step(tiny_bridge(domain_steps=1, lm_steps=1), tmp_path)
     assert {"info.user.weight", "info.item.weight"} <= changed
     assert not {n for n in changed if n.startswith("lm.") and not n.startswith("lm.recommender.info.")}
 
 
 def test_lm_step_changes_lora_projections_and_shared_tables_never_the_domain_encoder(tmp_path):
-    model = _bridge(domain_steps=0, lm_steps=1, encoder="lightgcn")
+    model = tiny_bridge({"encoder": "lightgcn"}, domain_steps=0, lm_steps=1)
     changed = _changed_after_one_step(model, tmp_path)
     assert {"info.user.weight", "info.item.weight"} <= changed
     assert any("lora_" in n for n in changed)
@@ -62,9 +52,9 @@ def test_lm_step_changes_lora_projections_and_shared_tables_never_the_domain_enc
 
 
 def test_schedule_alternates_with_ratio():
-    model = _bridge(domain_steps=3, lm_steps=1)
+    model = tiny_bridge(domain_steps=3, lm_steps=1)
     assert [model.side_for_step(s) for s in range(8)] == ["domain"] * 3 + ["lm"] + ["domain"] * 3 + ["lm"]
-    only_lm = _bridge(domain_steps=0, lm_steps=1)
+    only_lm = tiny_bridge(domain_steps=0, lm_steps=1)
     assert {only_lm.side_for_step(s) for s in range(5)} == {"lm"}
 
 

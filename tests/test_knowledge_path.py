@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from builders import NUM_ITEMS, NUM_USERS, tiny_bridge
 
 from lightning_bridge.callbacks import RunCheckpoint
 from lightning_bridge.data.datamodule import SyntheticDataModule
@@ -16,8 +17,6 @@ from lightning_bridge.modules.id_tokens import ITEM
 from lightning_bridge.modules.info_sharing import InfoSharing, fold_text_channel
 from lightning_bridge.modules.prompts import PromptBuilder
 from lightning_bridge.warm_start import WarmStartAsCandidate, warm_start_domain
-
-NUM_USERS, NUM_ITEMS = 40, 30
 
 
 def _data(tmp_path, **kwargs) -> SyntheticDataModule:
@@ -71,10 +70,7 @@ def test_item_text_task_teaches_the_lm_to_find_an_item_from_its_text_alone(tmp_p
 
 
 def test_an_lm_text_step_moves_rows_that_the_domain_model_then_reads(tmp_path):
-    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, domain_steps=0, lm_steps=1,
-                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
-                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160,
-                                                         task_weights={"item_text": 1.0}, **kw))
+    bridge = tiny_bridge(lm={"task_weights": {"item_text": 1.0}}, domain_steps=0, lm_steps=1)
     data = _data(tmp_path)
     bridge.domain.recommender.attach(data)
     users = torch.arange(NUM_USERS)
@@ -85,10 +81,7 @@ def test_an_lm_text_step_moves_rows_that_the_domain_model_then_reads(tmp_path):
 
 def _bridge_after_one_domain_step(tmp_path, anchor: float) -> tuple[BridgeModule, torch.Tensor]:
     torch.manual_seed(0)
-    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, domain_steps=1, lm_steps=0,
-                          text_anchor_weight=anchor,
-                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
-                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    bridge = tiny_bridge(domain_steps=1, lm_steps=0, text_anchor_weight=anchor)
     before = bridge.info.item.weight.detach().clone()
     _trainer(tmp_path, max_steps=1).fit(bridge, datamodule=_data(tmp_path, batch_size=4))
     return bridge, (bridge.info.item.weight.detach() != before).any(1)
@@ -106,19 +99,15 @@ def test_text_anchor_survives_a_checkpoint(tmp_path):
     bridge, _ = _bridge_after_one_domain_step(tmp_path, anchor=1.0)
     checkpoint = {"state_dict": bridge.state_dict()}
     bridge.on_save_checkpoint(checkpoint)
-    fresh = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, text_anchor_weight=1.0,
-                         domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
-                         lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    fresh = tiny_bridge(text_anchor_weight=1.0)
     fresh.on_load_checkpoint(checkpoint)
     assert torch.equal(fresh._text_anchor.queries, bridge._text_anchor.queries)
 
 
 def test_automatic_warm_start_stops_at_the_domain_models_best_and_starts_from_it(tmp_path):
     """A plain ``Trainer.fit`` from Python runs the warm start as the CLI does: BridgeModule brings it along."""
-    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, warm_start_auto=True, warm_start_max_epochs=200,
-                          warm_start_patience=2, warm_start_val_every=1, domain_steps=1, lm_steps=1,
-                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
-                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    bridge = tiny_bridge(warm_start_auto=True, warm_start_max_epochs=200, warm_start_patience=2,
+                         warm_start_val_every=1, domain_steps=1, lm_steps=1)
     at_start = {}
 
     class Spy(L.Callback):
@@ -142,9 +131,7 @@ def test_automatic_warm_start_stops_at_the_domain_models_best_and_starts_from_it
 
 @pytest.mark.parametrize("warm_score", [1.0, -1.0])
 def test_co_training_replaces_the_warm_start_only_if_it_beats_it_on_validation(tmp_path, warm_score):
-    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8,
-                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
-                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    bridge = tiny_bridge()
     start = bridge.info.item.weight.detach().clone()
     checkpoint = RunCheckpoint(dirpath=tmp_path / "ckpt", monitor="domain/val/ndcg@10", mode="max",
                                filename="best-{epoch}-{step}")
@@ -189,10 +176,8 @@ def test_bridge_rejects_a_negative_anchor_and_two_warm_starts():
 
 
 def test_lm_item_text_steps_refresh_the_anchor_rows_they_read(tmp_path):
-    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, domain_steps=1, lm_steps=1, text_anchor_weight=1.0,
-                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
-                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160,
-                                                         task_weights={"next_item": 1.0, "item_text": 1.0}, **kw))
+    bridge = tiny_bridge(lm={"task_weights": {"next_item": 1.0, "item_text": 1.0}}, domain_steps=1, lm_steps=1,
+                         text_anchor_weight=1.0)
     results, losses = [], bridge.lm.recommender.losses
     bridge.lm.recommender.losses = lambda batch: results.append(losses(batch)) or results[-1]
     _trainer(tmp_path, max_steps=2).fit(bridge, datamodule=_data(tmp_path))  # a domain step, then an LM step
@@ -216,9 +201,7 @@ def test_a_frozen_backbone_encodes_item_texts_once_and_gives_the_same_queries(tm
 
 
 def test_a_bridge_that_does_not_evaluate_its_lm_logs_only_the_domain_model(tmp_path):
-    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, evaluate_lm=False,
-                          domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
-                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    bridge = tiny_bridge(evaluate_lm=False)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     (metrics,) = trainer.validate(bridge, datamodule=_data(tmp_path), verbose=False)
     assert "domain/val/ndcg@10" in metrics and not any(k.startswith("lm/") for k in metrics)
@@ -226,19 +209,14 @@ def test_a_bridge_that_does_not_evaluate_its_lm_logs_only_the_domain_model(tmp_p
 
 def _channel_bridge(**kwargs) -> BridgeModule:
     torch.manual_seed(0)
-    return BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, text_channel=True,
-                        domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
-                        lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw),
-                        **kwargs)
+    return tiny_bridge(text_channel=True, **kwargs)
 
 
 def test_a_cold_start_bridges_domain_model_is_described_as_one_that_loads_alone():
     """The warm start's and the domain export's checkpoints describe the domain model alone: LightGCN with
     isolated dropped items (the cold-start recipe) becomes the model that scores the same without dropout."""
-    bridge = BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, text_channel=True, item_id_dropout=0.5,
-                          domain=lambda u, i, **kw: DomainModule(u, i, dropped_items="isolated",
-                                                                 isolated_nodes="ego", **kw),
-                          lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    bridge = tiny_bridge({"encoder": "lightgcn", "dropped_items": "isolated", "isolated_nodes": "ego"},
+                         text_channel=True, item_id_dropout=0.5)
     settings = {k: v for k, v in bridge.domain_hyper_parameters().items() if k != "_class_path"}
     alone = DomainModule(**settings)
     assert alone.hparams.dropped_items == "propagated" and alone.hparams.isolated_nodes == "ego"
@@ -366,12 +344,8 @@ def test_text_channel_marks_the_cold_splits_new_items_and_folds_them_to_their_te
     new = torch.from_numpy(data.new_items)
     assert torch.allclose(folded[new], bridge.info.text_proj(bridge.info.item_text_features[new]))
     with pytest.raises(ValueError, match=r"model\.item_id_dropout > 0 needs model\.text_channel"):
-        BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, item_id_dropout=0.1,
-                     domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
-                     lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+        tiny_bridge(item_id_dropout=0.1)
     with pytest.raises(ValueError, match=r"model\.item_id_dropout must be in \[0, 1\), got 1.0"):
         _channel_bridge(item_id_dropout=1.0)
     with pytest.raises(ValueError, match=r"dropped_items=isolated needs model\.item_id_dropout > 0"):
-        BridgeModule(NUM_USERS, NUM_ITEMS, embedding_dim=8, text_channel=True,
-                     domain=lambda u, i, **kw: DomainModule(u, i, dropped_items="isolated", **kw),
-                     lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+        tiny_bridge({"encoder": "lightgcn", "dropped_items": "isolated"}, text_channel=True)

@@ -1,0 +1,22 @@
+"""What many tests build: a small co-training module that trains in seconds on a CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_bridge.models.bridge import BridgeModule
+from lightning_bridge.models.domain import DomainModule
+from lightning_bridge.models.lm import LMModule
+
+NUM_USERS, NUM_ITEMS = 40, 30
+
+
+def tiny_bridge(domain: dict[str, Any] | None = None, lm: dict[str, Any] | None = None, *,
+                num_users: int = NUM_USERS, num_items: int = NUM_ITEMS, **options: Any) -> BridgeModule:
+    """A BridgeModule over 8-wide shared tables: MF (or ``domain``'s settings) and a random 2-layer decoder
+    (or ``lm``'s settings); ``options`` are the bridge's own."""
+    domain_settings = {"encoder": "mf", **(domain or {})}
+    lm_settings = {"backbone": "tiny-decoder", "max_length": 160, **(lm or {})}
+    return BridgeModule(num_users, num_items, **{"embedding_dim": 8, **options},
+                        domain=lambda u, i, **kw: DomainModule(u, i, **domain_settings, **kw),
+                        lm=lambda u, i, **kw: LMModule(u, i, **lm_settings, **kw))
