@@ -41,6 +41,7 @@ from lightning_bridge.models.lm import LMModule
 from lightning_bridge.resume import (
     ApplyOptimizerSettings,
     check_data_changes,
+    check_resumable,
     data_changes,
     resume_plan,
     stopped_mid_epoch,
@@ -156,6 +157,8 @@ class BridgeCLI(LightningCLI):
         model = self.config[subcommand].model
         given, saved = plain(model), saved_model_config(checkpoint)
         fitting = subcommand == "fit"
+        if fitting:
+            check_resumable(checkpoint, path)
         ignore = DATA_LINKED + EVALUATION_KNOBS + (() if fitting else ("optimizer", "scheduler"))
         differences = config_differences(saved, given, ignore) if saved else []
         if differences and fitting:

@@ -120,6 +120,16 @@ def check_data_changes(changes: list[tuple[str, Any, Any]], allowed: bool, mid_e
                 "on: %s", where, "; ".join(described(c) for c in changes))
 
 
+def check_resumable(checkpoint: dict[str, Any], where: str) -> None:
+    """A resumed fit continues the checkpoint's training state: a file without one (weights only, e.g. the
+    domain half written by ``export domain``, or edited) would silently restart the optimizer or the loops."""
+    missing = [key for key in ("optimizer_states", "loops") if not checkpoint.get(key)]
+    if missing:
+        raise CheckpointError(f"{where}: holds no training state to resume ({' and '.join(missing)} missing or "
+                              "empty): test it, or start a new run from its weights (model.warm_start_checkpoint "
+                              "for co-training)")
+
+
 def stopped_mid_epoch(checkpoint: dict[str, Any]) -> bool:
     """Whether a checkpoint was written inside an epoch (a resumed run finishes that epoch first)."""
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})

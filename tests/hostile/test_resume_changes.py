@@ -104,3 +104,14 @@ def test_a_mid_epoch_checkpoint_refuses_new_batch_settings(in_tmp):
                           "--allow_config_changes", "true", "--data.init_args.batch_size", "32")
     assert status == 1 and "last.ckpt: was written inside an epoch, whose position is counted in batches of the " \
                            "old settings" in message and "data.batch_size: 64 in the checkpoint, 32 now" in message
+
+
+@pytest.mark.parametrize("missing", ["optimizer_states", "loops"])
+def test_a_checkpoint_without_training_state_is_not_resumed(run_copy, missing):
+    checkpoint = torch.load(run_copy / "checkpoints" / "last.ckpt", weights_only=True)
+    del checkpoint[missing]
+    path = run_copy.parent / "weights_only.ckpt"
+    torch.save(checkpoint, path)
+    status, message = cli("fit", "--config", str(run_copy / "config.yaml"), "--ckpt_path", str(path),
+                          "--trainer.max_epochs", "5")
+    assert status == 1 and f"{path}: holds no training state to resume ({missing} missing or empty)" in message
