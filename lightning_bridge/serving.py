@@ -191,6 +191,9 @@ def _texts(path: Path, num_users: int, num_items: int) -> dict[str, list[str | N
             found = len(value) if isinstance(value, list) else type(value).__name__
             raise ExportIntegrityError(f"{path}: {key} must list one entry per row of id_maps.json ({count}), "
                                        f"found {found}")
+        wrong = next((k for k, entry in enumerate(value) if entry is not None and not isinstance(entry, str)), None)
+        if wrong is not None:
+            raise ExportIntegrityError(f"{path}: {key}[{wrong}] must be a text or null, found {value[wrong]!r}")
     return texts
 
 

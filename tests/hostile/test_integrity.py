@@ -134,6 +134,8 @@ INCONSISTENT = [
      r"info_sharing.safetensors: not a readable safetensors file \(truncated or damaged"),
     ("texts", "texts.json", lambda p: _edit_json(p, lambda v: v["item_titles"].pop()),
      r"texts.json: item_titles must list one entry per row of id_maps.json \(40\), found 39"),
+    ("text_type", "texts.json", lambda p: _edit_json(p, lambda v: v["item_text"].__setitem__(4, 7)),
+     r"texts.json: item_text\[4\] must be a text or null, found 7"),
 ]
 
 
