@@ -126,13 +126,13 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts as ``{"init_args.optimizer.class_path": ..., ...}``."""
     if not isinstance(config, dict):
         return {prefix.rstrip("."): config}
     flat = {}
     for key, value in config.items():
-        flat.update(_flatten(value, f"{prefix}{key}."))
+        flat.update(flatten(value, f"{prefix}{key}."))
     return flat
 
 
@@ -144,7 +144,7 @@ def setting_changes(saved: dict[str, Any], given: dict[str, Any], ignore: tuple[
     A changed ``class_path`` is one difference: the arguments below it are not compared. Keys named in
     ``ignore`` (their last component, or a prefix such as ``init_args.optimizer``) are skipped.
     """
-    old, new = _flatten(plain(saved)), _flatten(plain(given))
+    old, new = flatten(plain(saved)), flatten(plain(given))
     changed_classes = [k.removesuffix("class_path") for k in old
                        if k.endswith("class_path") and k in new and old[k] != new[k]]
     missing = object()

@@ -21,10 +21,12 @@ KEY = "dataset_fingerprint"
 # the data module's settings that decide what is train, validation and test (beside the data itself)
 PROTOCOL = ("split", "ratios", "ratio_order", "rating_threshold", "max_train_per_user", "new_item_fraction", "seed")
 PARTS = ("train", "valid", "test")
-# data module settings that change neither the data nor its split
-NOT_DATA = ("_instantiator", "num_workers", "eval_batch_size", "cache_dir", "export_split_to", "batch_size",
-            "lm_batch_size", "sequence_batch_size", "history_len", "lm_examples_per_user", "text_batch_size",
-            "text_sampling_power", "negatives")
+# the data module's settings that shape training batches, not the data or its split (a resume applies them)
+DATA_TRAINING = ("batch_size", "lm_batch_size", "sequence_batch_size", "history_len", "lm_examples_per_user",
+                 "text_batch_size", "text_sampling_power", "negatives", "seed")
+# data module settings that change neither the data nor its split (the seed may: PROTOCOL names it where)
+NOT_DATA = ("_instantiator", "num_workers", "eval_batch_size", "cache_dir", "export_split_to",
+            *(k for k in DATA_TRAINING if k != "seed"))
 MAX_STORED_ID_CHARS = 4_000_000  # the raw ids themselves are kept (to name differences) up to this size
 SHOWN = 5
 

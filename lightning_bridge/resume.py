@@ -23,7 +23,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from lightning_bridge.checkpoints import CheckpointError, described
+from lightning_bridge.checkpoints import CheckpointError, described, flatten, plain
+from lightning_bridge.fingerprint import DATA_TRAINING
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,6 @@ APPLIED_BY_THE_MODEL = (
 # model settings that end up in the optimizer's parameter groups: setting -> the group key it sets
 GROUP_KEYS = {"info_lr": "lr", "head_lr": "lr", "info_weight_decay": "weight_decay"}
 LEARNING_RATES = ("lr", "info_lr", "head_lr")
-# the data module's settings that shape training batches (the split's settings are the fingerprint's)
-DATA_TRAINING = ("batch_size", "lm_batch_size", "sequence_batch_size", "history_len", "lm_examples_per_user",
-                 "text_batch_size", "text_sampling_power", "negatives", "seed")
 SIDES = ("domain", "lm")  # a co-training run's optimizers, in order
 
 
@@ -62,8 +60,8 @@ def resume_plan(changes: list[tuple[str, Any, Any]], given: dict[str, Any], wher
                 ) -> dict[int | None, set[str]]:
     """Refuses (naming each) the model ``changes`` a resumed run cannot apply; returns which optimizer (its
     index, None: every one) must have which parameter-group keys written back from the config."""
-    scheduled = {key.removesuffix("scheduler") for key, value in _flat(given).items()
-                 if key.endswith("scheduler") and value is not None}
+    scheduled = {key.split("scheduler")[0] for key, value in flatten(plain(given)).items()
+                 if value is not None and (key.endswith(".scheduler") or ".scheduler." in key)}
     refused, plan = [], {}
     for change in changes:
         key = change[0]
@@ -81,18 +79,6 @@ def resume_plan(changes: list[tuple[str, Any, Any]], given: dict[str, Any], wher
             + "\nResume with the checkpoint's values (the run's config.yaml), or start a new run from its weights "
             "(model.warm_start_checkpoint for co-training).")
     return plan
-
-
-def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(config, dict):
-        return {prefix.rstrip("."): config}
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and "class_path" in value and key == "scheduler":
-            flat[f"{prefix}{key}"] = value  # a configured scheduler, as one value
-        else:
-            flat.update(_flat(value, f"{prefix}{key}."))
-    return flat
 
 
 def data_changes(saved: dict[str, Any] | None, current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
