@@ -119,7 +119,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             raise ValueError("model.domain.init_args.dropped_items=isolated needs model.item_id_dropout > 0: "
                              "without it no item is ever dropped out")
         if text_channel:  # the LM's pooled states are its final hidden states, as wide as its output projection
-            self.info.add_text_channel(self.lm.recommender.network.out_proj.in_features, item_id_dropout)
+            self.info.add_text_channel(self.lm.recommender.text_dim, item_id_dropout)
         self._text_channel_epoch: int | None = None  # the epoch whose start last encoded the item texts
         if warm_start_checkpoint:
             self.warm_start_from(warm_start_checkpoint)
@@ -211,7 +211,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         """The text channel's features: the LM's pooled representation of every item's text, now (the LM must
         be attached to the data). Returns the items that have text and their pooled states."""
         lm = self.lm.recommender
-        items = torch.tensor([i for i, text in enumerate(lm.prompts.item_texts) if text], device=self.device)
+        items = lm.items_with_text()
         states = lm.encode_texts(ITEM, items, project=False)
         self.info.set_item_text_features(states, items)
         self._text_channel_epoch = epoch

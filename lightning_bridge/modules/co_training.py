@@ -31,11 +31,10 @@ class TextAnchor:
         if pooled is not None:
             ids, states = pooled
             with torch.no_grad():
-                queries[ids] = lm.network.out_proj(states).float()
+                queries[ids] = lm.project(states).float()
             return cls(epoch, queries)
-        has_text = [i for i, text in enumerate(lm.prompts.item_texts) if text] if lm.prompts else []
-        if has_text:
-            ids = torch.tensor(has_text, device=lm.device)
+        ids = lm.items_with_text()
+        if len(ids):
             queries[ids] = lm.encode_texts(ITEM, ids).float()
         return cls(epoch, queries)
 

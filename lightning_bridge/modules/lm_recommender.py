@@ -66,6 +66,20 @@ class LMRecommender(nn.Module):
         self.prompts = PromptBuilder(self.tokenizer, self.network.id_token_id, data.item_text, data.user_text,
                                      self.template, self.max_length, self.max_item_tokens, self.item_separator)
 
+    @property
+    def text_dim(self) -> int:
+        """Width of the LM's pooled states: what ``encode_texts(..., project=False)`` returns."""
+        return self.network.out_proj.in_features
+
+    def items_with_text(self) -> torch.Tensor:
+        """Ids of the attached data's items that have text (none before ``attach``)."""
+        texts = self.prompts.item_texts if self.prompts else []
+        return torch.tensor([i for i, text in enumerate(texts) if text], dtype=torch.long, device=self.device)
+
+    def project(self, states: torch.Tensor) -> torch.Tensor:
+        """Pooled states into InfoSharing's space, as ``encode_texts`` projects them."""
+        return self.network.out_proj(states)
+
     def _built_prompts(self) -> PromptBuilder:
         if self.prompts is None:
             raise RuntimeError("LMRecommender.attach must run before prompts can be built")
