@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_bridge.artefacts import export_checkpoints
-from lightning_bridge.checkpoints import read_checkpoint
+from lightning_bridge.checkpoints import check_finite_weights, read_checkpoint
 from lightning_bridge.class_registry import resolve
 from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
@@ -39,6 +39,7 @@ def default_folder(checkpoint: str | Path) -> Path:
 def export_artefacts(checkpoint: str, lm_checkpoint: str | None = None, out: str | None = None) -> Path:
     """The ``artefacts`` command: the models of ``checkpoint`` (the LM from ``lm_checkpoint`` if given)."""
     saved = read_checkpoint(checkpoint)  # the one read of the file: everything below uses it
+    check_finite_weights(saved, checkpoint)
     data = data_from_checkpoint(saved, checkpoint)
     check_fingerprint(saved.get(FINGERPRINT_KEY), dataset_fingerprint(data), checkpoint)
     kind = saved["hyper_parameters"].get("_class_path", "")
@@ -51,6 +52,7 @@ def export_artefacts(checkpoint: str, lm_checkpoint: str | None = None, out: str
     read = {checkpoint: saved}
     if lm_checkpoint and lm_checkpoint != checkpoint:
         read[lm_checkpoint] = read_checkpoint(lm_checkpoint)
+        check_finite_weights(read[lm_checkpoint], lm_checkpoint)
         check_fingerprint(read[lm_checkpoint].get(FINGERPRINT_KEY), dataset_fingerprint(data), lm_checkpoint)
     folder = Path(out) if out else default_folder(checkpoint)
     # one writer at a time: a run's own export is written under its run folder's lock (fit holds it too)

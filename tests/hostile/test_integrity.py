@@ -184,3 +184,17 @@ def test_a_damaged_lm_head_is_named_with_or_without_the_manifest(in_tmp):
     (folder / MANIFEST).unlink()
     with pytest.raises(ExportIntegrityError, match=rf"^{head}: not a readable safetensors file"):
         load_recommender(folder)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_not_exported(run_copy):
+    from lightning_bridge.checkpoints import CheckpointError
+    from lightning_bridge.export import main as export_main
+
+    checkpoint = torch.load(run_copy / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["state_dict"]["recommender.info.item.weight"][0, 0] = float("inf")
+    path = run_copy.parent / "inf.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=rf"^{path}: holds non-finite weights: recommender.info.item.weight "
+                                              r"\(1 of 640 values\)"):
+        export_main(["artefacts", str(path), "--out", str(run_copy.parent / "out")])
+    assert not (run_copy.parent / "out").exists()
