@@ -198,10 +198,24 @@ def claim_verdicts(plan: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str
     return verdicts
 
 
+def kept_warm_start(plan: dict[str, Any], results: Results) -> str:
+    """How often co-training handed back its warm start: the moonshot treatment's best checkpoint was the
+    step-0 candidate (the warm start) because no co-training validation rose above it."""
+    treatments = {c["treatment"] for c in plan["comparisons"] if c.get("moonshot")}
+    kept = [report["checkpoint"].endswith("-step=0.ckpt") for r in results.records
+            for name, report in r["reports"].items() if name in treatments]
+    if not kept:
+        return ""
+    return (f"In {sum(kept)} of {len(kept)} {'/'.join(sorted(treatments))} runs no co-training validation rose "
+            "above the warm start, so the domain model co-training handed back was its warm start (D1).")
+
+
 def moonshot(plan: dict[str, Any], rows: list[dict[str, Any]], results: Results) -> list[str]:
     """The moonshot's parts: the new-item and sparse-user claims, and the overall guard against D0."""
     verdicts = claim_verdicts(plan, rows)
     parts = [f"- {c['name']}: **{verdicts[c['name']]}**" for c in plan["comparisons"] if c.get("moonshot")]
+    if kept_warm_start(plan, results):
+        parts.append(f"- {kept_warm_start(plan, results)}")
     guard = plan["guard"]
     for setting in guard["settings"]:
         found = compare(results, setting, guard["metric"], guard["treatment"], guard["control"], 200)
@@ -365,6 +379,11 @@ def readme_block(plan: dict[str, Any], results: Results, pending: list[tuple[str
                  for r in rows if r["claim"] is claim and r["result"]]
         lines.append(f"| {claim['name']} | {claim['setting']}, {claim['metric']} | {verdicts[claim['name']]} | "
                      f"{', '.join(gains) or '–'} |")
+    moonshot_verdicts = {verdicts[c["name"]] for c in plan["comparisons"] if c.get("moonshot")}
+    status = ("met" if moonshot_verdicts == {"supported"} else "refuted" if "refuted" in moonshot_verdicts
+              else "not met so far")
+    lines += ["", f"The moonshot (B-full at least 10% above the better of D1 and D2 on new items and on the "
+              f"sparsest users): **{status}**. {kept_warm_start(plan, results)}"]
     return "\n".join(lines)
 
 

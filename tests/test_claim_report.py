@@ -73,7 +73,8 @@ def _write_run(root: Path, setting: str, arm: str, seed: int, reports: dict[str,
                                  "hr@10": int(value > 0), "new_item_ndcg@10": "", "new_item_hr@10": ""})
     metrics = {name: {"test": {"ndcg@10": float(v.mean()), "hr@10": float((v > 0).mean()),
                                "sparse_ndcg@10": float(v[sparse].mean()),
-                               "sparse_hr@10": float((v[sparse] > 0).mean())}, "best_val": 0.05}
+                               "sparse_hr@10": float((v[sparse] > 0).mean())}, "best_val": 0.05,
+                      "checkpoint": f"{setting}/{arm}/seed{seed}/checkpoints/best-epoch=3-step=40.ckpt"}
                for name, v in reports.items()}
     return {"setting": setting, "arm": arm, "seed": seed, "reports": metrics, "steps": {"global": 10},
             "wall_s": 60.0, "cpu_s": 60.0, "threads": 1, "per_user": str(path), "code": "abc"}
@@ -116,6 +117,7 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
     page = render(plan, results, pending=[])
     assert "| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | B_full | D1 | 5 |" in page
     assert "| domain gains from co-training on the sparsest users | **supported** |" in page
+    assert "In 0 of 5 B_full runs no co-training validation rose above the warm start" in page
     plan["comparisons"] += [{**plan["comparisons"][0], "name": "with C", "controls": ["D1", "D2", "C"]},
                             {**plan["comparisons"][0], "name": "on cold", "setting": "cold"}]
     page = render(plan, results, pending=[])
