@@ -33,6 +33,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: clock ticks since boot, field 22 of /proc/<pid>/stat), so that a
+    pid reused by another process after a crash or a restart is not taken for the lock's holder; None where
+    the system does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the command name, in parentheses, may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
 class RunFolderLock:
     """The lock of ``folder``: :meth:`acquire` it before writing, :meth:`release` it when done."""
 
@@ -52,7 +64,10 @@ class RunFolderLock:
     def _is_stale(self, holder: dict[str, Any]) -> bool:
         if holder.get("host") != socket.gethostname():
             return False  # a process on another machine cannot be asked whether it still runs
-        return holder["pid"] == os.getpid() or not _alive(holder["pid"])
+        if holder["pid"] == os.getpid() or not _alive(holder["pid"]):
+            return True
+        started = _started(holder["pid"])
+        return holder.get("started") is not None and started is not None and started != holder["started"]
 
     def acquire(self) -> None:
         """Takes the lock; raises :class:`RunFolderBusyError` when a live process holds it."""
@@ -67,7 +82,7 @@ class RunFolderLock:
                 self._take_over(holder)
                 continue
             with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": _started(os.getpid()),
                            "since": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
             self.held = True
             return
@@ -83,7 +98,8 @@ class RunFolderLock:
             return  # another process took it over first; the next attempt sees its lock
         aside.unlink(missing_ok=True)
         log.warning("%s: took over the lock of process %d (since %s), which no longer runs: it was killed or "
-                    "crashed; this run writes the folder now", self.path, holder["pid"], holder.get("since", "?"))
+                    "crashed (or its pid now belongs to another process); this run writes the folder now", self.path,
+                    holder["pid"], holder.get("since", "?"))
 
     def _busy_message(self, holder: dict[str, Any] | None) -> str:
         if holder is None:

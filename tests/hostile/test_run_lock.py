@@ -20,8 +20,8 @@ from lightning_bridge.class_registry import register_class
 from lightning_bridge.run_lock import LOCK_NAME, RunFolderBusyError, RunFolderLock
 
 
-def _lock_for(run, pid: int, host: str | None = None) -> None:
-    (run / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
+def _lock_for(run, pid: int, host: str | None = None, started: str | None = None) -> None:
+    (run / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": started,
                                              "since": "2026-01-01 00:00:00"}))
 
 
@@ -65,7 +65,8 @@ def test_a_killed_runs_lock_is_taken_over_and_said(run_copy, caplog):
     with caplog.at_level(logging.WARNING):
         assert _resume(run_copy) == (0, "")
     assert f"{run_copy / LOCK_NAME}: took over the lock of process {dead} (since 2026-01-01 00:00:00), which no " \
-           "longer runs: it was killed or crashed; this run writes the folder now" in caplog.text
+           "longer runs: it was killed or crashed (or its pid now belongs to another process); this run writes " \
+           "the folder now" in caplog.text
     assert not (run_copy / LOCK_NAME).exists()  # released at the end
     assert torch.load(run_copy / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 4
 
@@ -152,3 +153,13 @@ def test_a_failed_predict_leaves_the_previous_predictions_whole(tmp_path):
     writer.on_predict_epoch_end(trainer, None)
     assert out.read_text() == "user_id\trank\titem_id\tscore\ttitle\n1\t1\t2\t0.5\t\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["top.tsv"]
+
+
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_taken_over(tmp_path, live_process, caplog):
+    """After a crash and a restart the lock's pid may be a live process that is not the run: its start time
+    tells them apart."""
+    _lock_for(tmp_path, live_process, started="1")
+    with caplog.at_level(logging.WARNING):
+        RunFolderLock(tmp_path).acquire()
+    assert f"took over the lock of process {live_process}" in caplog.text
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
