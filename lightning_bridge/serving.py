@@ -157,11 +157,11 @@ def _new_users(history: Sequence[str] | None, histories: Mapping[str, Sequence[s
     if histories is not None and not isinstance(histories, Mapping):
         raise TypeError(f"histories must map each new user's label to their items, got {type(histories).__name__}")
     new = [] if history is None else [NewUser(NEW_USER, id_list(history, "history", repeats=True))]
-    for label, items in (histories or {}).items():
-        if str(label) == NEW_USER and history is not None:
+    labels = id_list(list(histories or {}), "histories' labels") if histories else []  # 1 and "1" are one label
+    for label, items in zip(labels, (histories or {}).values(), strict=True):
+        if label == NEW_USER and history is not None:
             raise ValueError(f"histories[{label!r}]: the label {NEW_USER!r} is history's; give this user another")
-        new.append(NewUser(id_list([label], "histories' labels")[0],
-                           id_list(items, f"histories[{label!r}]", repeats=True)))
+        new.append(NewUser(label, id_list(items, f"histories[{label!r}]", repeats=True)))
     return new
 
 

@@ -36,6 +36,12 @@ BAD_CALLS = [
     ("nul_in_history", {"history": ["1", "2\x00"]}, ValueError,
      "history[1]: id '2\\x00' has a control character (U+0000 NUL) at its end"),
     ("float_id", {"user_ids": [12.0]}, TypeError, "user_ids[0]: expected an id (a string or a whole number), got 12.0"),
+    ("same_label_twice", {"histories": {1: ["1"], "1": ["2"]}}, ValueError,
+     "histories' labels[1]: id '1' is given twice (first as histories' labels[0])"),
+    ("label_of_history", {"history": ["1"], "histories": {"history": ["2"]}}, ValueError,
+     "histories['history']: the label 'history' is history's; give this user another"),
+    ("histories_list", {"histories": [["1"]]}, TypeError,
+     "histories must map each new user's label to their items, got list"),
 ]
 
 
