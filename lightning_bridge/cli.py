@@ -430,8 +430,8 @@ def export_sides(model: L.LightningModule, best: dict[str, str], last: str) -> d
 
 def saved_configs(args: list[str] | tuple[str, ...]) -> list[Path]:
     """The ``--config`` files among ``args`` that a run saved into its own folder."""
-    given = [b for a, b in itertools.pairwise(args) if a == "--config"]
-    given += [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
+    given = [b for a, b in itertools.pairwise(args) if a in ("--config", "-c")]
+    given += [a.split("=", 1)[1] for a in args if a.startswith(("--config=", "-c="))]
     return [Path(g) for g in given if Path(g).is_file() and is_run_folder(Path(g).resolve().parent)]
 
 

@@ -86,12 +86,14 @@ def test_export_commands_refuse_a_planted_class(planted, run_copy, in_tmp, where
     assert _never_ran(planted) and not (in_tmp / "out").exists() and not (in_tmp / "d.ckpt").exists()
 
 
-def test_a_run_folders_saved_config_naming_a_planted_class_is_refused(planted, run_copy):
+@pytest.mark.parametrize("flag", ["--config", "-c", "--config="])
+def test_a_run_folders_saved_config_naming_a_planted_class_is_refused(planted, run_copy, flag):
     config = run_copy / "config.yaml"
     saved = yaml.safe_load(config.read_text())
     saved["model"]["class_path"] = EVIL
     config.write_text(yaml.safe_dump(saved))
-    status, message = cli("test", "--config", str(config), "--ckpt_path", str(run_copy / "checkpoints" / "last.ckpt"))
+    given = [f"{flag}{config}"] if flag.endswith("=") else [flag, str(config)]
+    status, message = cli("test", *given, "--ckpt_path", str(run_copy / "checkpoints" / "last.ckpt"))
     assert status == 1 and f"{config} (a config saved by a run;" in message and f"names the class {EVIL!r}" in message
     assert _never_ran(planted)
 
