@@ -5,8 +5,9 @@ never chooses which Python module is imported (jsonargparse would import whateve
 
 The table holds the project's own models, data modules, callbacks and strategies, torch's optimizers and
 schedulers, the public classes of Lightning's loggers, callbacks, strategies, accelerators, plugins and
-profilers, and whatever a user registers with :func:`register_class` (their own model or data
-module, before loading its checkpoints). Building it imports nothing a file names.
+profilers, the classes the user's own config names (imported by it already, :func:`register_configured`),
+and whatever a user registers with :func:`register_class` (their own model or data module, before loading
+its checkpoints in Python). Building it imports nothing a file names.
 """
 
 from __future__ import annotations
