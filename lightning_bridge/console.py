@@ -26,7 +26,7 @@ NOISE_WARNINGS = (
     # transformers deprecates the name that peft's LoRA wrapper still reads; nothing here calls it, and the
     # behaviour behind both names is the same.
     (r"`is_gradient_checkpointing` is deprecated", FutureWarning),
-    # Lightning's own pytree helper calls a torch API torch has renamed; the result is unchanged.
+    # Lightning's own pytree utility calls a torch API torch has renamed; the result is unchanged.
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", Warning),
     # TrainingCurves (training_log.py) writes every loss at least once per epoch whatever its length, so a
     # short epoch loses no training curve.

@@ -1,9 +1,11 @@
-"""What many tests build: a small co-training module that trains in seconds on a CPU."""
+"""What many tests build: a small co-training module that trains in seconds on a CPU, and the CLI driven
+in-process as the shell would run it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from lightning_bridge.cli import main
 from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
@@ -20,3 +22,14 @@ def tiny_bridge(domain: dict[str, Any] | None = None, lm: dict[str, Any] | None 
     return BridgeModule(num_users, num_items, **{"embedding_dim": 8, **options},
                         domain=lambda u, i, **kw: DomainModule(u, i, **domain_settings, **kw),
                         lm=lambda u, i, **kw: LMModule(u, i, **lm_settings, **kw))
+
+
+def cli(*args: str) -> tuple[int, str]:
+    """Runs ``main.py`` in-process: (the exit status the shell would see, the error message)."""
+    try:
+        main(list(args))
+    except SystemExit as exit_:
+        return (exit_.code if isinstance(exit_.code, int) else 1), str(exit_)
+    except Exception as err:  # an uncaught exception ends python with status 1
+        return 1, f"{type(err).__name__}: {err}"
+    return 0, ""

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from builders import cli
 from conftest import CONFIGS
 from slow_steps import SlowSteps
 
@@ -34,17 +35,6 @@ TINY = str(CONFIGS / "tiny_domain.yaml")
 TINY_BRIDGE = str(CONFIGS / "tiny_bridge.yaml")
 ATOMIC = "lightning_bridge.data.datamodule.AtomicFilesDataModule"
 HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
-
-
-def cli(*args: str) -> tuple[int, str]:
-    """Runs ``main.py`` in-process: (the exit status the shell would see, the error message)."""
-    try:
-        main(list(args))
-    except SystemExit as exit_:
-        return (exit_.code if isinstance(exit_.code, int) else 1), str(exit_)
-    except Exception as err:  # an uncaught exception ends python with status 1
-        return 1, f"{type(err).__name__}: {err}"
-    return 0, ""
 
 
 def inter_rows(users: int = 6, per_user: int = 5, items: int = 10) -> list[str]:

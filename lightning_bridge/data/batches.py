@@ -142,7 +142,7 @@ class BPRTriples(Dataset):
 
 
 class UserHistories:
-    """Each user's items in time order, as CSR arrays, with helpers to cut padded histories."""
+    """Each user's items in time order, as CSR arrays, with the methods that cut padded histories."""
 
     def __init__(self, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, num_users: int) -> None:
         order = np.lexsort((np.arange(len(users)), timestamps, users))

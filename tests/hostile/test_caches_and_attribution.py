@@ -8,7 +8,8 @@ import logging
 
 import numpy as np
 import pytest
-from hostile_helpers import TINY, TINY_BRIDGE, TINY_LM, cli
+from builders import cli
+from hostile_common import TINY, TINY_BRIDGE, TINY_LM
 
 from lightning_bridge.data.datamodule import AtomicFilesDataModule
 

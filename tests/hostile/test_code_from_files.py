@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hostile_helpers import TINY, cli
+from builders import cli
+from hostile_common import TINY
 
 from lightning_bridge.class_registry import (
     UnregisteredClassError,
@@ -145,16 +146,16 @@ def test_every_class_a_shipped_config_names_is_registered():
 def test_a_model_class_of_ones_own_named_by_ones_config_loads_its_checkpoints(in_tmp, monkeypatch):
     """The user's own config imported the class already: its checkpoint naming it chooses no new code."""
     monkeypatch.setattr("lightning_bridge.class_registry._REGISTERED", {})
-    own = ("--model", "hostile_helpers.OwnDomainModule")
+    own = ("--model", "hostile_common.OwnDomainModule")
     assert cli("fit", "--config", TINY, *own, "--trainer.max_epochs", "1") == (0, "")
     checkpoint = in_tmp / "logs" / "run" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["hyper_parameters"]["_class_path"] == \
-        "hostile_helpers.OwnDomainModule"
+        "hostile_common.OwnDomainModule"
     monkeypatch.setattr("lightning_bridge.class_registry._REGISTERED", {})
     assert cli("test", "--config", TINY, *own, "--ckpt_path", str(checkpoint)) == (0, "")
     monkeypatch.setattr("lightning_bridge.class_registry._REGISTERED", {})
     status, message = cli("test", "--config", TINY, "--ckpt_path", str(checkpoint))
-    assert status == 1 and "names the class 'hostile_helpers.OwnDomainModule', which is not one of" in message
+    assert status == 1 and "names the class 'hostile_common.OwnDomainModule', which is not one of" in message
 
 
 @pytest.mark.parametrize("config", [

@@ -6,7 +6,8 @@ file and line; requests name the argument or file:line (test_requests.py); expor
 from __future__ import annotations
 
 import pytest
-from hostile_helpers import TINY, cli
+from builders import cli
+from hostile_common import TINY
 
 from lightning_bridge.data.ids import id_problem
 

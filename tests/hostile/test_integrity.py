@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hostile_helpers import cli
+from builders import cli
 from safetensors.torch import load_file, save_file
 
 from lightning_bridge.manifest import MANIFEST, ExportIntegrityError
@@ -173,7 +173,7 @@ def test_a_checkpoint_with_malformed_entries_is_named(run_copy, edit, expected):
 
 
 def test_a_damaged_lm_head_is_named_with_or_without_the_manifest(in_tmp):
-    from hostile_helpers import TINY_LM
+    from hostile_common import TINY_LM
 
     assert cli("fit", "--config", TINY_LM) == (0, "")
     folder = in_tmp / "logs" / "run" / "version_0" / "export"

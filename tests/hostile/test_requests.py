@@ -6,7 +6,7 @@ users file exited 0 writing nothing, ``12#3`` predicted for ``12``, two historie
 from __future__ import annotations
 
 import pytest
-from hostile_helpers import cli
+from builders import cli
 
 from lightning_bridge.serving import load_recommender
 

@@ -8,7 +8,8 @@ import logging
 import pytest
 import torch
 import yaml
-from hostile_helpers import TINY, cli
+from builders import cli
+from hostile_common import TINY
 
 from lightning_bridge.checkpoints import CheckpointError
 from lightning_bridge.cli import main

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 import torch
-from hostile_helpers import TINY, cli
+from builders import cli
+from hostile_common import TINY
 from slow_steps import SlowSteps
 
 from lightning_bridge.class_registry import register_class

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hostile_helpers import cli
+from builders import cli
 
 from lightning_bridge.fingerprint import PROTOCOL
 
@@ -57,7 +57,7 @@ def test_the_fingerprint_records_every_protocol_setting_and_each_part(domain_run
 
 
 def test_a_warm_start_from_another_split_of_the_same_data_is_refused(in_tmp, domain_run):
-    from hostile_helpers import TINY_BRIDGE
+    from hostile_common import TINY_BRIDGE
 
     warm = domain_run / "checkpoints" / "last.ckpt"
     status, message = cli("fit", "--config", TINY_BRIDGE, "--data.init_args.num_users", "60",
