@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import sys
 import warnings
@@ -30,7 +29,13 @@ from lightning_bridge.checkpoints import (
     setting_changes,
 )
 from lightning_bridge.class_registry import check_class_paths, register_configured
-from lightning_bridge.console import ProgressLog, Verbosity, configure_console, ignore_evaluation_noise
+from lightning_bridge.console import (
+    ProgressLog,
+    Verbosity,
+    configure_console,
+    ignore_evaluation_noise,
+    summary_table,
+)
 from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.data.requests import PredictionRequest, check_k
 from lightning_bridge.figures import TestFigures
@@ -46,6 +51,7 @@ from lightning_bridge.resume import (
     resume_plan,
     stopped_mid_epoch,
 )
+from lightning_bridge.run_folders import RUN_CHECKPOINTS, is_run_folder, run_checkpoint, saved_configs
 from lightning_bridge.run_hparams import RunHparams
 from lightning_bridge.run_lock import RunFolderLock
 from lightning_bridge.training_log import TrainingCurves
@@ -53,7 +59,6 @@ from lightning_bridge.training_log import TrainingCurves
 log = logging.getLogger(__name__)
 # ckpt_path values that name no file: Lightning resolves them itself
 SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
-RUN_CHECKPOINTS = ("best", "last")  # looked up in the run folder of the given config.yaml
 DEFAULT_LOG_DIR = "logs"
 
 
@@ -428,70 +433,9 @@ def export_sides(model: L.LightningModule, best: dict[str, str], last: str) -> d
     return {side: path for side, path in sides.items() if path}
 
 
-def saved_configs(args: list[str] | tuple[str, ...]) -> list[Path]:
-    """The ``--config`` files among ``args`` that a run saved into its own folder."""
-    given = [b for a, b in itertools.pairwise(args) if a in ("--config", "-c")]
-    given += [a.split("=", 1)[1] for a in args if a.startswith(("--config=", "-c="))]
-    return [Path(g) for g in given if Path(g).is_file() and is_run_folder(Path(g).resolve().parent)]
-
-
-def is_run_folder(folder: Path) -> bool:
-    """Whether ``folder`` is a run's log folder (``<save_dir>/<name>/version_N``) that a fit wrote."""
-    fitted = (folder / "checkpoints").is_dir() or (folder / "hparams.yaml").is_file()
-    return fitted and (folder / "config.yaml").is_file()
-
-
-def run_checkpoint(name: str, configs: list, monitor: str | None) -> Path:
-    """``--ckpt_path last`` or ``best``: the run's ``checkpoints/last.ckpt``, or its best checkpoint by
-    ``monitor``, in the run folder that one of ``configs`` (the ``--config`` files) was saved in; an error
-    naming what was looked for otherwise."""
-    runs = [Path(str(c)).resolve().parent for c in configs]
-    run = next((folder for folder in runs if is_run_folder(folder)), None)
-    if run is None:
-        given = ", ".join(str(c) for c in configs) or "no --config"
-        raise CheckpointError(
-            f"--ckpt_path {name} looks in the run folder of the --config given, but {given} is not a run's "
-            f"config.yaml (a folder with config.yaml and checkpoints/). Pass --config <run>/config.yaml, or the "
-            f"checkpoint's path as --ckpt_path")
-    folder = run / "checkpoints"
-    if name == "last":
-        candidates = [folder / "last.ckpt"] if (folder / "last.ckpt").is_file() else []
-        looked_for = "last.ckpt"
-    else:  # the other model's best in co-training is best-<model>-...
-        others = ("best-domain-", "best-lm-")
-        candidates = [p for p in sorted(folder.glob("best-*.ckpt")) if not p.name.startswith(others)]
-        looked_for = f"one best-*.ckpt (the best by {monitor})"
-    if len(candidates) == 1:
-        return candidates[0]
-    found = ", ".join(sorted(p.name for p in folder.glob("*.ckpt"))) or "no checkpoint"
-    raise CheckpointError(f"--ckpt_path {name}: expected {looked_for} in {folder}, found {found}; pass the "
-                          "checkpoint's path as --ckpt_path")
-
-
 def monitored_side(checkpoint: ModelCheckpoint | None) -> str | None:
     """The model a checkpoint callback monitors ("domain" for ``domain/val/ndcg@10``), if any."""
     return checkpoint.monitor.split("/")[0] if checkpoint is not None and checkpoint.monitor else None
-
-
-SUMMARY_COLUMNS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "sparse_hr@10", "rare_ndcg@10",
-                   "new_item_ndcg@10", "new_item_catalogue_hr@10")
-
-
-def summary_table(metrics: dict, tested_at: dict[str, str], stage: str = "test") -> str:
-    """The headline ``stage`` metrics (``test`` or ``val``), one row per model that was evaluated, with the
-    checkpoint it was evaluated at (``tested_at``: model name -> checkpoint path; a model without its own is
-    evaluated at the first one). Group columns the data does not have (e.g. new items without the cold-start
-    protocol) are left out."""
-    fallback = next(iter(tested_at.values()), "")
-    models = [m for m in ("domain", "lm") if f"{m}/{stage}/ndcg@10" in metrics]
-    columns = [c for c in SUMMARY_COLUMNS if all(f"{m}/{stage}/{c}" in metrics for m in models)]
-    widths = [max(16, len(c) + 2) for c in columns]
-    rows = [f"{'model':<8}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)) + "  checkpoint"]
-    for model in models:
-        rows.append(f"{model:<8}" + "".join(f"{float(metrics[f'{model}/{stage}/{c}']):>{w}.4f}"
-                                             for c, w in zip(columns, widths, strict=True))
-                    + f"  {Path(tested_at.get(model, fallback)).name}")
-    return "\n".join(rows)
 
 
 def main(args: list[str] | None = None) -> BridgeCLI:

@@ -12,6 +12,7 @@ import re
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -167,3 +168,25 @@ class ProgressLog(Callback):
             early = any(isinstance(c, EarlyStopping) for c in trainer.callbacks)
             text += f", {'at most ' if early else ''}~{duration(left)} left"
         return text
+
+
+SUMMARY_COLUMNS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "sparse_hr@10", "rare_ndcg@10",
+                   "new_item_ndcg@10", "new_item_catalogue_hr@10")
+
+
+def summary_table(metrics: dict, tested_at: dict[str, str], stage: str = "test") -> str:
+    """The headline ``stage`` metrics (``test`` or ``val``), one row per model that was evaluated, with the
+    checkpoint it was evaluated at (``tested_at``: model name -> checkpoint path; a model without its own is
+    evaluated at the first one). Group columns the data does not have (e.g. new items without the cold-start
+    protocol) are left out."""
+    fallback = next(iter(tested_at.values()), "")
+    evaluated = [key.split("/")[0] for key in metrics if key.endswith(f"/{stage}/ndcg@10")]
+    models = sorted(set(evaluated), key=lambda m: (("domain", "lm").index(m) if m in ("domain", "lm") else 2, m))
+    columns = [c for c in SUMMARY_COLUMNS if all(f"{m}/{stage}/{c}" in metrics for m in models)]
+    widths = [max(16, len(c) + 2) for c in columns]
+    rows = [f"{'model':<8}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)) + "  checkpoint"]
+    for model in models:
+        rows.append(f"{model:<8}" + "".join(f"{float(metrics[f'{model}/{stage}/{c}']):>{w}.4f}"
+                                             for c, w in zip(columns, widths, strict=True))
+                    + f"  {Path(tested_at.get(model, fallback)).name}")
+    return "\n".join(rows)

@@ -7,7 +7,7 @@ import warnings
 from conftest import CONFIGS
 
 from lightning_bridge.cli import main
-from lightning_bridge.console import configure_console, duration
+from lightning_bridge.console import configure_console, duration, summary_table
 
 TINY = str(CONFIGS / "tiny_domain.yaml")
 PROGRESS = "lightning_bridge.console"
@@ -86,3 +86,11 @@ def test_known_noise_is_filtered_and_other_warnings_are_not():
 
 def test_durations_read_as_a_clock():
     assert [duration(s) for s in (0.4, 42, 185, 3725)] == ["0s", "42s", "3m05s", "1h02m"]
+
+
+def test_the_summary_has_a_row_for_every_evaluated_model_domain_and_lm_first():
+    metrics = {f"{model}/test/{metric}": value for model, value in (("content", 0.3), ("lm", 0.2), ("domain", 0.1))
+               for metric in ("ndcg@10", "hr@10")}
+    rows = summary_table(metrics, {"domain": "runs/best-epoch=3.ckpt"}).splitlines()
+    assert [row.split()[0] for row in rows] == ["model", "domain", "lm", "content"]
+    assert rows[3].split()[1:] == ["0.3000", "0.3000", "best-epoch=3.ckpt"]
