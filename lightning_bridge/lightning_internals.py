@@ -44,9 +44,11 @@ class LastCheckpointOnDemand(ModelCheckpoint):
             super()._save_last_checkpoint(trainer, monitor_candidates)
 
     def write_last(self, trainer: L.Trainer) -> None:
-        """Writes ``last.ckpt`` now, with the current monitored values."""
-        self._asked = True
+        """Writes ``last.ckpt`` now, with the current monitored values. Lightning skips any later save at a
+        step it has saved at; ``last.ckpt`` written before a validation at the same step (training stopped by
+        ``max_steps``) must not keep that validation's best from being saved, so the step is not recorded."""
+        self._asked, saved_at = True, self._last_global_step_saved
         try:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         finally:
-            self._asked = False
+            self._asked, self._last_global_step_saved = False, saved_at

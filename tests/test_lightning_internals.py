@@ -30,6 +30,32 @@ def test_the_private_methods_used_keep_their_signatures(owner, name, parameters)
     assert list(inspect.signature(getattr(owner, name)).parameters) == parameters
 
 
+def test_model_checkpoint_still_records_the_step_it_saved_at(tmp_path):
+    assert ModelCheckpoint(dirpath=tmp_path)._last_global_step_saved == 0
+
+
+def test_a_validation_at_the_step_training_stops_keeps_its_best(tmp_path):
+    """Training stopped by max_steps writes last.ckpt at that step, then validates: that validation's best is
+    still saved (before, Lightning skipped it as already saved at that step)."""
+    from lightning_bridge.callbacks import RunCheckpoint
+
+    checkpoint = RunCheckpoint(dirpath=tmp_path / "ckpt", monitor="train_steps", mode="max", save_last=True,
+                               filename="best-{step}")
+
+    class CountsSteps(DomainModule):
+        def on_validation_epoch_end(self) -> None:
+            super().on_validation_epoch_end()
+            self.log("train_steps", float(self.trainer.global_step))
+
+    trainer = L.Trainer(max_steps=6, val_check_interval=3, check_val_every_n_epoch=None, accelerator="cpu",
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=[checkpoint], default_root_dir=tmp_path)
+    trainer.fit(CountsSteps(40, 30, encoder="mf", embedding_dim=4),
+                datamodule=SyntheticDataModule(num_users=40, num_items=30, batch_size=16))
+    assert Path(checkpoint.best_model_path).name == "best-step=6.ckpt"
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
 def test_no_other_module_reaches_into_lightning_privately():
     package = Path(lightning_internals.__file__).parent
     private = ("._monitor_candidates", "._save_topk_checkpoint", "_save_last_checkpoint", "._get_file_writer",
