@@ -214,8 +214,9 @@ def moonshot(plan: dict[str, Any], rows: list[dict[str, Any]], results: Results)
     """The moonshot's parts: the new-item and sparse-user claims, and the overall guard against D0."""
     verdicts = claim_verdicts(plan, rows)
     parts = [f"- {c['name']}: **{verdicts[c['name']]}**" for c in plan["comparisons"] if c.get("moonshot")]
-    if kept_warm_start(plan, results):
-        parts.append(f"- {kept_warm_start(plan, results)}")
+    kept = kept_warm_start(plan, results)
+    if kept:
+        parts.append(f"- {kept}")
     guard = plan["guard"]
     for setting in guard["settings"]:
         found = compare(results, setting, guard["metric"], guard["treatment"], guard["control"], 200)
