@@ -98,7 +98,7 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
     import torch
 
     from lightning_bridge.cli import main as cli_main
-    from lightning_bridge.models.bridge import BridgeModule
+    from lightning_bridge.co_training.bridge import BridgeModule
     from lightning_bridge.models.domain import DomainModule
 
     run_dir = runs / setting / arm / f"seed{seed}"

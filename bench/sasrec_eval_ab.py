@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from domain_ml100k import ranking_loop
 
-import lightning_bridge.modules.sasrec as current
+import lightning_bridge.modules.domain.sasrec as current
 from lightning_bridge.cli import main as cli_main
 
 
 def load_old(rev: str):
-    source = subprocess.run(["git", "show", f"{rev}:lightning_bridge/modules/sasrec.py"], check=True,
+    source = subprocess.run(["git", "show", f"{rev}:lightning_bridge/modules/domain/sasrec.py"], check=True,
                             capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / "sasrec_old.py"
     path.write_text(source)

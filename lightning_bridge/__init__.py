@@ -11,7 +11,7 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 def __getattr__(name: str):
     """``lightning_bridge.load_recommender``, imported on first use: the package itself stays light."""
     if name == "load_recommender":
-        from lightning_bridge.serving import load_recommender
+        from lightning_bridge.serving.recommender import load_recommender
 
         return load_recommender
     raise AttributeError(f"module 'lightning_bridge' has no attribute {name!r}")

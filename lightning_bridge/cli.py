@@ -13,9 +13,13 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_bridge.artefacts import export_checkpoints
-from lightning_bridge.callbacks import RunCheckpoint, RunConfigSaver, StopOnNonFiniteLoss, TopKWriter
-from lightning_bridge.checkpoints import (
+from lightning_bridge.co_training.bridge import BridgeModule
+from lightning_bridge.data.datamodule import RecDataModule
+from lightning_bridge.data.requests import PredictionRequest, check_k
+from lightning_bridge.figures import TestFigures
+from lightning_bridge.models.lm import LMModule
+from lightning_bridge.run.callbacks import RunCheckpoint, RunConfigSaver, StopOnNonFiniteLoss, TopKWriter
+from lightning_bridge.run.checkpoints import (
     DATA_LINKED,
     EVALUATION_KNOBS,
     CheckpointError,
@@ -28,22 +32,20 @@ from lightning_bridge.checkpoints import (
     saved_model_config,
     setting_changes,
 )
-from lightning_bridge.class_registry import check_class_paths, register_configured
-from lightning_bridge.console import (
+from lightning_bridge.run.class_registry import check_class_paths, register_configured
+from lightning_bridge.run.console import (
     ProgressLog,
     Verbosity,
     configure_console,
     ignore_evaluation_noise,
     summary_table,
 )
-from lightning_bridge.data.datamodule import RecDataModule
-from lightning_bridge.data.requests import PredictionRequest, check_k
-from lightning_bridge.figures import TestFigures
-from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
-from lightning_bridge.fingerprint import check_fingerprint, check_sizes, dataset_fingerprint
-from lightning_bridge.models.bridge import BridgeModule
-from lightning_bridge.models.lm import LMModule
-from lightning_bridge.resume import (
+from lightning_bridge.run.fingerprint import KEY as FINGERPRINT_KEY
+from lightning_bridge.run.fingerprint import check_fingerprint, check_sizes, dataset_fingerprint
+from lightning_bridge.run.folders import RUN_CHECKPOINTS, is_run_folder, run_checkpoint, saved_configs
+from lightning_bridge.run.hparams import RunHparams
+from lightning_bridge.run.lock import RunFolderLock
+from lightning_bridge.run.resume import (
     ApplyOptimizerSettings,
     check_data_changes,
     check_resumable,
@@ -51,10 +53,8 @@ from lightning_bridge.resume import (
     resume_plan,
     stopped_mid_epoch,
 )
-from lightning_bridge.run_folders import RUN_CHECKPOINTS, is_run_folder, run_checkpoint, saved_configs
-from lightning_bridge.run_hparams import RunHparams
-from lightning_bridge.run_lock import RunFolderLock
-from lightning_bridge.training_log import TrainingCurves
+from lightning_bridge.run.training_log import TrainingCurves
+from lightning_bridge.serving.artefacts import export_checkpoints
 
 log = logging.getLogger(__name__)
 # ckpt_path values that name no file: Lightning resolves them itself
@@ -111,14 +111,14 @@ class BridgeCLI(LightningCLI):
                             help="After fit, test the best checkpoint and print its metrics")
         parser.add_argument("--export_after_fit", type=bool, default=True,
                             help="After fit, write the run's portable artefacts into <run>/export "
-                                 "(lightning_bridge.artefacts), each model from its best checkpoint")
+                                 "(lightning_bridge.serving.artefacts), each model from its best checkpoint")
         parser.add_argument("--allow_config_changes", type=bool, default=False,
                             help="Resume (fit --ckpt_path) with settings that differ from the checkpoint's, "
                                  "each applied: optimizer settings (written over the restored optimizer state; "
                                  "a learning rate under a scheduler is refused), what the model reads every "
                                  "step (regularisation, dropout, the schedule, loss weights), and training-batch "
                                  "settings of the data (not inside an epoch). Architecture, initialisation, "
-                                 "classes, the data and its split are refused (lightning_bridge.resume)")
+                                 "classes, the data and its split are refused (lightning_bridge.run.resume)")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Refuses a run folder's saved ``config.yaml`` that names an unregistered class before jsonargparse
@@ -388,7 +388,7 @@ class BridgeCLI(LightningCLI):
             return
         if any(Path(p).is_dir() for p in sides.values()):
             log.warning("export_after_fit: the checkpoints are sharded folders; consolidate one into a file and "
-                        "run `python -m lightning_bridge.export artefacts <checkpoint>`")
+                        "run `python -m lightning_bridge.serving.export artefacts <checkpoint>`")
             return
         self.exported = export_checkpoints(self.datamodule, sides, folder,
                                            metrics=getattr(self, "test_metrics", None))

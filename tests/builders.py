@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_bridge.cli import main
-from lightning_bridge.models.bridge import BridgeModule
+from lightning_bridge.co_training.bridge import BridgeModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
 

@@ -10,12 +10,12 @@ from conftest import CONFIGS, fit_in_own_folder
 from peft import PeftConfig
 
 from lightning_bridge import load_recommender
-from lightning_bridge.artefacts import model_from_checkpoint
 from lightning_bridge.cli import main
 from lightning_bridge.data.requests import PredictionRequest
-from lightning_bridge.export import main as export_main
-from lightning_bridge.modules.backbone import ID_TOKEN
-from lightning_bridge.modules.id_tokens import USER
+from lightning_bridge.modules.lm.backbone import ID_TOKEN
+from lightning_bridge.modules.lm.id_tokens import USER
+from lightning_bridge.serving.artefacts import model_from_checkpoint
+from lightning_bridge.serving.export import main as export_main
 
 BRIDGE, DOMAIN = str(CONFIGS / "tiny_bridge.yaml"), str(CONFIGS / "tiny_domain.yaml")
 

@@ -7,10 +7,10 @@ import warnings
 from conftest import CONFIGS
 
 from lightning_bridge.cli import main
-from lightning_bridge.console import configure_console, duration, summary_table
+from lightning_bridge.run.console import configure_console, duration, summary_table
 
 TINY = str(CONFIGS / "tiny_domain.yaml")
-PROGRESS = "lightning_bridge.console"
+PROGRESS = "lightning_bridge.run.console"
 
 
 def _lines(caplog, logger: str) -> list[str]:

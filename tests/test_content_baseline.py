@@ -9,7 +9,7 @@ from conftest import CONFIGS
 
 from lightning_bridge.cli import main
 from lightning_bridge.models.content import ContentModule
-from lightning_bridge.modules.id_tokens import ITEM
+from lightning_bridge.modules.lm.id_tokens import ITEM
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from lightning_bridge.data import batches as batches_module
 from lightning_bridge.data.batches import BPRTriples, EvalUsers, UserHistories
 from lightning_bridge.data.datamodule import SyntheticDataModule
 from lightning_bridge.models.domain import DomainModule
-from lightning_bridge.modules.domain_recommender import _squared_rows
-from lightning_bridge.modules.encoders import LightGCN, normalized_biadjacency
+from lightning_bridge.modules.domain.encoders import LightGCN, normalized_biadjacency
+from lightning_bridge.modules.domain.recommender import _squared_rows
 
 
 @pytest.fixture

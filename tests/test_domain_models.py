@@ -11,15 +11,15 @@ from conftest import CONFIGS
 from test_bridge import _assert_unseen_top_20, _changed_after_one_step
 
 from lightning_bridge import load_recommender
-from lightning_bridge.artefacts import model_from_checkpoint
 from lightning_bridge.cli import main
 from lightning_bridge.data.batches import SequenceWindows, UserHistories
 from lightning_bridge.data.datamodule import SyntheticDataModule
 from lightning_bridge.data.requests import PredictionRequest
-from lightning_bridge.models.checkpoints import export_domain
+from lightning_bridge.models.checkpoint_contents import export_domain
 from lightning_bridge.models.domain import DomainModule
-from lightning_bridge.modules.ncf import NeuMF
-from lightning_bridge.modules.sasrec import SASRec, check_histories, warn_about_order
+from lightning_bridge.modules.domain.ncf import NeuMF
+from lightning_bridge.modules.domain.sasrec import SASRec, check_histories, warn_about_order
+from lightning_bridge.serving.artefacts import model_from_checkpoint
 
 
 def test_neumf_catalogue_scores_equal_per_pair_scores():

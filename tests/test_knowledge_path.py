@@ -8,15 +8,15 @@ import pytest
 import torch
 from builders import NUM_ITEMS, NUM_USERS, tiny_bridge
 
-from lightning_bridge.callbacks import RunCheckpoint
+from lightning_bridge.co_training.bridge import BridgeModule
+from lightning_bridge.co_training.warm_start import WarmStartAsCandidate, warm_start_domain
 from lightning_bridge.data.datamodule import SyntheticDataModule
-from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
-from lightning_bridge.modules.id_tokens import ITEM
 from lightning_bridge.modules.info_sharing import InfoSharing, fold_text_channel
-from lightning_bridge.modules.prompts import PromptBuilder
-from lightning_bridge.warm_start import WarmStartAsCandidate, warm_start_domain
+from lightning_bridge.modules.lm.id_tokens import ITEM
+from lightning_bridge.modules.lm.prompts import PromptBuilder
+from lightning_bridge.run.callbacks import RunCheckpoint
 
 
 def _data(tmp_path, **kwargs) -> SyntheticDataModule:

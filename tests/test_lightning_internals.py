@@ -1,4 +1,4 @@
-"""Each private Lightning API the project uses (all of them in ``lightning_bridge.lightning_internals``), pinned
+"""Each private Lightning API the project uses (all of them in ``lightning_bridge.run.lightning_internals``), pinned
 against the installed Lightning: a release that moves one fails here, by name."""
 
 import inspect
@@ -10,15 +10,15 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_bridge import lightning_internals
 from lightning_bridge.data.datamodule import SyntheticDataModule
-from lightning_bridge.lightning_internals import (
+from lightning_bridge.models.domain import DomainModule
+from lightning_bridge.run import lightning_internals
+from lightning_bridge.run.lightning_internals import (
     LastCheckpointOnDemand,
     attached_trainer,
     offer_checkpoint,
     tensorboard_file_writer,
 )
-from lightning_bridge.models.domain import DomainModule
 
 
 @pytest.mark.parametrize(("owner", "name", "parameters"), [
@@ -37,7 +37,7 @@ def test_model_checkpoint_still_records_the_step_it_saved_at(tmp_path):
 def test_a_validation_at_the_step_training_stops_keeps_its_best(tmp_path):
     """Training stopped by max_steps writes last.ckpt at that step, then validates: that validation's best is
     still saved (before, Lightning skipped it as already saved at that step)."""
-    from lightning_bridge.callbacks import RunCheckpoint
+    from lightning_bridge.run.callbacks import RunCheckpoint
 
     checkpoint = RunCheckpoint(dirpath=tmp_path / "ckpt", monitor="train_steps", mode="max", save_last=True,
                                filename="best-{step}")

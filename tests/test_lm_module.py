@@ -11,12 +11,12 @@ from conftest import CONFIGS, fit_in_own_folder
 from peft import PeftModel
 
 from lightning_bridge.cli import main
-from lightning_bridge.models.checkpoints import complete_slim_state_dict, slim_state_dict
+from lightning_bridge.models.checkpoint_contents import complete_slim_state_dict, slim_state_dict
 from lightning_bridge.models.lm import LMModule
-from lightning_bridge.modules.backbone import ID_TOKEN, add_id_placeholder, load_backbone
-from lightning_bridge.modules.id_tokens import ITEM, USER, IDTokenLM
-from lightning_bridge.modules.prompts import PromptBuilder
-from lightning_bridge.modules.tiny import tiny_backbone
+from lightning_bridge.modules.lm.backbone import ID_TOKEN, add_id_placeholder, load_backbone
+from lightning_bridge.modules.lm.id_tokens import ITEM, USER, IDTokenLM
+from lightning_bridge.modules.lm.prompts import PromptBuilder
+from lightning_bridge.modules.lm.tiny import tiny_backbone
 
 TINY_LM = str(CONFIGS / "tiny_lm.yaml")
 ITEMS = ["apple", "banana", None, "cherry pie", "date"]
@@ -112,7 +112,7 @@ def test_special_tokens_and_padding(kind: str) -> None:
 
 
 def test_items_without_text_show_the_id_token_alone_and_are_counted(caplog) -> None:
-    with caplog.at_level(logging.INFO, logger="lightning_bridge.modules.prompts"):
+    with caplog.at_level(logging.INFO, logger="lightning_bridge.modules.lm.prompts"):
         prompts = builder()
     assert "1 of 5 items have no text" in caplog.text
     assert prompts.item_lengths()[2] == 0

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import CONFIGS
 
-from lightning_bridge.checkpoints import CheckpointError
 from lightning_bridge.cli import main
+from lightning_bridge.run.checkpoints import CheckpointError
 
 TINY = str(CONFIGS / "tiny_domain.yaml")
 

@@ -1,4 +1,4 @@
-"""python -m lightning_bridge.report: one table across runs, as markdown, CSV and PNG."""
+"""python -m lightning_bridge.evaluation.report: one table across runs, as markdown, CSV and PNG."""
 
 import csv
 import statistics
@@ -6,8 +6,8 @@ import statistics
 import pytest
 from conftest import CONFIGS
 
-from lightning_bridge import report
 from lightning_bridge.cli import main
+from lightning_bridge.evaluation import report
 
 TINY = str(CONFIGS / "tiny_domain.yaml")
 

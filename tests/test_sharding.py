@@ -1,4 +1,4 @@
-"""Fully sharded co-training (FSDP2 via lightning_bridge.sharding) against DDP, on 2 CPU processes (gloo)."""
+"""Fully sharded co-training (FSDP2 via lightning_bridge.co_training.fsdp) against DDP, on 2 CPU processes (gloo)."""
 
 import json
 import os
@@ -13,8 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import CONFIGS
 
-from lightning_bridge.models.sharded_training import FullyShardedCoTraining
-from lightning_bridge.sharding import average_replicated_grads, clip_grad_norm
+from lightning_bridge.co_training.fsdp import average_replicated_grads, clip_grad_norm
+from lightning_bridge.co_training.sharded import FullyShardedCoTraining
 
 TINY = str(CONFIGS / "tiny_bridge.yaml")
 CPU2 = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.max_epochs", "2"]

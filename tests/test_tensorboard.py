@@ -16,7 +16,7 @@ from lightning_bridge.cli import main
 from lightning_bridge.evaluation.metrics import TopKMetrics
 from lightning_bridge.evaluation.top_k import mask_scores
 from lightning_bridge.figures import PerUserMetrics, quintiles
-from lightning_bridge.run_hparams import flat_config
+from lightning_bridge.run.hparams import flat_config
 
 TINY_BRIDGE = str(CONFIGS / "tiny_bridge.yaml")
 

@@ -13,7 +13,6 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from lightning_bridge.cache import DEFAULT_CACHE
 from lightning_bridge.data.amazon import read_amazon
 from lightning_bridge.data.atomic import read_atomic
 from lightning_bridge.data.batches import (
@@ -26,7 +25,6 @@ from lightning_bridge.data.batches import (
     UserHistories,
     batches_done_this_epoch,
 )
-from lightning_bridge.data.cache import cached_read
 from lightning_bridge.data.contract import Side
 from lightning_bridge.data.delimited import read_delimited
 from lightning_bridge.data.download import ml1m_folder, ml100k_folder
@@ -39,9 +37,11 @@ from lightning_bridge.data.interactions import (
     ratio_split,
     write_recbole_benchmark,
 )
+from lightning_bridge.data.parsed_cache import cached_read
 from lightning_bridge.data.requests import PredictionRequest, request_dataset
 from lightning_bridge.data.sources import RawData, read_ml1m, read_ml100k
 from lightning_bridge.data.synthetic import synthetic_raw, synthetic_topics_raw
+from lightning_bridge.run.downloads import DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lightning_bridge.cache import DEFAULT_CACHE
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.models.lm import LMModule
-from lightning_bridge.modules.id_tokens import ITEM
+from lightning_bridge.modules.lm.id_tokens import ITEM
+from lightning_bridge.run.downloads import DEFAULT_CACHE
 
 
 class ContentModule(RankingEvaluation, L.LightningModule):

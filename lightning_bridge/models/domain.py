@@ -11,11 +11,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning_bridge.data.contract import Side
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
-from lightning_bridge.lazy_adam import lazy_optimizer
-from lightning_bridge.models.checkpoints import save_own_hyperparameters
-from lightning_bridge.modules.domain_recommender import LOSSES, DomainRecommender, Encoder, Loss, build_encoder
+from lightning_bridge.models.checkpoint_contents import save_own_hyperparameters
+from lightning_bridge.models.lazy_adam import lazy_optimizer
+from lightning_bridge.modules.domain.recommender import LOSSES, DomainRecommender, Encoder, Loss, build_encoder
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName, fold_text_channel, tables_for
-from lightning_bridge.training_log import log_training_loss
+from lightning_bridge.run.training_log import log_training_loss
 
 # the encoders whose loss reads only the batch's rows, and why the others cannot train with sparse gradients
 SPARSE_ENCODERS = ("mf", "ncf")
@@ -66,7 +66,7 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         dropout: SASRec's dropout, and NeuMF's between MLP layers.
         sparse_embeddings: a training step that costs O(batch) instead of O(users + items), for large
             catalogues: the batch's rows are looked up with sparse gradients and ``optimizer`` (Adam) becomes
-            ``LazyAdam``, which updates only those rows and their moments (``lightning_bridge/lazy_adam.py``).
+            ``LazyAdam``, which updates only those rows and their moments (``lightning_bridge/models/lazy_adam.py``).
             Only ``mf`` and ``ncf`` read just the batch's rows; LightGCN propagates over every row at every
             step, so its gradients are dense by design, and SASRec's loss reads the whole item table: both are
             an error. Domain-only: inside a BridgeModule it is an error. The optimizer needs weight_decay 0

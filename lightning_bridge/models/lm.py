@@ -10,22 +10,22 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from peft import PeftModel, load_peft_weights, set_peft_model_state_dict
 
-from lightning_bridge.cache import DEFAULT_CACHE
 from lightning_bridge.data.contract import Side
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
-from lightning_bridge.models.checkpoints import (
+from lightning_bridge.models.checkpoint_contents import (
     complete_slim_state_dict,
     save_own_hyperparameters,
     slim_state_dict,
 )
 from lightning_bridge.models.reproducible import step_random_state
-from lightning_bridge.modules.backbone import Finetune, add_id_placeholder, load_backbone
-from lightning_bridge.modules.id_tokens import IDTokenLM, Pooling, Scoring
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName, tables_for
-from lightning_bridge.modules.lm_recommender import LMRecommender, checked_task_weights
-from lightning_bridge.modules.prompts import DEFAULT_TEMPLATE
-from lightning_bridge.training_log import log_training_loss
+from lightning_bridge.modules.lm.backbone import Finetune, add_id_placeholder, load_backbone
+from lightning_bridge.modules.lm.id_tokens import IDTokenLM, Pooling, Scoring
+from lightning_bridge.modules.lm.prompts import DEFAULT_TEMPLATE
+from lightning_bridge.modules.lm.recommender import LMRecommender, checked_task_weights
+from lightning_bridge.run.downloads import DEFAULT_CACHE
+from lightning_bridge.run.training_log import log_training_loss
 
 
 class LMModule(RankingEvaluation, L.LightningModule):

@@ -15,14 +15,14 @@ import yaml
 from builders import cli
 from hostile_common import TINY
 
-from lightning_bridge.class_registry import (
+from lightning_bridge.run.class_registry import (
     UnregisteredClassError,
     check_class_paths,
     register_class,
     registered_classes,
 )
-from lightning_bridge.export import main as export_main
-from lightning_bridge.serving import load_recommender
+from lightning_bridge.serving.export import main as export_main
+from lightning_bridge.serving.recommender import load_recommender
 
 EVIL = "evilmod.Model"
 
@@ -71,7 +71,7 @@ def test_cli_refuses_a_checkpoint_naming_a_planted_class(planted, run_copy, subc
 def test_export_artefacts_in_a_planted_folder_runs_nothing(planted, run_copy, in_tmp):
     """The issue's reproduction: ``python -m`` puts the working folder first on sys.path."""
     _tampered(run_copy, in_tmp / "shared.ckpt", EDITS["model_config"])
-    result = subprocess.run([sys.executable, "-m", "lightning_bridge.export", "artefacts", "shared.ckpt",
+    result = subprocess.run([sys.executable, "-m", "lightning_bridge.serving.export", "artefacts", "shared.ckpt",
                              "--out", "out"], cwd=in_tmp, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "shared.ckpt: names the class 'evilmod.Model'" in result.stderr.strip().splitlines()[-1]
@@ -129,7 +129,7 @@ def test_a_class_of_ones_own_is_allowed_once_registered(monkeypatch):
 
     path = f"{Mine.__module__}.{Mine.__qualname__}"
     assert path not in registered_classes()
-    monkeypatch.setattr("lightning_bridge.class_registry._REGISTERED", {})
+    monkeypatch.setattr("lightning_bridge.run.class_registry._REGISTERED", {})
     register_class(Mine)
     assert registered_classes()[path] is Mine
 
@@ -145,15 +145,15 @@ def test_every_class_a_shipped_config_names_is_registered():
 
 def test_a_model_class_of_ones_own_named_by_ones_config_loads_its_checkpoints(in_tmp, monkeypatch):
     """The user's own config imported the class already: its checkpoint naming it chooses no new code."""
-    monkeypatch.setattr("lightning_bridge.class_registry._REGISTERED", {})
+    monkeypatch.setattr("lightning_bridge.run.class_registry._REGISTERED", {})
     own = ("--model", "hostile_common.OwnDomainModule")
     assert cli("fit", "--config", TINY, *own, "--trainer.max_epochs", "1") == (0, "")
     checkpoint = in_tmp / "logs" / "run" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["hyper_parameters"]["_class_path"] == \
         "hostile_common.OwnDomainModule"
-    monkeypatch.setattr("lightning_bridge.class_registry._REGISTERED", {})
+    monkeypatch.setattr("lightning_bridge.run.class_registry._REGISTERED", {})
     assert cli("test", "--config", TINY, *own, "--ckpt_path", str(checkpoint)) == (0, "")
-    monkeypatch.setattr("lightning_bridge.class_registry._REGISTERED", {})
+    monkeypatch.setattr("lightning_bridge.run.class_registry._REGISTERED", {})
     status, message = cli("test", "--config", TINY, "--ckpt_path", str(checkpoint))
     assert status == 1 and "names the class 'hostile_common.OwnDomainModule', which is not one of" in message
 

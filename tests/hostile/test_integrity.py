@@ -14,8 +14,8 @@ import torch
 from builders import cli
 from safetensors.torch import load_file, save_file
 
-from lightning_bridge.manifest import MANIFEST, ExportIntegrityError
-from lightning_bridge.serving import load_recommender
+from lightning_bridge.serving.manifest import MANIFEST, ExportIntegrityError
+from lightning_bridge.serving.recommender import load_recommender
 
 
 def _flip_a_weight_byte(checkpoint: Path) -> None:
@@ -187,8 +187,8 @@ def test_a_damaged_lm_head_is_named_with_or_without_the_manifest(in_tmp):
 
 
 def test_a_checkpoint_with_non_finite_weights_is_not_exported(run_copy):
-    from lightning_bridge.checkpoints import CheckpointError
-    from lightning_bridge.export import main as export_main
+    from lightning_bridge.run.checkpoints import CheckpointError
+    from lightning_bridge.serving.export import main as export_main
 
     checkpoint = torch.load(run_copy / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["state_dict"]["recommender.info.item.weight"][0, 0] = float("inf")

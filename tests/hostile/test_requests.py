@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from builders import cli
 
-from lightning_bridge.serving import load_recommender
+from lightning_bridge.serving.recommender import load_recommender
 
 
 @pytest.fixture(scope="module")

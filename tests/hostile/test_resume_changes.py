@@ -11,9 +11,9 @@ import yaml
 from builders import cli
 from hostile_common import TINY
 
-from lightning_bridge.checkpoints import CheckpointError
 from lightning_bridge.cli import main
-from lightning_bridge.resume import resume_plan
+from lightning_bridge.run.checkpoints import CheckpointError
+from lightning_bridge.run.resume import resume_plan
 
 
 def _resume(run, *extra: str):

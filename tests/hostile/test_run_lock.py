@@ -17,8 +17,8 @@ from builders import cli
 from hostile_common import TINY
 from slow_steps import SlowSteps
 
-from lightning_bridge.class_registry import register_class
-from lightning_bridge.run_lock import LOCK_NAME, RunFolderBusyError, RunFolderLock
+from lightning_bridge.run.class_registry import register_class
+from lightning_bridge.run.lock import LOCK_NAME, RunFolderBusyError, RunFolderLock
 
 
 def _lock_for(run, pid: int, host: str | None = None, started: str | None = None) -> None:
@@ -83,7 +83,7 @@ def test_only_one_of_two_processes_takes_a_lock(tmp_path, live_process):
     lock = RunFolderLock(tmp_path)
     lock.acquire()
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
-    other = subprocess.run([sys.executable, "-c", "from lightning_bridge.run_lock import RunFolderLock as L; "
+    other = subprocess.run([sys.executable, "-c", "from lightning_bridge.run.lock import RunFolderLock as L; "
                                                   f"L({str(tmp_path)!r}).acquire()"], capture_output=True, text=True)
     assert other.returncode == 1 and f"RunFolderBusyError: {tmp_path}: process {os.getpid()} is writing" \
         in other.stderr
@@ -108,7 +108,7 @@ def test_two_resumes_of_one_folder_at_once_one_fails_naming_the_other(run_copy, 
     for line in first.stdout:
         if line.startswith("STEP "):
             break
-    monkeypatch.setattr("lightning_bridge.class_registry._REGISTERED", {})
+    monkeypatch.setattr("lightning_bridge.run.class_registry._REGISTERED", {})
     register_class(SlowSteps)  # the first resume's config.yaml names it
     status, message = _resume(run_copy)
     output, _ = first.communicate(timeout=120)
@@ -119,7 +119,7 @@ def test_two_resumes_of_one_folder_at_once_one_fails_naming_the_other(run_copy, 
 
 
 def test_an_export_into_a_folder_a_live_process_writes_fails_at_once(run_copy, live_process):
-    from lightning_bridge.export import main as export_main
+    from lightning_bridge.serving.export import main as export_main
 
     _lock_for(run_copy, live_process)
     manifest = (run_copy / "export" / "manifest.json").read_bytes()
@@ -136,7 +136,7 @@ def test_a_failed_predict_leaves_the_previous_predictions_whole(tmp_path):
     file) never leaves a mixed or half-written file."""
     from types import SimpleNamespace
 
-    from lightning_bridge.callbacks import TopKWriter
+    from lightning_bridge.run.callbacks import TopKWriter
 
     out = tmp_path / "top.tsv"
     out.write_text("the previous predictions\n")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from builders import cli
 
-from lightning_bridge.fingerprint import PROTOCOL
+from lightning_bridge.run.fingerprint import PROTOCOL
 
 REFUSED = "last.ckpt was trained on other data than 'synthetic' as configured: the split differs ("
 NOT_ALLOWED = "--allow_config_changes lets model settings through, never the data or its split."

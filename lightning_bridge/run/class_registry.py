@@ -32,8 +32,9 @@ CLASS_PATH_KEYS = ("class_path", "_class_path")
 # settings typed as callables (the optimizer, the scheduler, co-training's two models): jsonargparse imports a
 # dotted name given there as a string
 CALLABLE_KEYS = ("optimizer", "scheduler", "domain", "lm")
-PROJECT_MODULES = ("lightning_bridge.models.bridge", "lightning_bridge.data.datamodule", "lightning_bridge.lazy_adam",
-                   "lightning_bridge.callbacks", "lightning_bridge.warm_start", "lightning_bridge.sharding")
+PROJECT_MODULES = ("lightning_bridge.co_training.bridge", "lightning_bridge.data.datamodule",
+                   "lightning_bridge.models.lazy_adam", "lightning_bridge.run.callbacks",
+                   "lightning_bridge.co_training.warm_start", "lightning_bridge.co_training.fsdp")
 # Lightning's own modules whose public classes a config may name (trainer.strategy, trainer.plugins...)
 LIGHTNING_MODULES = (lightning_loggers, lightning_callbacks, lightning_strategies, lightning_accelerators,
                      lightning_plugins, lightning_profilers)
@@ -99,7 +100,7 @@ def resolve(path: str, where: str) -> type:
         "saved config may name (lightning_bridge's models, data modules, callbacks and strategies, torch's "
         "optimizers and schedulers, Lightning's loggers, callbacks, strategies and plugins); nothing was "
         "imported. A class of your own must be registered first: "
-        "lightning_bridge.class_registry.register_class(YourClass)")
+        "lightning_bridge.run.class_registry.register_class(YourClass)")
 
 
 def register_configured(config: Any) -> None:

@@ -19,10 +19,10 @@ from transformers.models.auto.modeling_auto import (
 )
 from transformers.pytorch_utils import Conv1D
 
-from lightning_bridge.cache import DEFAULT_CACHE
-from lightning_bridge.modules.gguf_backbone import GGUF_NAMES, gguf_backbone_folder
-from lightning_bridge.modules.hf_config import set_dropout
-from lightning_bridge.modules.tiny import TINY_NAMES, tiny_backbone
+from lightning_bridge.modules.lm.gguf import GGUF_NAMES, gguf_backbone_folder
+from lightning_bridge.modules.lm.hf_config import set_dropout
+from lightning_bridge.modules.lm.tiny import TINY_NAMES, tiny_backbone
+from lightning_bridge.run.downloads import DEFAULT_CACHE
 
 Finetune = Literal["lora", "full", "frozen"]
 ID_TOKEN = "[ID]"

@@ -2,11 +2,11 @@
 
 Checkpoints are only ever loaded with ``weights_only=True`` (no code can run while reading one), from bytes read
 once and checked against the zip archive's CRCs (a flipped byte is an error, not other weights), and every
-class path they name must be a registered class (:mod:`lightning_bridge.class_registry`): a checkpoint never
+class path they name must be a registered class (:mod:`lightning_bridge.run.class_registry`): a checkpoint never
 chooses which module is imported. A file that is missing, damaged or not a checkpoint is an error naming its
 path. Every checkpoint the CLI writes
 also records the model section of the run's config and the fingerprint of its data (see
-:mod:`lightning_bridge.fingerprint`), so that a resume with contradicting settings, or a test on other data,
+:mod:`lightning_bridge.run.fingerprint`), so that a resume with contradicting settings, or a test on other data,
 is refused instead of silently going on.
 """
 
@@ -24,8 +24,8 @@ import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback
 
-from lightning_bridge.class_registry import check_class_paths
-from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
+from lightning_bridge.run.class_registry import check_class_paths
+from lightning_bridge.run.fingerprint import KEY as FINGERPRINT_KEY
 
 MODEL_CONFIG_KEY = "model_config"
 # Knobs that only change what evaluation reports or writes: the config given at test / predict time wins.

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from lightning_bridge.lightning_internals import LastCheckpointOnDemand
+from lightning_bridge.run.lightning_internals import LastCheckpointOnDemand
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from lightning_bridge.data.ids import id_problem
-from lightning_bridge.manifest import ExportIntegrityError
-from lightning_bridge.modules.domain_recommender import LOSSES
+from lightning_bridge.modules.domain.recommender import LOSSES
+from lightning_bridge.serving.manifest import ExportIntegrityError
 
 
 def read_json(path: Path) -> Any:

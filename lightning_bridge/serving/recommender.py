@@ -26,7 +26,9 @@ import torch
 from lightning_bridge.data.batches import UserHistories
 from lightning_bridge.data.requests import NewUser, PredictionRequest, check_k, id_list, request_dataset
 from lightning_bridge.evaluation.top_k import top_k_items
-from lightning_bridge.export_checks import (
+from lightning_bridge.modules.domain.recommender import DomainRecommender, build_encoder
+from lightning_bridge.modules.info_sharing import InfoSharing
+from lightning_bridge.serving.checks import (
     check_graph,
     check_histories,
     check_id_list,
@@ -35,14 +37,12 @@ from lightning_bridge.export_checks import (
     read_json,
     read_tensors,
 )
-from lightning_bridge.manifest import ExportIntegrityError, check_manifest
-from lightning_bridge.modules.domain_recommender import DomainRecommender, build_encoder
-from lightning_bridge.modules.info_sharing import InfoSharing
+from lightning_bridge.serving.manifest import ExportIntegrityError, check_manifest
 
 if TYPE_CHECKING:  # imported by _lm, where an export has a language model
-    from lightning_bridge.modules.lm_recommender import LMRecommender
+    from lightning_bridge.modules.lm.recommender import LMRecommender
 
-FORMAT = "lightning_bridge.export/1"  # recommender.json's "format": what artefacts.py writes
+FORMAT = "lightning_bridge.serving.export/1"  # recommender.json's "format": what artefacts.py writes
 NEW_USER = "history"  # the label of a new user's recommendations
 
 
@@ -75,7 +75,7 @@ class Recommender:
         spec_file = folder / "recommender.json"
         if not spec_file.is_file():
             raise FileNotFoundError(f"{folder}: not an export folder (no recommender.json); write one with "
-                                    "`python -m lightning_bridge.export artefacts <checkpoint>`")
+                                    "`python -m lightning_bridge.serving.export artefacts <checkpoint>`")
         check_manifest(folder)  # no file changed since export
         self.spec = read_json(spec_file)
         if not isinstance(self.spec, dict) or self.spec.get("format") != FORMAT:
@@ -229,9 +229,9 @@ def _lm(spec: dict[str, Any], tables: dict[str, torch.Tensor], folder: Path, cat
     from peft import PeftModel  # here, not at the top: a domain-only export needs neither peft nor transformers
     from transformers import AutoTokenizer
 
-    from lightning_bridge.modules.backbone import ID_TOKEN, load_backbone
-    from lightning_bridge.modules.id_tokens import IDTokenLM
-    from lightning_bridge.modules.lm_recommender import LMRecommender
+    from lightning_bridge.modules.lm.backbone import ID_TOKEN, load_backbone
+    from lightning_bridge.modules.lm.id_tokens import IDTokenLM
+    from lightning_bridge.modules.lm.recommender import LMRecommender
 
     s = spec["lm"]
     full = (folder / "backbone").is_dir()

@@ -23,8 +23,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from lightning_bridge.checkpoints import CheckpointError, described, flatten, plain
-from lightning_bridge.fingerprint import DATA_TRAINING
+from lightning_bridge.run.checkpoints import CheckpointError, described, flatten, plain
+from lightning_bridge.run.fingerprint import DATA_TRAINING
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
 
-from lightning_bridge.lightning_internals import tensorboard_file_writer
+from lightning_bridge.run.lightning_internals import tensorboard_file_writer
 
 # the metrics the HPARAMS tab shows for each model (beside <model>/val/ndcg@10)
 TEST_METRICS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "rare_ndcg@10",

@@ -19,11 +19,11 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_bridge.console import ProgressLog
-from lightning_bridge.lightning_internals import offer_checkpoint
+from lightning_bridge.run.console import ProgressLog
+from lightning_bridge.run.lightning_internals import offer_checkpoint
 
 if TYPE_CHECKING:
-    from lightning_bridge.models.bridge import BridgeModule
+    from lightning_bridge.co_training.bridge import BridgeModule
 
 log = logging.getLogger(__name__)
 MONITOR = "domain/val/ndcg@10"

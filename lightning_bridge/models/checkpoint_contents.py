@@ -1,5 +1,5 @@
 """What a model checkpoint holds beyond Lightning's own keys: slim state dicts without frozen backbone weights,
-the bridge's extra entries, and the export of the domain model alone (``python -m lightning_bridge.export``)."""
+the bridge's extra entries, and the export of the domain model alone (``python -m lightning_bridge.serving.export``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from lightning_bridge.checkpoints import read_checkpoint
-from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.modules.info_sharing import fold_text_channel
+from lightning_bridge.run.checkpoints import read_checkpoint
+from lightning_bridge.run.fingerprint import KEY as FINGERPRINT_KEY
 
 # A BridgeModule checkpoint's extra entries: the domain model's own hyperparameters (so that export needs no
 # LM), and the text anchor's and text channel's state (so that a resumed run replays the same anchor and

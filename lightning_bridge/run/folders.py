@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from lightning_bridge.checkpoints import CheckpointError
+from lightning_bridge.run.checkpoints import CheckpointError
 
 RUN_CHECKPOINTS = ("best", "last")  # looked up in the run folder of the given config.yaml
 

@@ -1,4 +1,4 @@
-"""BridgeModule under FSDP2 (``lightning_bridge.sharding.FullyShardedStrategy``): what sharding changes in
+"""BridgeModule under FSDP2 (``lightning_bridge.co_training.fsdp.FullyShardedStrategy``): what sharding changes in
 its training step and its evaluation, kept apart from the schedule. Under any other strategy these hooks do
 what BridgeModule would do without them."""
 
@@ -7,14 +7,14 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 
-from lightning_bridge.lightning_internals import attached_trainer
-from lightning_bridge.sharding import (
+from lightning_bridge.co_training.fsdp import (
     average_replicated_grads,
     clip_grad_norm,
     is_sharded,
     most_across_ranks,
     shard_lm_network,
 )
+from lightning_bridge.run.lightning_internals import attached_trainer
 
 
 class FullyShardedCoTraining:
@@ -26,7 +26,7 @@ class FullyShardedCoTraining:
 
     def configure_model(self) -> None:
         """Under ``ModelParallelStrategy`` (FSDP2), shard the LM over the data-parallel ranks
-        (``lightning_bridge.sharding``); other strategies leave the model as it is."""
+        (``lightning_bridge.co_training.fsdp``); other strategies leave the model as it is."""
         if not self._sharded or is_sharded(next(self.lm.recommender.network.parameters())):
             return
         if self.lm.hparams.finetune == "frozen":

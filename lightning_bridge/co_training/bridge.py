@@ -9,12 +9,12 @@ from typing import Any
 import lightning as L
 import torch
 
-from lightning_bridge.checkpoints import read_checkpoint
+from lightning_bridge.co_training.sharded import FullyShardedCoTraining
+from lightning_bridge.co_training.text_anchor import TextAnchor
 from lightning_bridge.data.contract import RecommenderData, Side
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
-from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
-from lightning_bridge.models.checkpoints import (
+from lightning_bridge.models.checkpoint_contents import (
     DOMAIN_HPARAMS_KEY,
     TEXT_ANCHOR_KEY,
     TEXT_CHANNEL_EPOCH_KEY,
@@ -24,11 +24,11 @@ from lightning_bridge.models.checkpoints import (
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule, log_task_losses
 from lightning_bridge.models.reproducible import step_random_state
-from lightning_bridge.models.sharded_training import FullyShardedCoTraining
-from lightning_bridge.modules.co_training import TextAnchor
-from lightning_bridge.modules.id_tokens import ITEM
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
-from lightning_bridge.training_log import log_training_loss
+from lightning_bridge.modules.lm.id_tokens import ITEM
+from lightning_bridge.run.checkpoints import read_checkpoint
+from lightning_bridge.run.fingerprint import KEY as FINGERPRINT_KEY
+from lightning_bridge.run.training_log import log_training_loss
 
 
 class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule):
@@ -66,7 +66,8 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
             to also re-encode the whole catalogue every that many epochs (None: never).
         warm_start_auto: before co-training, train the domain model alone with early stopping on its own
             validation NDCG@10 and start from its best epoch; counted in the domain model's own epochs, so
-            the warm-up ends at the same place whatever the dataset's size (``lightning_bridge.warm_start``).
+            the warm-up ends at the same place whatever the dataset's size
+            (``lightning_bridge.co_training.warm_start``).
         warm_start_max_epochs: most domain-only epochs of the automatic warm start.
         warm_start_patience: validations without improvement that end the automatic warm start.
         warm_start_val_every: domain-only epochs between two validations of the automatic warm start.
@@ -144,7 +145,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The automatic warm start belongs to co-training, whoever calls ``fit``."""
-        from lightning_bridge.warm_start import AutomaticWarmStart  # it trains this module's domain model
+        from lightning_bridge.co_training.warm_start import AutomaticWarmStart  # it trains this module's domain model
 
         return [AutomaticWarmStart()] if self.hparams.warm_start_auto else []
 

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_bridge.data.contract import RecommenderData, check_sizes
-from lightning_bridge.modules.encoders import MF, LightGCN
+from lightning_bridge.modules.domain.encoders import MF, LightGCN
+from lightning_bridge.modules.domain.ncf import NeuMF
+from lightning_bridge.modules.domain.sasrec import SASRec, check_histories, warn_about_order
 from lightning_bridge.modules.info_sharing import InfoSharing
-from lightning_bridge.modules.ncf import NeuMF
 from lightning_bridge.modules.rows import gather_rows
-from lightning_bridge.modules.sasrec import SASRec, check_histories, warn_about_order
 
 Encoder = Literal["lightgcn", "mf", "ncf", "sasrec"]
 Loss = Literal["bpr", "log", "ce", "bce"]

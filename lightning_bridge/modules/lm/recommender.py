@@ -10,9 +10,9 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from lightning_bridge.data.contract import RecommenderData, check_sizes
-from lightning_bridge.modules.id_tokens import ITEM, USER, IDTokenLM
 from lightning_bridge.modules.info_sharing import InfoSharing
-from lightning_bridge.modules.prompts import PromptBuilder
+from lightning_bridge.modules.lm.id_tokens import ITEM, USER, IDTokenLM
+from lightning_bridge.modules.lm.prompts import PromptBuilder
 
 TASKS = ("next_item", "item_text", "user_text")
 

@@ -1,4 +1,4 @@
-"""Compare runs: ``python -m lightning_bridge.report 'logs/*'`` prints a markdown table of every run's final
+"""Compare runs: ``python -m lightning_bridge.evaluation.report 'logs/*'`` prints a markdown table of every run's final
 test metrics with its model and key settings, and writes the table as CSV and a PNG of the runs side by side.
 
 A run is a log folder that holds a ``config.yaml`` and TensorBoard events (``<save_dir>/<name>/version_N``);
@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_bridge.run_hparams import flat_config
+from lightning_bridge.run.hparams import flat_config
 
 log = logging.getLogger(__name__)
 MODELS = ("domain", "lm")
@@ -192,7 +192,7 @@ def write_png(rows: list[dict[str, Any]], path: Path, metric: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(prog="python -m lightning_bridge.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lightning_bridge.evaluation.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders or glob patterns (quote them), e.g. 'logs/*'")
     parser.add_argument("--out", default="report", help="writes <out>.csv and <out>.png (default: report)")

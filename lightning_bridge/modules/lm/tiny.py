@@ -15,7 +15,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoModel, BertConfig, PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config
 
-from lightning_bridge.modules.hf_config import set_dropout
+from lightning_bridge.modules.lm.hf_config import set_dropout
 
 TinyKind = Literal["decoder", "encoder"]
 TINY_NAMES: dict[str, TinyKind] = {"tiny-decoder": "decoder", "tiny-encoder": "encoder"}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from lightning_bridge.modules.id_tokens import ITEM, USER
+from lightning_bridge.modules.lm.id_tokens import ITEM, USER
 
 log = logging.getLogger(__name__)
 

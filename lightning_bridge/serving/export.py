@@ -1,10 +1,10 @@
 """Export a trained run: its portable artefacts folder, or the domain half of a co-training checkpoint.
 
-    python -m lightning_bridge.export artefacts logs/run/version_0/checkpoints/best-epoch=9-step=90.ckpt
-    python -m lightning_bridge.export artefacts BRIDGE.ckpt --lm_checkpoint best-lm-....ckpt --out export/
-    python -m lightning_bridge.export domain logs/<run>/checkpoints/last.ckpt domain.ckpt
+    python -m lightning_bridge.serving.export artefacts logs/run/version_0/checkpoints/best-epoch=9-step=90.ckpt
+    python -m lightning_bridge.serving.export artefacts BRIDGE.ckpt --lm_checkpoint best-lm-....ckpt --out export/
+    python -m lightning_bridge.serving.export domain logs/<run>/checkpoints/last.ckpt domain.ckpt
 
-``artefacts`` writes ``<run>/export/`` (or ``--out``): see ``lightning_bridge.artefacts`` for what it holds and
+``artefacts`` writes ``<run>/export/`` (or ``--out``): see ``lightning_bridge.serving.artefacts`` for what it holds and
 ``lightning_bridge.load_recommender`` for reading it back. The data is rebuilt from the checkpoint's own
 data settings (the same files must be readable). ``domain`` writes a DomainModule checkpoint that loads with
 ``DomainModule.load_from_checkpoint`` or ``main.py predict --ckpt_path domain.ckpt`` and serves
@@ -17,14 +17,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lightning_bridge.artefacts import export_checkpoints
-from lightning_bridge.checkpoints import check_finite_weights, read_checkpoint
-from lightning_bridge.class_registry import resolve
 from lightning_bridge.data.datamodule import RecDataModule
-from lightning_bridge.fingerprint import KEY as FINGERPRINT_KEY
-from lightning_bridge.fingerprint import check_fingerprint, dataset_fingerprint
-from lightning_bridge.models.checkpoints import export_domain
-from lightning_bridge.run_lock import RunFolderLock
+from lightning_bridge.models.checkpoint_contents import export_domain
+from lightning_bridge.run.checkpoints import check_finite_weights, read_checkpoint
+from lightning_bridge.run.class_registry import resolve
+from lightning_bridge.run.fingerprint import KEY as FINGERPRINT_KEY
+from lightning_bridge.run.fingerprint import check_fingerprint, dataset_fingerprint
+from lightning_bridge.run.lock import RunFolderLock
+from lightning_bridge.serving.artefacts import export_checkpoints
 
 DEFAULT_FOLDER = "export"
 

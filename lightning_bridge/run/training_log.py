@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lightning_bridge.lightning_internals import attached_trainer
+from lightning_bridge.run.lightning_internals import attached_trainer
 
 
 class TrainingCurves(Callback):

@@ -1,5 +1,5 @@
 """A trained run as portable files: ``<run>/export/``, which ``lightning_bridge.load_recommender`` reads back
-without Lightning (``serving.py``), and which other tools read on their own (peft, tokenizers, safetensors).
+without Lightning (``serving/recommender.py``), and which other tools read on their own (peft, tokenizers, safetensors).
 
     export/
       README.md                the model card (model_card.py): data, split, test metrics, files, how to reproduce
@@ -37,18 +37,19 @@ from jsonargparse import ArgumentParser
 from peft import PeftModel
 from safetensors.torch import save_file
 
-from lightning_bridge import __version__, standalone_scores
-from lightning_bridge.checkpoints import DATA_LINKED, read_checkpoint, saved_model_config
+from lightning_bridge import __version__
+from lightning_bridge.co_training.bridge import BridgeModule
 from lightning_bridge.data.datamodule import RecDataModule
-from lightning_bridge.manifest import write_manifest
-from lightning_bridge.model_card import STANDALONE, data_summary, write_model_card
-from lightning_bridge.models.bridge import BridgeModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
-from lightning_bridge.serving import FORMAT
+from lightning_bridge.run.checkpoints import DATA_LINKED, read_checkpoint, saved_model_config
+from lightning_bridge.serving import standalone_scores
+from lightning_bridge.serving.manifest import write_manifest
+from lightning_bridge.serving.model_card import STANDALONE, data_summary, write_model_card
+from lightning_bridge.serving.recommender import FORMAT
 
 HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
-# the settings each encoder is rebuilt from (serving.py's defaults stand for the others)
+# the settings each encoder is rebuilt from (recommender.py's defaults stand for the others)
 ENCODER_SETTINGS = {"lightgcn": ("num_layers", "isolated_nodes"), "mf": (),
                     "ncf": ("mlp_layers", "dropout"),
                     "sasrec": ("max_len", "num_blocks", "num_heads", "dropout")}

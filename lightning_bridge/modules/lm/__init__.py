@@ -1,0 +1,1 @@
+"""The language-model recommender (plain nn.Modules): backbones, ID tokens, prompts."""

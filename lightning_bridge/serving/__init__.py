@@ -1,0 +1,1 @@
+"""A trained run as portable files and the recommendations read back from them without Lightning."""
