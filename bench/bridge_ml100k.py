@@ -37,7 +37,7 @@ import time
 import torch
 
 from lightning_bridge.cli import main as cli_main
-from lightning_bridge.cli import monitored_side
+from lightning_bridge.run.after_fit import monitored_side
 
 CONFIGS = {"domain_only": ["configs/ml100k_lightgcn.yaml"], "lm_only": ["configs/ml100k_lm.yaml"],
            "bdlm": ["configs/ml100k.yaml"],

@@ -8,6 +8,7 @@ are the scalars the run logs under those names, so the table fills in as the run
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
 
 from lightning_bridge.run.lightning_internals import tensorboard_file_writer
+
+log = logging.getLogger(__name__)
 
 # the metrics the HPARAMS tab shows for each model (beside <model>/val/ndcg@10)
 TEST_METRICS = ("ndcg@10", "hr@10", "recall@20", "mrr@10", "sparse_ndcg@10", "rare_ndcg@10",
@@ -75,3 +78,17 @@ def write_hparams(logger: TensorBoardLogger, params: dict[str, Any], metrics: li
     writer = tensorboard_file_writer(logger)
     for summary in hparams(params, dict.fromkeys(metrics, 0.0)):
         writer.add_summary(summary)
+
+
+def keep_data_hparams_apart(model: L.LightningModule, data: L.LightningDataModule | None) -> None:
+    """A setting both the model and the data have with different values (``cache_dir`` of an LM run and
+    of its data) makes Lightning refuse to merge their hyperparameters for the logger; the data's then stay
+    out of that merge (``config.yaml`` and the HPARAMS tab hold them all the same)."""
+    if data is None or not hasattr(data, "hparams_initial") or not hasattr(model, "hparams_initial"):
+        return
+    clash = sorted(k for k in model.hparams_initial.keys() & data.hparams_initial.keys()
+                   if k != "_class_path" and model.hparams_initial[k] != data.hparams_initial[k])
+    if clash:
+        data.save_hyperparameters(dict(data.hparams), logger=False)
+        log.debug("the model's and the data's %s differ: the data's settings are left out of hparams.yaml",
+                  ", ".join(clash))
