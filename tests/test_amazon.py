@@ -46,6 +46,9 @@ def test_2018_item_text_is_the_title_and_chosen_fields():
     assert text["B0009RF9DW"] == "Argan Oil Shampoo; brand: Argania"  # empty fields are left out
     titles_only = _data("2018", item_text_fields=())
     assert titles_only.interactions.item_text[0] == "Rosewater Facial Toner, 8 oz"
+    features = chosen.interactions.item_features  # what the RecBole export writes beside the text
+    assert features.types == dict.fromkeys(("title", "brand", "description", "features"), "token_seq")
+    assert features.values["B0009RF9DW"] == ["Argan Oil Shampoo", "Argania", "", ""]
 
 
 def test_2023_items_are_parent_asins_and_2014_lists_of_paths_are_flattened():

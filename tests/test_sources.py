@@ -98,6 +98,32 @@ def test_read_ml100k_uses_u_genre_order(tmp_path: Path) -> None:
                              "2": "Heat (1995); genres: Drama, Comedy"}
 
 
+def test_grouplens_readers_keep_recboles_feature_columns(tmp_path: Path) -> None:
+    raw = read_ml100k(ml100k_dir(tmp_path))  # the columns and values of RecBole's own ml-100k atomic files
+    assert raw.user_features.types == dict.fromkeys(("age", "gender", "occupation", "zip_code"), "token")
+    assert raw.user_features.values["196"] == ["24", "M", "technician", "85711"]
+    assert raw.item_features.types == {"movie_title": "token_seq", "release_year": "token", "class": "token_seq"}
+    assert raw.item_features.values["1"] == ["Toy Story", "1995", "Animation Children's Comedy"]
+    atomic = read_atomic(atomic_dir(tmp_path / "atomic"))
+    assert raw.item_features.values["1"] == atomic.item_features.values["1"]
+    assert raw.user_features.values["186"] == atomic.user_features.values["186"]
+    ml1m = read_ml1m(ml1m_dir(tmp_path))
+    assert ml1m.user_features.values["2"] == ["56", "M", "16", "70072"]  # the file's codes, as RecBole's ml-1m
+    assert ml1m.item_features.values["661"] == ["James and the Giant Peach", "1996", "Animation Children's Musical"]
+
+
+def test_read_atomic_keeps_every_column_with_its_type(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    write(folder / "books.inter", "user_id:token\titem_id:token\nu1\tb1\nu1\tb2\n")
+    write(folder / "books.item", "item_id:token\tauthor:token_seq\tprice:float\tdims:float_seq\n"
+                                 "b1\tJane Austen\t9.5\t1 2\nb2\t\t3\t\n")
+    write(folder / "books.user", "country:token\tuser_id:token\nUK\tu1\n")
+    raw = read_atomic(folder, "books", item_text_fields=["author"])  # the text's choice leaves the features whole
+    assert raw.item_features.types == {"author": "token_seq", "price": "float", "dims": "float_seq"}
+    assert raw.item_features.values == {"b1": ["Jane Austen", "9.5", "1 2"], "b2": ["", "3", ""]}
+    assert (raw.user_features.types, raw.user_features.values) == ({"country": "token"}, {"u1": ["UK"]})
+
+
 def test_read_ml1m(tmp_path: Path) -> None:
     raw = read_ml1m(ml1m_dir(tmp_path))
     assert raw.users.tolist() == ["1", "2"]

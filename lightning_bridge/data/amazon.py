@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_bridge.data.sources import RawData, _item_text, _log_coverage
+from lightning_bridge.data.sources import Features, RawData, _item_text, _log_coverage
 from lightning_bridge.data.tables import DataFormatError
 
 # key of each value in the 2014 / 2018 reviews, and in the 2023 ones
@@ -70,17 +70,21 @@ def read_amazon(reviews: str | Path, metadata: str | Path | None = None,
         times.append(time)
     if not users:
         raise DataFormatError.at(reviews, "no reviews; expected one JSON object a line")
-    item_text, item_titles = {}, {}
+    item_text, item_titles, item_features = {}, {}, Features()
     if metadata is not None:
-        item_text, item_titles = _read_metadata(Path(metadata), set(items), item_text_fields)
+        item_text, item_titles, item_features = _read_metadata(Path(metadata), set(items), item_text_fields)
         _log_coverage(Path(metadata), np.array(items), item_text)
     return RawData(np.array(users), np.array(items), np.array(ratings, np.float32), np.array(times, np.int64),
-                   item_text, item_titles, {}, str(reviews))
+                   item_text, item_titles, {}, str(reviews), item_features)
 
 
-def _read_metadata(path: Path, wanted: set[str], fields: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(text, title) of the items in ``wanted``; lines of other items are skipped before they are parsed."""
+def _read_metadata(path: Path, wanted: set[str], fields: Sequence[str]
+                   ) -> tuple[dict[str, str], dict[str, str], Features]:
+    """(text, title, features) of the items in ``wanted``; lines of other items are skipped before they are
+    parsed. The features are the fields read (title and ``fields``), as ``token_seq``."""
     text, titles = {}, {}
+    features = Features(dict.fromkeys(("title", *fields), "token_seq"))
+
     def described(raw: str) -> bool:
         return not wanted.isdisjoint(_ITEM_ID.findall(raw))
 
@@ -92,16 +96,18 @@ def _read_metadata(path: Path, wanted: set[str], fields: Sequence[str]) -> tuple
         if item not in wanted or item in text:
             continue
         title = _plain(record.get("title"))
-        extra = []
+        values, extra = {"title": title}, []
         for field in fields:
             key = next((k for k in FIELD_KEYS.get(field, (field,)) if record.get(k)), None)
             value = _plain(record.get(key)) if key else ""
+            values.setdefault(field, value)
             if value:
                 extra.append(f"{field}: {value}")
         if title or extra:
             text[item] = _item_text(title, (), extra)
             titles[item] = title or item
-    return text, titles
+            features.values[item] = [values[field] for field in features.types]
+    return text, titles, features
 
 
 def _plain(value: Any) -> str:

@@ -13,6 +13,7 @@ from lightning_bridge.data.sources import (
     _UNTEXTED_USER_FIELDS,
     _USER_FIELDS,
     _YEAR_FIELDS,
+    Features,
     RawData,
     _item_text,
     _log_coverage,
@@ -50,6 +51,13 @@ class _Atomic:
         rows = zip(ids, self.table.rows(), strict=True)
         return [(id_, [(f, t, row[i]) for i, f, t in others if row[i]]) for id_, row in rows]
 
+    def features(self, id_field: str) -> Features:
+        """Every column but the id, with its type, as read (the RecBole export writes them back)."""
+        id_index = self.fields.index(id_field)
+        others = [i for i in range(len(self.fields)) if i != id_index]
+        return Features({self.fields[i]: self.types[i] for i in others},
+                        {row[id_index]: [row[i] for i in others] for row in self.table.rows()})
+
 
 def read_atomic(folder: str | Path, name: str | None = None, item_text_fields: Sequence[str] | None = None
                 ) -> RawData:
@@ -70,10 +78,12 @@ def read_atomic(folder: str | Path, name: str | None = None, item_text_fields: S
     users, items, ratings, timestamps = _interactions(
         atomic.table, column["user_id"], column["item_id"], column.get("rating"), column.get("timestamp"))
     item_path, user_path = folder / f"{name}.item", folder / f"{name}.user"
-    item_text, item_titles = _atomic_items(item_path, item_text_fields) if item_path.is_file() else ({}, {})
-    user_text = _atomic_users(user_path) if user_path.is_file() else {}
+    item_text, item_titles, item_features = (_atomic_items(item_path, item_text_fields) if item_path.is_file()
+                                             else ({}, {}, Features()))
+    user_text, user_features = _atomic_users(user_path) if user_path.is_file() else ({}, Features())
     _log_coverage(folder, items, item_text)
-    return RawData(users, items, ratings, timestamps, item_text, item_titles, user_text, str(folder))
+    return RawData(users, items, ratings, timestamps, item_text, item_titles, user_text, str(folder),
+                   item_features, user_features)
 
 
 def _atomic_path(folder: Path, name: str) -> Path:
@@ -118,7 +128,8 @@ def _atomic_header(path: Path, header: str, line: int, required: Sequence[str]
     return fields, types
 
 
-def _atomic_items(path: Path, fields: Sequence[str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+def _atomic_items(path: Path, fields: Sequence[str] | None = None
+                  ) -> tuple[dict[str, str], dict[str, str], Features]:
     atomic = _read_atomic(path, "item_id")
     missing = [f for f in fields or () if f not in atomic.fields]
     if missing:
@@ -130,7 +141,7 @@ def _atomic_items(path: Path, fields: Sequence[str] | None = None) -> tuple[dict
         values = values if kept is None else [v for v in values if v[0] in kept]
         if values:  # an item whose fields are all empty has no text rather than ""
             text[id_], titles[id_] = _atomic_item_text(values)
-    return text, titles
+    return text, titles, atomic.features("item_id")
 
 
 def _atomic_item_text(values: list[tuple[str, str, str]]) -> tuple[str, str]:
@@ -155,7 +166,7 @@ def _atomic_item_text(values: list[tuple[str, str, str]]) -> tuple[str, str]:
     return _item_text(title, genres, extra), title or values[0][2]
 
 
-def _atomic_users(path: Path) -> dict[str, str]:
+def _atomic_users(path: Path) -> tuple[dict[str, str], Features]:
     atomic = _read_atomic(path, "user_id")
     text = {}
     for id_, values in atomic.records("user_id", "user id"):
@@ -164,4 +175,4 @@ def _atomic_users(path: Path) -> dict[str, str]:
         extra = [f"{f}: {v}" for f, v in by_field.items() if f not in _USER_FIELDS + _UNTEXTED_USER_FIELDS]
         if known or extra:
             text[id_] = "; ".join([known, *extra] if known else extra)
-    return text
+    return text, atomic.features("user_id")

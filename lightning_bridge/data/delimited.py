@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_bridge.data.sources import RawData, _item_text, _log_coverage
+from lightning_bridge.data.sources import Features, RawData, _item_text, _log_coverage
 from lightning_bridge.data.tables import (
     DataFormatError,
     _interactions,
@@ -42,12 +42,13 @@ def read_delimited(path: str | Path, separator: str = ",", user_field: str = "us
     rating = wanted.index(rating_field) if rating_field else None
     users, items, ratings, _ = _interactions(table, 0, 1, rating, None)
     timestamps = _times(table, wanted.index(time_field)) if time_field else np.arange(len(table))
-    item_text, item_titles = {}, {}
+    item_text, item_titles, item_features = {}, {}, Features()
     if items_path is not None:
-        item_text, item_titles = _read_items(Path(items_path), items_separator or separator,
-                                             item_id_field or item_field, title_field, item_text_fields)
+        item_text, item_titles, item_features = _read_items(
+            Path(items_path), items_separator or separator, item_id_field or item_field, title_field,
+            item_text_fields)
         _log_coverage(Path(items_path), items, item_text)
-    return RawData(users, items, ratings, timestamps, item_text, item_titles, {}, str(path))
+    return RawData(users, items, ratings, timestamps, item_text, item_titles, {}, str(path), item_features)
 
 
 def _columns(path: Path, separator: str, wanted: Sequence[str]) -> _Table:
@@ -119,9 +120,10 @@ def _dates(table: _Table, index: int) -> np.ndarray:
 
 
 def _read_items(path: Path, separator: str, id_field: str, title_field: str | None,
-                text_fields: Sequence[str] | None) -> tuple[dict[str, str], dict[str, str]]:
-    """(text, title) per item id: the title first, then each chosen field as ``field: value``; ``text_fields``
-    None takes every column but the id."""
+                text_fields: Sequence[str] | None) -> tuple[dict[str, str], dict[str, str], Features]:
+    """(text, title, features) per item id: the title first, then each chosen field as ``field: value``
+    (``text_fields`` None takes every column but the id); the features are every column but the id, as
+    ``token_seq`` (a delimited file states no types)."""
     path, fields, rows, numbers = _parse(path, separator, [id_field])
     chosen = [f for f in fields if f not in (id_field, title_field)] if text_fields is None else list(text_fields)
     wanted = [id_field, *dict.fromkeys(f for f in (title_field, *chosen) if f)]
@@ -135,4 +137,15 @@ def _read_items(path: Path, separator: str, id_field: str, title_field: str | No
         if title or extra:
             text[id_] = _item_text(title, (), extra)
             titles[id_] = title or text[id_]
-    return text, titles
+    return text, titles, _features(fields, rows, fields.index(id_field))
+
+
+def _features(fields: list[str], rows: list[list[str]], id_index: int) -> Features:
+    """Every column but the id; a name's spaces become ``_`` (RecBole's header splits on them), and a name that
+    then repeats an earlier one is left out."""
+    names: dict[str, int] = {}
+    for i, name in enumerate(fields):
+        names.setdefault("_".join(name.split()), i)
+    names = {name: i for name, i in names.items() if i != id_index and name}
+    return Features(dict.fromkeys(names, "token_seq"),
+                    {row[id_index]: [row[i] for i in names.values()] for row in rows})

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from lightning_bridge.data.ids import check_ids
-from lightning_bridge.data.sources import RawData
+from lightning_bridge.data.sources import Features, RawData
 from lightning_bridge.data.tables import DataFormatError
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,8 @@ class Interactions:
     """Implicit-feedback interactions over dense ids ``0..num_users-1`` and ``0..num_items-1``.
 
     ``user_ids[u]`` and ``item_ids[i]`` map dense ids back to the raw ids of the source files. Timestamps
-    keep the source's exact values (int64, or float64 where the source has fractions).
+    keep the source's exact values (int64, or float64 where the source has fractions). ``item_features`` and
+    ``user_features`` are the metadata files' own columns, by raw id, for the RecBole export.
     """
 
     users: np.ndarray
@@ -33,6 +34,8 @@ class Interactions:
     item_text: list[str | None]
     item_titles: list[str | None]
     user_text: list[str | None]
+    item_features: Features = field(default_factory=Features)
+    user_features: Features = field(default_factory=Features)
 
     @property
     def num_users(self) -> int:
@@ -84,6 +87,8 @@ class Interactions:
             item_text=[raw.item_text.get(i) for i in item_ids],
             item_titles=[raw.item_titles.get(i) for i in item_ids],
             user_text=[raw.user_text.get(u) for u in user_ids],
+            item_features=raw.item_features.subset(item_ids.astype(str)),
+            user_features=raw.user_features.subset(user_ids.astype(str)),
         )
 
     def chronological_order(self) -> np.ndarray:
@@ -192,8 +197,11 @@ def write_recbole_benchmark(inter: Interactions, split: Split, folder: str | Pat
       valid, test]`` (any RecBole model then trains and is evaluated on the identical split);
     - ``.inter``: every interaction (RecBole's default when ``benchmark_filename`` is unset);
     - ``.item``: each item's ``title`` and ``item_text``, and ``.user``: each user's ``user_text``, where the
-      data has any (``token_seq`` fields; RecBole loads them with ``load_col: None``). Tabs and line breaks
-      become spaces, and double quotes single ones, which RecBole's CSV reader would take for quoting.
+      data has any (``token_seq`` fields; RecBole loads them with ``load_col: None``), each followed by the
+      source's own columns with their RecBole types (ML-100K's ``age``, ``gender``, ``occupation``,
+      ``zip_code``; an atomic folder's ``.item`` / ``.user`` fields as read), but for a name the text fields
+      already take. Tabs and line breaks become spaces, and double quotes single ones, which RecBole's CSV
+      reader would take for quoting.
     """
     dataset = recbole_dataset_name(name)
     folder = Path(folder) / dataset
@@ -209,20 +217,29 @@ def write_recbole_benchmark(inter: Interactions, split: Split, folder: str | Pat
                 f.write(f"{inter.user_ids[inter.users[r]]}\t{inter.item_ids[inter.items[r]]}\t"
                         f"{inter.ratings[r]:g}\t{inter.timestamps[r]}\n")
         paths.append(path)
-    items = [(i, inter.item_titles[n], inter.item_text[n]) for n, i in enumerate(inter.item_ids)]
-    paths.append(_write_features(folder / f"{dataset}.item", "item_id:token\ttitle:token_seq\titem_text:token_seq",
-                                 items))
-    if any(inter.user_text):
-        users = [(u, inter.user_text[n]) for n, u in enumerate(inter.user_ids)]
-        paths.append(_write_features(folder / f"{dataset}.user", "user_id:token\tuser_text:token_seq", users))
+    items = [(inter.item_titles[n], inter.item_text[n]) for n in range(inter.num_items)]
+    paths.append(_write_features(folder / f"{dataset}.item", ("item_id", "title", "item_text"), inter.item_ids,
+                                 items, inter.item_features))
+    if any(inter.user_text) or inter.user_features.values:
+        users = [(text,) for text in inter.user_text]
+        paths.append(_write_features(folder / f"{dataset}.user", ("user_id", "user_text"), inter.user_ids, users,
+                                     inter.user_features))
     return paths
 
 
-def _write_features(path: Path, header: str, rows: list[tuple[str | None, ...]]) -> Path:
+def _write_features(path: Path, names: tuple[str, ...], ids: np.ndarray, text: list[tuple[str | None, ...]],
+                    features: Features) -> Path:
+    """One row per id: the id (``token``), its text fields (``token_seq``), then the source's own fields that
+    do not reuse one of these names."""
+    own = [k for k, name in enumerate(features.types) if name not in names]
+    header = [f"{names[0]}:token", *(f"{name}:token_seq" for name in names[1:]),
+              *(f"{name}:{type_}" for k, (name, type_) in enumerate(features.types.items()) if k in own)]
     with path.open("w") as f:
-        f.write(header + "\n")
-        for row in rows:
-            f.write("\t".join(_atomic_value(v) for v in row) + "\n")
+        f.write("\t".join(header) + "\n")
+        for id_, values in zip(ids, text, strict=True):
+            row = features.values.get(id_)
+            extra = [row[k] for k in own] if row is not None else [""] * len(own)
+            f.write("\t".join(_atomic_value(v) for v in (id_, *values, *extra)) + "\n")
     return path
 
 

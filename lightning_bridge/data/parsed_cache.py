@@ -1,4 +1,5 @@
-"""The parsed-data cache: a dataset's ``RawData`` stored as ``.npz`` (numbers) plus ``.json`` (ids and text).
+"""The parsed-data cache: a dataset's ``RawData`` stored as ``.npz`` (numbers) plus ``.json`` (ids, text and
+features).
 
 Neither format can run code when read (``allow_pickle=False``), and the key is a hash of the source files'
 contents, so an edited source is never served stale. The ``.json`` also records a sha256 of everything the two
@@ -19,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_bridge.data.sources import RawData
+from lightning_bridge.data.sources import Features, RawData
 
 log = logging.getLogger(__name__)
 
-FORMAT = "lightning_bridge parsed-data cache v3"
+# v4 added the item and user features; the key hashes the format, so a v3 cache is parsed again, never served
+FORMAT = "lightning_bridge parsed-data cache v4"
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
@@ -99,7 +101,8 @@ def _load(arrays_path: Path, text_path: Path) -> RawData:
     user_ids, item_ids = np.array(text["user_ids"], dtype=object), np.array(text["item_ids"], dtype=object)
     return RawData(users=user_ids[numbers["users"]].astype(str), items=item_ids[numbers["items"]].astype(str),
                    ratings=numbers["ratings"], timestamps=numbers["timestamps"], item_text=text["item_text"],
-                   item_titles=text["item_titles"], user_text=text["user_text"], source=text["source"])
+                   item_titles=text["item_titles"], user_text=text["user_text"], source=text["source"],
+                   item_features=Features(**text["item_features"]), user_features=Features(**text["user_features"]))
 
 
 def _store(raw: RawData, warnings: list[str], arrays_path: Path, text_path: Path, max_bytes: int) -> None:
@@ -109,7 +112,8 @@ def _store(raw: RawData, warnings: list[str], arrays_path: Path, text_path: Path
                "timestamps": raw.timestamps}
     entries = {"format": FORMAT, "source": raw.source, "warnings": warnings, "user_ids": user_ids.tolist(),
                "item_ids": item_ids.tolist(), "item_text": raw.item_text, "item_titles": raw.item_titles,
-               "user_text": raw.user_text}
+               "user_text": raw.user_text, "item_features": vars(raw.item_features),
+               "user_features": vars(raw.user_features)}
     text = json.dumps({**entries, "sha256": _digest(numbers, entries)}, ensure_ascii=False)
     size = len(text.encode("utf-8")) + 8 * (len(users) + len(items)) + raw.ratings.nbytes + raw.timestamps.nbytes
     if size > max_bytes:

@@ -10,8 +10,9 @@ ML-1M's million lines within a few seconds.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,25 @@ _YEAR_FIELDS = ("release_year", "year")
 _GENRE_FIELDS = ("class", "genre", "genres")
 _USER_FIELDS = ("age", "gender", "occupation")
 _UNTEXTED_USER_FIELDS = ("zip_code",)  # a postcode tells a language model next to nothing
+# RecBole's own ml-100k / ml-1m atomic files: the columns the GroupLens readers keep as features
+ML100K_ITEM_FEATURES = {"movie_title": "token_seq", "release_year": "token", "class": "token_seq"}
+ML1M_ITEM_FEATURES = {"movie_title": "token_seq", "release_year": "token", "genre": "token_seq"}
+USER_FEATURES = {"age": "token", "gender": "token", "occupation": "token", "zip_code": "token"}
+_TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
+
+
+@dataclass
+class Features:
+    """A metadata file's own columns, kept so that the RecBole export can write them back beside the text:
+    each field's RecBole type (``token``, ``token_seq``, ``float``, ``float_seq``) in column order, and per raw
+    id its values in that order (``""`` where empty)."""
+
+    types: dict[str, str] = field(default_factory=dict)
+    values: dict[str, list[str]] = field(default_factory=dict)
+
+    def subset(self, ids: Iterable[str]) -> Features:
+        """The same fields for ``ids`` only (those without a row stay without)."""
+        return Features(dict(self.types), {i: self.values[i] for i in ids if i in self.values})
 
 
 @dataclass
@@ -55,8 +75,14 @@ class RawData:
     item_titles: dict[str, str]
     user_text: dict[str, str]
     source: str
+    item_features: Features = field(default_factory=Features)
+    user_features: Features = field(default_factory=Features)
 
 
+def _title_and_year(title: str) -> tuple[str, str]:
+    """'Toy Story (1995)' -> ('Toy Story', '1995'); a title without a trailing year keeps it all."""
+    match = _TITLE_YEAR.match(title)
+    return (match[1], match[2]) if match else (title, "")
 
 
 def _item_text(title: str, genres: Iterable[str], extra: Iterable[str] = ()) -> str:
@@ -99,10 +125,11 @@ def read_ml100k(folder: str | Path) -> RawData:
         "user<TAB>item<TAB>rating<TAB>timestamp")
     genre_path = folder / "u.genre"
     genres = _ml100k_genres(genre_path) if genre_path.is_file() else ML100K_GENRES
-    item_text, item_titles = _ml100k_items(_require(folder / "u.item", ML100K_FILES), genres)
-    user_text = _ml100k_users(_require(folder / "u.user", ML100K_FILES))
+    item_text, item_titles, item_features = _ml100k_items(_require(folder / "u.item", ML100K_FILES), genres)
+    user_text, user_features = _ml100k_users(_require(folder / "u.user", ML100K_FILES))
     _log_coverage(folder, items, item_text)
-    return RawData(users, items, ratings, timestamps, item_text, item_titles, user_text, str(folder))
+    return RawData(users, items, ratings, timestamps, item_text, item_titles, user_text, str(folder),
+                   item_features, user_features)
 
 
 def _ml100k_genres(path: Path) -> tuple[str, ...]:
@@ -114,25 +141,31 @@ def _ml100k_genres(path: Path) -> tuple[str, ...]:
     return tuple(table.columns[0])
 
 
-def _ml100k_items(path: Path, genres: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+def _ml100k_items(path: Path, genres: Sequence[str]) -> tuple[dict[str, str], dict[str, str], Features]:
+    """(text, title, features) per item; the features are RecBole's ml-100k columns: the title without its
+    year, the year of the release date (of the title when the date is empty) and the genres."""
     ncols = 5 + len(genres)
     expected = f"id, title, release date, video date, url, {len(genres)} genre flags"
     table = _read_table(path, "|", ncols, expected)
     _unique_ids(table, 0, "item id")
-    text, titles = {}, {}
+    text, titles, features = {}, {}, Features(dict(ML100K_ITEM_FEATURES))
     for k, row in enumerate(table.rows()):
         flags = row[5:]
         if not set(flags) <= {"0", "1"}:
             raise table.error(k, f"expected genre flags 0 or 1 in fields 6-{ncols}, found {'|'.join(flags)}")
         titles[row[0]] = row[1]
-        text[row[0]] = _item_text(row[1], (g for g, flag in zip(genres, flags, strict=True) if flag == "1"))
-    return text, titles
+        flagged = [g for g, flag in zip(genres, flags, strict=True) if flag == "1"]
+        text[row[0]] = _item_text(row[1], flagged)
+        movie_title, title_year = _title_and_year(row[1])
+        features.values[row[0]] = [movie_title, row[2][-4:] if row[2] else title_year, " ".join(flagged)]
+    return text, titles, features
 
 
-def _ml100k_users(path: Path) -> dict[str, str]:
+def _ml100k_users(path: Path) -> tuple[dict[str, str], Features]:
     table = _read_table(path, "|", 5, "id, age, gender, occupation, zip code")
     _unique_ids(table, 0, "user id")
-    return {row[0]: _user_text(row[1], row[2], row[3]) for row in table.rows()}
+    features = Features(dict(USER_FEATURES), {row[0]: list(row[1:]) for row in table.rows()})
+    return {row[0]: _user_text(row[1], row[2], row[3]) for row in table.rows()}, features
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -148,30 +181,37 @@ def read_ml1m(folder: str | Path) -> RawData:
     users, items, ratings, timestamps = _grouplens_ratings(
         _require(folder / "ratings.dat", ML1M_FILES), "::", "UserID, MovieID, Rating, Timestamp",
         "UserID::MovieID::Rating::Timestamp")
-    item_text, item_titles = _ml1m_movies(_require(folder / "movies.dat", ML1M_FILES))
-    user_text = _ml1m_users(_require(folder / "users.dat", ML1M_FILES))
+    item_text, item_titles, item_features = _ml1m_movies(_require(folder / "movies.dat", ML1M_FILES))
+    user_text, user_features = _ml1m_users(_require(folder / "users.dat", ML1M_FILES))
     _log_coverage(folder, items, item_text)
-    return RawData(users, items, ratings, timestamps, item_text, item_titles, user_text, str(folder))
+    return RawData(users, items, ratings, timestamps, item_text, item_titles, user_text, str(folder),
+                   item_features, user_features)
 
 
-def _ml1m_movies(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+def _ml1m_movies(path: Path) -> tuple[dict[str, str], dict[str, str], Features]:
+    """(text, title, features) per movie; the features are RecBole's ml-1m columns."""
     table = _read_table(path, "::", 3, "MovieID, Title (Year), Genre|Genre|...")
     _unique_ids(table, 0, "movie id")
     titles = {id_: title for id_, title, _ in table.rows()}
     text = {id_: _item_text(title, genres.split("|")) for id_, title, genres in table.rows()}
-    return text, titles
+    features = Features(dict(ML1M_ITEM_FEATURES), {
+        id_: [*_title_and_year(title), " ".join(g for g in genres.split("|") if g)]
+        for id_, title, genres in table.rows()})
+    return text, titles, features
 
 
-def _ml1m_users(path: Path) -> dict[str, str]:
+def _ml1m_users(path: Path) -> tuple[dict[str, str], Features]:
+    """(text, features) per user; the features keep the file's age and occupation codes, as RecBole's ml-1m."""
     table = _read_table(path, "::", 5, "UserID, Gender, Age, Occupation, Zip-code")
     _unique_ids(table, 0, "user id")
-    text = {}
-    for k, (id_, gender, age, occupation, _) in enumerate(table.rows()):
+    text, features = {}, Features(dict(USER_FEATURES))
+    for k, (id_, gender, age, occupation, zip_code) in enumerate(table.rows()):
         if age not in ML1M_AGES:
             raise table.error(k, f"expected an age code in {sorted(ML1M_AGES, key=int)}, found {age!r}")
         if occupation not in ML1M_OCCUPATIONS:
             raise table.error(k, f"expected an occupation code 0-20, found {occupation!r}")
         text[id_] = _user_text(ML1M_AGES[age], gender, ML1M_OCCUPATIONS[occupation])
-    return text
+        features.values[id_] = [age, gender, occupation, zip_code]
+    return text, features
 
 
