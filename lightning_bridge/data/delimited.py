@@ -141,7 +141,7 @@ def _read_items(path: Path, separator: str, id_field: str, title_field: str | No
 
 
 def _features(fields: list[str], rows: list[list[str]], id_index: int) -> Features:
-    """Every column but the id; a name's spaces become ``_`` (RecBole's header splits on them), and a name that
+    """Every column but the id; a name's spaces become ``_`` (one word, as RecBole's configs list fields), and a name that
     then repeats an earlier one is left out."""
     names: dict[str, int] = {}
     for i, name in enumerate(fields):
