@@ -141,8 +141,8 @@ def _read_items(path: Path, separator: str, id_field: str, title_field: str | No
 
 
 def _features(fields: list[str], rows: list[list[str]], id_index: int) -> Features:
-    """Every column but the id; a name's spaces become ``_`` (one word, as RecBole's configs list fields), and a name that
-    then repeats an earlier one is left out."""
+    """Every column but the id; a name's spaces become ``_`` (one word, as RecBole's configs list fields), and a
+    name that then repeats an earlier one is left out."""
     names: dict[str, int] = {}
     for i, name in enumerate(fields):
         names.setdefault("_".join(name.split()), i)
