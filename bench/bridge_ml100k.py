@@ -47,9 +47,9 @@ SETTINGS = {
     "full": [],
     "sparse": ["--data.init_args.max_train_per_user", "5"],
     "cold": ["--data.init_args.new_item_fraction", "0.2"],
-    "synthetic": ["--data.class_path", "lightning_bridge.data.datamodule.SyntheticTopicsDataModule"],
+    "synthetic": ["--data.class_path", "lightning_bridge.data.datasets.SyntheticTopicsDataModule"],
     # flatter popularity: more test targets are rare items, whose words only their titles tell
-    "synthetic_flat": ["--data.class_path", "lightning_bridge.data.datamodule.SyntheticTopicsDataModule",
+    "synthetic_flat": ["--data.class_path", "lightning_bridge.data.datasets.SyntheticTopicsDataModule",
                        "--data.init_args.popularity_exponent", "0.5"],
 }
 # LM-only at BDLM's LM compute: configs/ml100k.yaml makes 197 LM steps of 32 examples (2:1 for 10 epochs of 59

@@ -30,7 +30,7 @@ import torch
 from domain_ml100k import ranking_loop
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_bridge.data.datamodule import MovieLensDataModule
+from lightning_bridge.data.datasets import MovieLensDataModule
 from lightning_bridge.models.domain import DomainModule
 
 

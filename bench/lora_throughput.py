@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch import Callback
 from transformers import AutoConfig, AutoModel, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
-from lightning_bridge.data.datamodule import SyntheticTopicsDataModule
+from lightning_bridge.data.datasets import SyntheticTopicsDataModule
 from lightning_bridge.models.lm import LMModule
 
 

@@ -3,7 +3,7 @@
 Runs in its own virtual environment (RecBole pins old numpy/scipy/pandas; see bench/README.md), so it must
 not import lightning_bridge. The split comes from our data module as RecBole benchmark files:
 
-    python -c "from lightning_bridge.data.datamodule import MovieLensDataModule as M; \
+    python -c "from lightning_bridge.data.datasets import MovieLensDataModule as M; \
 M(export_split_to='bench/split').split"
     /tmp/recbole-venv/bin/python bench/recbole_lightgcn.py --data_path bench/split
 

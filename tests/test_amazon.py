@@ -9,7 +9,7 @@ import yaml
 
 from lightning_bridge.cli import main
 from lightning_bridge.data.amazon import read_amazon
-from lightning_bridge.data.datamodule import AmazonReviewsDataModule
+from lightning_bridge.data.datasets import AmazonReviewsDataModule
 from lightning_bridge.data.tables import DataFormatError
 
 FILES = Path(__file__).parent / "data" / "amazon"

@@ -15,7 +15,7 @@ from conftest import CONFIGS
 
 from lightning_bridge.cli import main
 from lightning_bridge.co_training.bridge import BridgeModule
-from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.data.datasets import SyntheticDataModule
 from lightning_bridge.models.checkpoint_contents import export_domain
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule

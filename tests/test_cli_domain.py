@@ -79,17 +79,17 @@ def test_unknown_encoder_and_dataset_are_clear_errors(in_tmp, capsys):
         main(["fit", "--config", TINY, "--model.init_args.encoder", "transformer"])
     assert "encoder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["fit", "--config", TINY, "--data", "lightning_bridge.data.datamodule.NoSuchDataModule"])
+        main(["fit", "--config", TINY, "--data", "lightning_bridge.data.datasets.NoSuchDataModule"])
     assert "NoSuchDataModule" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["fit", "--config", TINY, "--data", "lightning_bridge.data.datamodule.MovieLensDataModule",
+        main(["fit", "--config", TINY, "--data", "lightning_bridge.data.datasets.MovieLensDataModule",
               "--data.variant", "ml-10m"])
     assert "variant" in capsys.readouterr().err
 
 
 def test_missing_dataset_folder_names_the_file(in_tmp):
     with pytest.raises(DataFormatError, match=r"nowhere.*ratings.inter|ratings\.inter"):
-        main(["fit", "--config", TINY, "--data", "lightning_bridge.data.datamodule.AtomicFilesDataModule",
+        main(["fit", "--config", TINY, "--data", "lightning_bridge.data.datasets.AtomicFilesDataModule",
               "--data.folder", str(in_tmp / "nowhere" / "ratings")])
 
 

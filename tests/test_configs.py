@@ -7,7 +7,7 @@ import pytest
 
 from lightning_bridge.cli import main
 from lightning_bridge.data import download
-from lightning_bridge.data.datamodule import MovieLensDataModule
+from lightning_bridge.data.datasets import MovieLensDataModule
 from lightning_bridge.data.download import DatasetUnavailableError
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -27,7 +27,7 @@ def test_config_parses(names, capsys):
         main(["fit", *(arg for name in names for arg in ("--config", str(CONFIGS / name))), "--print_config"])
     assert exit_.value.code in (None, 0)
     printed = capsys.readouterr().out
-    assert "class_path: lightning_bridge.data.datamodule." in printed
+    assert "class_path: lightning_bridge.data.datasets." in printed
 
 
 def test_ml1m_without_grouplens_names_data_dir(in_tmp, monkeypatch):

@@ -30,7 +30,8 @@ def test_fit_logs_one_line_per_validation_with_score_and_time_left(in_tmp, caplo
     assert re.fullmatch(r"fit: epoch 1/3, step 9/27: domain val ndcg@10 [0-9.]+ \(best\) \| \d+s elapsed, ~\d+s left",
                         validations[0])
     assert lines[-1].startswith("fit: done: 27 steps in ")
-    assert any(m.startswith("exported the run's artefacts to ") for m in _lines(caplog, "lightning_bridge.run.after_fit"))
+    exported = _lines(caplog, "lightning_bridge.run.after_fit")
+    assert any(m.startswith("exported the run's artefacts to ") for m in exported)
     assert "val ndcg@10" not in capsys.readouterr().out  # stdout stays the caller's
 
 

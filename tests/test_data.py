@@ -127,7 +127,7 @@ def _write_atomic(folder, name="toy"):
 
 
 def test_atomic_datamodule_splits_caches_and_exports(tmp_path):
-    from lightning_bridge.data.datamodule import AtomicFilesDataModule
+    from lightning_bridge.data.datasets import AtomicFilesDataModule
 
     folder = tmp_path / "toy"
     _write_atomic(folder)
@@ -150,7 +150,7 @@ def test_atomic_datamodule_splits_caches_and_exports(tmp_path):
 
 
 def test_sparse_users_are_the_fifth_with_fewest_training_interactions(tmp_path):
-    from lightning_bridge.data.datamodule import SyntheticDataModule
+    from lightning_bridge.data.datasets import SyntheticDataModule
 
     data = SyntheticDataModule(num_users=50, num_items=40, cache_dir=str(tmp_path))
     counts = np.bincount(data.interactions.users[data.split.train], minlength=50)
@@ -161,7 +161,7 @@ def test_sparse_users_are_the_fifth_with_fewest_training_interactions(tmp_path):
 
 def test_bpr_negatives_can_be_limited_to_items_seen_in_training():
     """``data.negatives: interacted``: a new item (no training interaction) is never drawn as a negative."""
-    from lightning_bridge.data.datamodule import SyntheticDataModule
+    from lightning_bridge.data.datasets import SyntheticDataModule
 
     for negatives, expect_new in (("all", True), ("interacted", False)):
         data = SyntheticDataModule(num_users=60, num_items=40, new_item_fraction=0.25, negatives=negatives)
@@ -174,7 +174,7 @@ def test_bpr_negatives_can_be_limited_to_items_seen_in_training():
 
 
 def test_unknown_negatives_setting_names_the_option():
-    from lightning_bridge.data.datamodule import SyntheticDataModule
+    from lightning_bridge.data.datasets import SyntheticDataModule
 
     with pytest.raises(ValueError, match=r"data.negatives must be 'all' or 'interacted', got 'seen'"):
         SyntheticDataModule(negatives="seen")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from lightning_bridge.data import batches as batches_module
 from lightning_bridge.data.batches import BPRTriples, EvalUsers, UserHistories
-from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.data.datasets import SyntheticDataModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.modules.domain.encoders import LightGCN, normalized_biadjacency
 from lightning_bridge.modules.domain.recommender import _squared_rows

@@ -13,7 +13,8 @@ from test_bridge import _assert_unseen_top_20, _changed_after_one_step
 from lightning_bridge import load_recommender
 from lightning_bridge.cli import main
 from lightning_bridge.data.batches import SequenceWindows, UserHistories
-from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.data.contract import DataNeeds
+from lightning_bridge.data.datasets import SyntheticDataModule
 from lightning_bridge.data.requests import PredictionRequest
 from lightning_bridge.models.checkpoint_contents import export_domain
 from lightning_bridge.models.domain import DomainModule
@@ -83,9 +84,7 @@ def test_windows_make_every_training_item_but_the_first_a_target_once_after_its_
 def test_evaluation_sequences_never_hold_the_items_being_predicted(tmp_path):
     data = SyntheticDataModule(num_users=20, num_items=30, cache_dir=str(tmp_path))
     model = DomainModule(20, 30, encoder="sasrec", embedding_dim=8, max_len=6)
-    trainer = L.Trainer(logger=False, accelerator="cpu")
-    trainer.strategy.connect(model)  # the data module asks the trainer's model what it reads
-    data.trainer = trainer
+    data.connect(DataNeeds(model.train_batch_kinds, model.sequence_len))  # as the model's setup does
     inter, split = data.interactions, data.split
     for stage, hidden in (("val", (split.valid, split.test)), ("test", (split.test,))):
         for batch in data._eval_loader(stage):
@@ -93,7 +92,7 @@ def test_evaluation_sequences_never_hold_the_items_being_predicted(tmp_path):
             for user, seq in zip(batch["users"].tolist(), batch["sequence"].tolist(), strict=True):
                 for rows in hidden:
                     assert inter.items[rows][inter.users[rows] == user][0] not in seq
-    assert data._domain_sequence_len() == 6
+    assert data.needs.sequence_len == 6
     windows = data._train_dataset("domain")
     train_pairs = set(zip(inter.users[split.train].tolist(), inter.items[split.train].tolist(), strict=True))
     for user, row in zip(windows.users, windows.inputs, strict=True):

@@ -167,7 +167,7 @@ def test_smollm2_loads_answers_and_trains_one_step(tmp_path: Path) -> None:
     import lightning as L
     from transformers import AutoModelForCausalLM
 
-    from lightning_bridge.data.datamodule import SyntheticDataModule
+    from lightning_bridge.data.datasets import SyntheticDataModule
     from lightning_bridge.models.lm import LMModule
 
     torch.manual_seed(0)

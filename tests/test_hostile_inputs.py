@@ -25,7 +25,7 @@ from slow_steps import SlowSteps
 
 from lightning_bridge.cli import main
 from lightning_bridge.data import download
-from lightning_bridge.data.datamodule import AtomicFilesDataModule
+from lightning_bridge.data.datasets import AtomicFilesDataModule
 from lightning_bridge.data.download import DatasetUnavailableError
 from lightning_bridge.models.checkpoint_contents import export_domain
 from lightning_bridge.run.callbacks import TopKWriter
@@ -33,7 +33,7 @@ from lightning_bridge.run.class_registry import register_class
 
 TINY = str(CONFIGS / "tiny_domain.yaml")
 TINY_BRIDGE = str(CONFIGS / "tiny_bridge.yaml")
-ATOMIC = "lightning_bridge.data.datamodule.AtomicFilesDataModule"
+ATOMIC = "lightning_bridge.data.datasets.AtomicFilesDataModule"
 HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 
 

@@ -10,7 +10,7 @@ from builders import NUM_ITEMS, NUM_USERS, tiny_bridge
 
 from lightning_bridge.co_training.bridge import BridgeModule
 from lightning_bridge.co_training.warm_start import WarmStartAsCandidate, warm_start_domain
-from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.data.datasets import SyntheticDataModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
 from lightning_bridge.modules.info_sharing import InfoSharing, fold_text_channel

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.data.datasets import SyntheticDataModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.run import lightning_internals
 from lightning_bridge.run.lightning_internals import (

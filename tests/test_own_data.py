@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lightning_bridge.cli import main
-from lightning_bridge.data.datamodule import AtomicFilesDataModule, CSVDataModule
+from lightning_bridge.data.datasets import AtomicFilesDataModule, CSVDataModule
 from lightning_bridge.data.delimited import read_delimited
 from lightning_bridge.data.interactions import Interactions, k_core
 from lightning_bridge.data.sources import RawData

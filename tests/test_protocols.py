@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.data.datasets import SyntheticDataModule
 from lightning_bridge.evaluation.ranking import RankingEvaluator
 
 

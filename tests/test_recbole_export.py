@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lightning_bridge.data.atomic import ATOMIC_TYPES, read_atomic
-from lightning_bridge.data.datamodule import AtomicFilesDataModule, CSVDataModule, MovieLensDataModule
+from lightning_bridge.data.datasets import AtomicFilesDataModule, CSVDataModule, MovieLensDataModule
 
 FIELDS = {"inter": ["user_id:token", "item_id:token", "rating:float", "timestamp:float"],
           "item": ["item_id:token", "title:token_seq", "item_text:token_seq", "movie_title:token_seq",

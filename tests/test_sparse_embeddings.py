@@ -7,7 +7,7 @@ from conftest import CONFIGS
 
 from lightning_bridge.cli import main
 from lightning_bridge.co_training.bridge import BridgeModule
-from lightning_bridge.data.datamodule import SyntheticDataModule
+from lightning_bridge.data.datasets import SyntheticDataModule
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lazy_adam import LazyAdam, lazy_optimizer
 from lightning_bridge.models.lm import LMModule

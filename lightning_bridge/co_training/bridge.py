@@ -11,7 +11,7 @@ import torch
 
 from lightning_bridge.co_training.sharded import FullyShardedCoTraining
 from lightning_bridge.co_training.text_anchor import TextAnchor
-from lightning_bridge.data.contract import RecommenderData, Side
+from lightning_bridge.data.contract import DataNeeds, RecommenderData, Side, connect_data
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.models.checkpoint_contents import (
@@ -38,7 +38,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
     and checkpoint cadence keep their usual meaning. Each side's optimizer holds its own state for the shared
     tables: an LM step never touches the domain optimizer's Adam moments, and vice versa.
 
-    Every step receives one batch of each kind (``train_batch_kinds``, read by the data module), whichever
+    Every step receives one batch of each kind (``train_batch_kinds``, told to the data module), whichever
     side steps: the other side's batch is built and left unused, except that a domain step reads the LM
     batch's ``text_items`` for the text anchor. With ``domain_steps: 4`` four of five LM batches go unused;
     they are cheap to build (ids and histories; prompts are built only by the LM that steps).
@@ -158,10 +158,15 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
 
     # ---- training ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        connect_data(self.trainer.datamodule, self.data_needs())
         self.domain.recommender.attach(self.trainer.datamodule)
         self.lm.recommender.attach(self.trainer.datamodule)
         if self.hparams.text_channel:
             self.prepare_text_channel(self.trainer.datamodule)
+
+    def data_needs(self) -> DataNeeds:
+        """One batch of each side's kind per step, sequences where the domain model reads them."""
+        return DataNeeds(self.train_batch_kinds, self.domain.sequence_len)
 
     def prepare_text_channel(self, data: RecommenderData) -> None:
         """Checks that the data has item text, and tells the text channel which items have training

@@ -19,6 +19,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightning_bridge.data.contract import connect_data
 from lightning_bridge.run.console import ProgressLog
 from lightning_bridge.run.lightning_internals import offer_checkpoint
 
@@ -67,6 +68,7 @@ class AutomaticWarmStart(WarmStartAsCandidate):
         accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
         path, self.score = warm_start_domain(pl_module, data, trainer.log_dir or ".", accelerator)
         data.trainer = pl_module.domain.trainer = trainer  # the warm start's own trainer borrowed both
+        connect_data(data, pl_module.data_needs())  # the domain model alone had asked for its batches only
         pl_module.warm_started_from = (path, self.score)
 
 

@@ -1,9 +1,10 @@
 """The contract between data and models, both ways: what a model reads from the data when it attaches, and
-what the data module reads from the model it serves."""
+what a model tells the data module to build for it."""
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -38,12 +39,21 @@ class RecommenderData(Protocol):
     def recent_training_items(self, length: int) -> np.ndarray: ...
 
 
-class TrainingNeeds(Protocol):
-    """What the data module reads from the model it serves: the training batch kinds, in this order (one
-    kind: plain batches; several: a dict of one batch of each per step), and ``sequence_len`` on the domain
-    model that reads histories (None: it reads none)."""
+@dataclass(frozen=True)
+class DataNeeds:
+    """What a model tells the data module it serves to build (``RecDataModule.connect``, from the model's
+    ``setup``): its training batch kinds, in this order (one kind: plain batches; several: a dict of one batch
+    of each per step), and how many recent items its domain model reads (None: it reads no sequences)."""
 
-    train_batch_kinds: tuple[Side, ...]
+    train_batch_kinds: tuple[Side, ...] = ("domain",)
+    sequence_len: int | None = None
+
+
+def connect_data(data: Any, needs: DataNeeds) -> None:
+    """Tells ``data`` (the trainer's data module, if any) what the model needs; a data module of another kind
+    (a user's own) is left as it is."""
+    if hasattr(data, "connect"):
+        data.connect(needs)
 
 
 def check_sizes(data: RecommenderData | None, num_users: int, num_items: int, model: str) -> None:

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from lightning_bridge.data.contract import Side
+from lightning_bridge.data.contract import DataNeeds, Side, connect_data
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.models.checkpoint_contents import save_own_hyperparameters
@@ -118,8 +118,12 @@ class DomainModule(RankingEvaluation, L.LightningModule):
 
     @property
     def sequence_len(self) -> int | None:
-        """Read by the data module: SASRec's history length, so it serves sequences (None: no sequences)."""
+        """SASRec's history length, so that the data module serves sequences (None: no sequences)."""
         return self.recommender.sequence_len
+
+    def data_needs(self) -> DataNeeds:
+        """What the data module builds for this model (told at ``setup``)."""
+        return DataNeeds(self.train_batch_kinds, self.sequence_len)
 
     # ---- Lightning hooks -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -127,6 +131,7 @@ class DomainModule(RankingEvaluation, L.LightningModule):
             raise ValueError(f"trainer.gradient_clip_val={self.trainer.gradient_clip_val} cannot apply with "
                              "model.init_args.sparse_embeddings=true: torch clips neither the norm nor the values of "
                              "sparse gradients; remove one of them")
+        connect_data(self.trainer.datamodule, self.data_needs())
         self.recommender.attach(self.trainer.datamodule)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

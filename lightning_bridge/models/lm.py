@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from peft import PeftModel, load_peft_weights, set_peft_model_state_dict
 
-from lightning_bridge.data.contract import Side
+from lightning_bridge.data.contract import DataNeeds, Side, connect_data
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.models.checkpoint_contents import (
@@ -146,6 +146,7 @@ class LMModule(RankingEvaluation, L.LightningModule):
 
     # ---- Lightning hooks -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        connect_data(self.trainer.datamodule, DataNeeds(self.train_batch_kinds))  # LM examples, no sequences
         # Without a DataModule (a Trainer fed plain dataloaders) the caller has attached the data already.
         if self.trainer.datamodule is not None or self.recommender.prompts is None:
             self.recommender.attach(self.trainer.datamodule)

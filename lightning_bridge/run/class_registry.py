@@ -32,9 +32,10 @@ CLASS_PATH_KEYS = ("class_path", "_class_path")
 # settings typed as callables (the optimizer, the scheduler, co-training's two models): jsonargparse imports a
 # dotted name given there as a string
 CALLABLE_KEYS = ("optimizer", "scheduler", "domain", "lm")
-PROJECT_MODULES = ("lightning_bridge.co_training.bridge", "lightning_bridge.data.datamodule",
-                   "lightning_bridge.models.lazy_adam", "lightning_bridge.run.callbacks",
-                   "lightning_bridge.co_training.warm_start", "lightning_bridge.co_training.fsdp")
+PROJECT_MODULES = ("lightning_bridge.co_training.bridge", "lightning_bridge.co_training.warm_start",
+                   "lightning_bridge.co_training.fsdp", "lightning_bridge.data.datasets",
+                   "lightning_bridge.models.content", "lightning_bridge.models.lazy_adam",
+                   "lightning_bridge.run.callbacks")
 # Lightning's own modules whose public classes a config may name (trainer.strategy, trainer.plugins...)
 LIGHTNING_MODULES = (lightning_loggers, lightning_callbacks, lightning_strategies, lightning_accelerators,
                      lightning_plugins, lightning_profilers)

@@ -11,7 +11,7 @@ import pytest
 from builders import cli
 from hostile_common import TINY, TINY_BRIDGE, TINY_LM
 
-from lightning_bridge.data.datamodule import AtomicFilesDataModule
+from lightning_bridge.data.datasets import AtomicFilesDataModule
 
 HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 

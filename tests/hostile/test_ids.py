@@ -12,7 +12,7 @@ from hostile_common import TINY
 from lightning_bridge.data.ids import id_problem
 
 HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
-ATOMIC = "lightning_bridge.data.datamodule.AtomicFilesDataModule"
+ATOMIC = "lightning_bridge.data.datasets.AtomicFilesDataModule"
 
 
 def _rows() -> list[str]:
