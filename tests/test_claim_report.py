@@ -117,7 +117,8 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
     page = render(plan, results, pending=[])
     assert "| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | B_full | D1 | 5 |" in page
     assert "| domain gains from co-training on the sparsest users | **supported** |" in page
-    assert "In 0 of 5 B_full runs no co-training validation rose above the warm start" in page
+    assert ("In 0 of 5 B_full runs (its declared variants included) no co-training validation rose above the "
+            "warm start") in page
     plan["comparisons"] += [{**plan["comparisons"][0], "name": "with C", "controls": ["D1", "D2", "C"]},
                             {**plan["comparisons"][0], "name": "on cold", "setting": "cold"}]
     page = render(plan, results, pending=[])
@@ -127,6 +128,28 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
                    if row["report"] == "D2" and row["sparse"] == "1" and row["hr@10"] == "1")
                for r in records if r["arm"] == "D2")
     assert f"({hits}/200 hits)" in page  # 40 sparse users x 5 seeds
+
+
+@pytest.mark.parametrize("above", [False, True])
+def test_the_variant_chosen_on_validation(fixture_results, above):
+    """The variants table shows each variant's warm start and best co-training validation on its first seed;
+    the highest co-training validation is chosen, and replaces B-full only if it rose above its warm start."""
+    root, records = fixture_results
+    plan = load_plan(str(PLAN))
+    plan["comparisons"] = [c for c in plan["comparisons"] if c["metric"] == "sparse_ndcg@10"]
+    plan["bootstrap_samples"] = 100
+    plan["variants_tried"] = {"sparse": [{"name": "B_full", "change": "as above"},
+                                         {"name": "B_full_v1", "change": "one knob"}]}
+    bf = next(r for r in records if r["arm"] == "BF" and r["seed"] == 0)
+    bf["val_history"] = {"warm_start_domain": [[9, 0.05], [19, 0.06]], "domain": [[39, 0.055], [59, 0.052]]}
+    variant = {**bf, "arm": "BF_v1", "reports": {"B_full_v1": bf["reports"]["B_full"]},
+               "val_history": {"warm_start_domain": [[19, 0.06]], "domain": [[39, 0.065 if above else 0.058]]}}
+    page = render(plan, Results([*records, variant], root), pending=[])
+    assert "| sparse | B_full | as above | 0 | 0.0600 | 0.0550 | no |" in page
+    assert f"| sparse | B_full_v1 | one knob | 0 | 0.0600 | {0.065 if above else 0.058:.4f} | " \
+           f"{'yes' if above else 'no'} |" in page
+    assert "the highest co-training validation is B_full_v1's" in page
+    assert ("so it replaces B-full in the comparisons" in page) == above
 
 
 @pytest.mark.parametrize(("factor", "expected"), [(1.01, "a gain, smaller than claimed"), (0.99, "refuted")])
