@@ -347,8 +347,8 @@ def variants_lines(plan: dict[str, Any], results: Results) -> list[str]:
             best = max(found, key=lambda name: found[name][0])
             notes.append(f"- {setting}: the highest co-training validation is {best}'s; "
                          + ("it rose above its warm start, so it replaces B-full in the comparisons."
-                            if found[best][1] else "no variant run so far rose above its warm start, so the domain model "
-                            "co-training hands back is its warm start."))
+                            if found[best][1] else "no variant run so far rose above its warm start, so the "
+                            "domain model co-training hands back is its warm start."))
     return [*lines, "", *notes]
 
 
