@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lightning_bridge.data.batches import BPRTriples, LMExamples, ShardedBatches, UserHistories
+from lightning_bridge.data.batches import ShardedBatches, UserHistories
 from lightning_bridge.data.interactions import (
     Interactions,
     leave_one_out,
@@ -13,6 +13,7 @@ from lightning_bridge.data.interactions import (
 from lightning_bridge.data.sources import RawData
 from lightning_bridge.data.synthetic import TOPIC_WORDS, synthetic_raw, synthetic_topics_raw
 from lightning_bridge.data.tables import DataFormatError
+from lightning_bridge.data.training_batches import BPRTriples, LMExamples
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_bridge.data import batches as batches_module
-from lightning_bridge.data.batches import BPRTriples, EvalUsers, UserHistories
+from lightning_bridge.data import training_batches as batches_module
+from lightning_bridge.data.batches import EvalUsers, UserHistories
 from lightning_bridge.data.datasets import SyntheticDataModule
+from lightning_bridge.data.training_batches import BPRTriples
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.modules.domain.encoders import LightGCN, normalized_biadjacency
 from lightning_bridge.modules.domain.recommender import _squared_rows

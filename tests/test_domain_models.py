@@ -12,10 +12,11 @@ from test_bridge import _assert_unseen_top_20, _changed_after_one_step
 
 from lightning_bridge import load_recommender
 from lightning_bridge.cli import main
-from lightning_bridge.data.batches import SequenceWindows, UserHistories
+from lightning_bridge.data.batches import UserHistories
 from lightning_bridge.data.contract import DataNeeds
 from lightning_bridge.data.datasets import SyntheticDataModule
 from lightning_bridge.data.requests import PredictionRequest
+from lightning_bridge.data.training_batches import SequenceWindows
 from lightning_bridge.models.checkpoint_contents import export_domain
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.modules.domain.ncf import NeuMF

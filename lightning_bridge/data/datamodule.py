@@ -12,16 +12,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from lightning_bridge.data.batches import (
-    BPRTriples,
-    EvalUsers,
-    LMExamples,
-    SequenceWindows,
-    ShardedBatches,
-    TextIdSampler,
-    UserHistories,
-    batches_done_this_epoch,
-)
+from lightning_bridge.data.batches import EvalUsers, ShardedBatches, UserHistories, batches_done_this_epoch
 from lightning_bridge.data.contract import DataNeeds, Side
 from lightning_bridge.data.groups import lowest_fifth, report_groups
 from lightning_bridge.data.interactions import (
@@ -36,6 +27,7 @@ from lightning_bridge.data.interactions import (
 from lightning_bridge.data.parsed_cache import cached_read
 from lightning_bridge.data.requests import PredictionRequest, request_dataset
 from lightning_bridge.data.sources import RawData
+from lightning_bridge.data.training_batches import BPRTriples, LMExamples, SequenceWindows, TextIdSampler
 from lightning_bridge.run.downloads import DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
