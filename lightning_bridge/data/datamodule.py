@@ -27,7 +27,7 @@ from lightning_bridge.data.interactions import (
 from lightning_bridge.data.parsed_cache import cached_read
 from lightning_bridge.data.requests import PredictionRequest, request_dataset
 from lightning_bridge.data.sources import RawData
-from lightning_bridge.data.training_batches import BPRTriples, LMExamples, SequenceWindows, TextIdSampler
+from lightning_bridge.data.training_batches import BPRTriples, LMExamples, SequenceWindows, text_samplers
 from lightning_bridge.run.downloads import DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
@@ -236,8 +236,10 @@ class RecDataModule(L.LightningDataModule):
             return BPRTriples(inter.users[rows], inter.items[rows], self.num_items, h.batch_size, self.seed,
                               candidates)
         if kind == "lm":
+            text = text_samplers(self.item_text, self.user_text, self.item_popularity(), h.text_batch_size,
+                                 h.text_sampling_power, self.seed)
             return LMExamples(self._histories(rows), h.history_len, h.lm_examples_per_user, h.lm_batch_size,
-                              self.seed, self._text_samplers())
+                              self.seed, text)
         raise ValueError(f"unknown training batch kind {kind!r}; expected 'domain' or 'lm'")
 
     def train_dataloader(self):
@@ -248,21 +250,6 @@ class RecDataModule(L.LightningDataModule):
             loaders[kind] = self._loader(dataset, len(dataset), even=True)
             loaders[kind].sampler.skip = batches_done_this_epoch(self.trainer)
         return loaders[kinds[0]] if len(kinds) == 1 else loaders
-
-    def _text_samplers(self) -> dict[str, TextIdSampler]:
-        """``text_items`` and ``text_users`` of LM batches: the ids whose text the LM's text tasks read. Items
-        favour the rare by ``text_sampling_power``; users are uniform; ids without text are never drawn."""
-        h, samplers = self.hparams, {}
-        if h.text_batch_size == 0:
-            return samplers
-        has_text = np.array([bool(t) for t in self.item_text])
-        if has_text.any():
-            weights = has_text * (self.item_popularity() + 1.0) ** -h.text_sampling_power
-            samplers["text_items"] = TextIdSampler(weights, h.text_batch_size, self.seed, stream=2)
-        user_has_text = np.array([bool(t) for t in self.user_text])
-        if user_has_text.any():
-            samplers["text_users"] = TextIdSampler(user_has_text, h.text_batch_size, self.seed, stream=3)
-        return samplers
 
     def _eval_loader(self, stage: Literal["val", "test", "predict"]) -> DataLoader:
         key = (stage, self.needs.sequence_len)

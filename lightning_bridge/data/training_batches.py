@@ -110,6 +110,24 @@ class TextIdSampler:
         return np.sort(rng.choice(self.candidates, size=self.size, replace=False, p=self.p))
 
 
+def text_samplers(item_text: list[str | None], user_text: list[str | None], item_popularity: np.ndarray,
+                  batch_size: int, sampling_power: float, seed: int) -> dict[str, TextIdSampler]:
+    """``text_items`` and ``text_users`` of LM batches: the ids whose text the LM's text tasks read. Items
+    favour the rare by ``sampling_power`` (drawn in proportion to ``(interactions + 1) ** -power``); users
+    are uniform; ids without text are never drawn. None of either with ``batch_size`` 0."""
+    samplers: dict[str, TextIdSampler] = {}
+    if batch_size == 0:
+        return samplers
+    has_text = np.array([bool(t) for t in item_text])
+    if has_text.any():
+        weights = has_text * (item_popularity + 1.0) ** -sampling_power
+        samplers["text_items"] = TextIdSampler(weights, batch_size, seed, stream=2)
+    user_has_text = np.array([bool(t) for t in user_text])
+    if user_has_text.any():
+        samplers["text_users"] = TextIdSampler(user_has_text, batch_size, seed, stream=3)
+    return samplers
+
+
 class LMExamples(Dataset):
     """Next-item examples for the language model: a user, the history before one of their training
     interactions (most recent last, left-padded with -1), and that interaction's item as the target.
