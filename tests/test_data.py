@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 
 from lightning_bridge.data.batches import ShardedBatches, UserHistories
-from lightning_bridge.data.interactions import (
-    Interactions,
-    leave_one_out,
-    ratio_split,
-    write_recbole_benchmark,
-)
+from lightning_bridge.data.interactions import Interactions, leave_one_out, ratio_split
+from lightning_bridge.data.recbole_export import write_recbole_benchmark
 from lightning_bridge.data.sources import RawData
 from lightning_bridge.data.synthetic import TOPIC_WORDS, synthetic_raw, synthetic_topics_raw
 from lightning_bridge.data.tables import DataFormatError

@@ -22,9 +22,9 @@ from lightning_bridge.data.interactions import (
     keep_last_per_user,
     leave_one_out,
     ratio_split,
-    write_recbole_benchmark,
 )
 from lightning_bridge.data.parsed_cache import cached_read
+from lightning_bridge.data.recbole_export import write_recbole_benchmark
 from lightning_bridge.data.requests import PredictionRequest, request_dataset
 from lightning_bridge.data.sources import RawData
 from lightning_bridge.data.training_batches import BPRTriples, LMExamples, SequenceWindows, text_samplers
@@ -74,7 +74,7 @@ class RecDataModule(L.LightningDataModule):
             None takes the run's ``seed_everything``.
         cache_dir: where downloads and parsed data are cached.
         export_split_to: if set, writes the split as the RecBole dataset ``<name>-split`` into this folder
-            (``data_path`` for RecBole; see ``interactions.write_recbole_benchmark``).
+            (``data_path`` for RecBole; see ``recbole_export.write_recbole_benchmark``).
     """
 
     def __init__(self, split: Literal["leave_one_out", "ratio"] = "leave_one_out",
