@@ -23,7 +23,7 @@ import torchmetrics
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_bridge.evaluation.metrics import target_ranks
+from lightning_bridge.evaluation.metrics import user_metrics
 
 log = logging.getLogger(__name__)
 K = 10
@@ -49,16 +49,23 @@ class PerUserMetrics(torchmetrics.Metric):
                      *(f"group_{g}" for g in self.GROUPS)):
             self.add_state(name, torch.zeros(num_users, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-        """``scores`` already masked; ``batch`` the evaluation batch (``targets`` (B, T) padded with -1,
-        ``users``, ``group_*`` masks, ``new_items``), as ``RankingEvaluator.update`` receives it."""
+    def update(self, batch: dict[str, torch.Tensor], ranks: torch.Tensor, new_ranks: torch.Tensor | None) -> None:
+        """``batch`` the evaluation batch (``targets`` (B, T) padded with -1, ``users``, ``group_*`` masks), as
+        ``RankingEvaluator.update`` receives it; ``ranks`` its targets' ranks over the catalogue and
+        ``new_ranks`` those of its ``group_new_item`` rows among the new items (None without new items), at a
+        cutoff of at least K (``RankingEvaluator``'s one ranking of the batch)."""
         targets = batch["targets"]
         if targets.dim() == 1:
             targets = targets[:, None]
         keep = (targets >= 0).any(1)
+        if new_ranks is not None:
+            new_rows = batch["group_new_item"].to(keep.device)
+            new_users = batch["users"][new_rows & keep].to(self.ndcg.device)
+            new_ndcg, new_hr = _ndcg_hr(new_ranks[keep[new_rows]], targets[new_rows & keep])
+            self.new_ndcg[new_users], self.new_hr[new_users] = new_ndcg.to(self.ndcg), new_hr.to(self.hr)
         users = batch["users"][keep].to(self.ndcg.device)
-        scores, targets = scores[keep], targets[keep]
-        ndcg, hr = _ndcg_hr(scores, targets)
+        targets = targets[keep]
+        ndcg, hr = _ndcg_hr(ranks[keep], targets)
         valid = targets >= 0
         popularity = self.popularity[targets.clamp(min=0).to(self.popularity.device)]
         rarest = popularity.masked_fill(~valid.to(popularity.device), float("inf")).min(1).values
@@ -68,10 +75,6 @@ class PerUserMetrics(torchmetrics.Metric):
         for group in self.GROUPS:
             if f"group_{group}" in batch:
                 getattr(self, f"group_{group}")[users] = batch[f"group_{group}"][keep].to(self.ndcg)
-        if "new_items" in batch:
-            among_new = scores.masked_fill(~batch["new_items"].to(scores.device), float("-inf"))
-            new_ndcg, new_hr = _ndcg_hr(among_new, targets)
-            self.new_ndcg[users], self.new_hr[users] = new_ndcg.to(self.ndcg), new_hr.to(self.hr)
 
     def compute(self) -> dict[str, torch.Tensor]:
         seen = self.seen > 0
@@ -82,15 +85,10 @@ class PerUserMetrics(torchmetrics.Metric):
         return out
 
 
-def _ndcg_hr(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row NDCG@K and HR@K of masked ``scores`` against ``targets`` padded with -1 (``TopKMetrics``'s
-    definitions)."""
-    valid = targets >= 0
-    ranks = target_ranks(scores, targets, K)
-    hits = ranks < K
-    gain = torch.where(hits, 1.0 / torch.log2(ranks.double() + 2), 0.0).sum(1)
-    ideal = (1.0 / torch.log2(torch.arange(K, dtype=torch.float64, device=gain.device) + 2)).cumsum(0)
-    return gain / ideal[valid.sum(1).clamp(max=K) - 1], hits.any(1).double()
+def _ndcg_hr(ranks: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row NDCG@K and HR@K from the targets' ranks (``TopKMetrics``'s own per-user figures)."""
+    hr, ndcg = user_metrics(ranks, (targets >= 0).sum(1), (K,))[:2, :, 0]
+    return ndcg, hr
 
 
 def quintiles(values: np.ndarray, ndcg: np.ndarray, users: np.ndarray) -> list[dict[str, Any]]:

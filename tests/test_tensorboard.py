@@ -13,7 +13,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_bridge import figures
 from lightning_bridge.cli import main
-from lightning_bridge.evaluation.metrics import TopKMetrics
+from lightning_bridge.evaluation.metrics import TopKMetrics, target_ranks
+from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.evaluation.top_k import mask_scores
 from lightning_bridge.figures import PerUserMetrics, quintiles
 from lightning_bridge.run.hparams import flat_config
@@ -132,7 +133,7 @@ def test_per_user_ndcg_and_hr_average_to_the_reported_metrics():
     reference = TopKMetrics((10,))
     reference.update(scores.clone(), targets)
     per_user = PerUserMetrics(50, np.arange(30))
-    per_user.update(scores, {"targets": targets, "users": torch.arange(5, 45)})
+    per_user.update({"targets": targets, "users": torch.arange(5, 45)}, target_ranks(scores, targets, 20), None)
     result = per_user.compute()
     assert result["users"].tolist() == list(range(5, 45))
     expected = reference.compute()
@@ -140,6 +141,33 @@ def test_per_user_ndcg_and_hr_average_to_the_reported_metrics():
     assert float(result["hr"].mean()) == pytest.approx(float(expected["hr@10"]))
     rarest = torch.where(targets[:, 1] >= 0, targets.min(1).values, targets[:, 0]).double()
     assert torch.equal(result["target_popularity"], rarest)
+
+
+def test_the_evaluator_ranks_each_test_batch_once_for_its_metrics_and_observers(monkeypatch):
+    """One ranking over the catalogue and one among the new items per test batch, whatever the groups and
+    observers; the observers get exactly those ranks."""
+    from lightning_bridge.evaluation import ranking
+
+    calls, seen = [], []
+
+    def counted(scores, targets, cutoff):
+        calls.append(cutoff)
+        return target_ranks(scores, targets, cutoff)
+
+    monkeypatch.setattr(ranking, "target_ranks", counted)
+    torch.manual_seed(0)
+    batch = {"targets": torch.randint(0, 30, (8, 1)), "users": torch.arange(8), "exclude_rows": torch.tensor([0]),
+             "exclude_cols": torch.tensor([3]), "group_sparse": torch.arange(8) < 2,
+             "group_rare": torch.arange(8) > 5, "group_new_item": torch.arange(8) % 2 == 0,
+             "new_items": torch.arange(30) > 20}
+    evaluator = RankingEvaluator()
+    evaluator.test_observers.append(lambda *args: seen.append(args))
+    evaluator.update("test", torch.randn(8, 30), batch)
+    assert calls == [20, 20]
+    (_, ranks, new_ranks), = seen
+    assert ranks.shape == (8, 1) and new_ranks.shape == (4, 1)
+    evaluator.update("val", torch.randn(8, 30), batch)
+    assert len(seen) == 1  # validation has no observers
 
 
 def test_quintiles_are_equal_groups_in_order():

@@ -19,7 +19,9 @@ class TopKMetrics(torchmetrics.Metric):
     """HR@K, NDCG@K, Recall@K and MRR@K over all items, averaged over the users seen.
 
     update() takes scores (B, N), already masked (excluded items at -inf), and targets (B, T): the relevant
-    item indices per user, padded with -1. Rows with no valid target are ignored. An item scored -inf never
+    item indices per user, padded with -1; or, in place of the scores, the targets' ranks from
+    :func:`target_ranks` at a cutoff of at least the largest K (one ranking shared by several metrics and
+    observers). Rows with no valid target are ignored. An item scored -inf never
     counts as a hit (a masked target is a miss that still counts in #relevant); callers should not mask
     targets. With few targets per user a target tied with other items is placed after them (see
     :func:`target_ranks`). compute() returns {"hr@5": ..., "ndcg@5": ..., "recall@5": ..., "mrr@5": ..., ...};
@@ -40,34 +42,40 @@ class TopKMetrics(torchmetrics.Metric):
         self.add_state("sums", sums, dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, scores: Tensor, targets: Tensor) -> None:
+    def update(self, scores: Tensor | None, targets: Tensor, ranks: Tensor | None = None) -> None:
         if targets.dim() == 1:
             targets = targets[:, None]
         n_rel = (targets >= 0).sum(1)
         keep = n_rel > 0
         if not bool(keep.all()):
-            scores, targets, n_rel = scores[keep], targets[keep], n_rel[keep]
-        if scores.shape[0] == 0:
+            targets, n_rel = targets[keep], n_rel[keep]
+            scores, ranks = (None if x is None else x[keep] for x in (scores, ranks))
+        if targets.shape[0] == 0:
             return
-        cutoff = self.ks[-1]
-        ranks = target_ranks(scores, targets, cutoff)  # (B, T); cutoff = not in any top-K
-        ks = torch.tensor(self.ks, device=scores.device)
-        hits = ranks[:, :, None] < ks  # (B, T, len(ks))
-        gain = 1.0 / torch.log2(ranks.double() + 2)  # (B, T)
-        n_hit = hits.sum(1).double()  # (B, len(ks))
-        hr = (n_hit > 0).double()
-        recall = n_hit / n_rel[:, None]
-        ideal = (1.0 / torch.log2(torch.arange(cutoff, device=scores.device, dtype=torch.float64) + 2)).cumsum(0)
-        ndcg = (hits * gain[:, :, None]).sum(1) / ideal[torch.minimum(n_rel[:, None], ks) - 1]
-        first = ranks.min(1).values[:, None]  # (B, 1): the best-placed target
-        mrr = (first < ks) / (first + 1.0)
-
-        self.sums += torch.stack([hr, ndcg, recall, mrr]).sum(1)
-        self.count += scores.shape[0]
+        if ranks is None:
+            ranks = target_ranks(scores, targets, self.ks[-1])  # (B, T); cutoff = not in any top-K
+        self.sums += user_metrics(ranks, n_rel, self.ks).sum(1)
+        self.count += targets.shape[0]
 
     def compute(self) -> dict[str, Tensor]:
         means = self.sums / self.count.clamp(min=1)
         return {f"{name}@{k}": means[i, j] for i, name in enumerate(NAMES) for j, k in enumerate(self.ks)}
+
+
+def user_metrics(ranks: Tensor, n_rel: Tensor, ks: Sequence[int]) -> Tensor:
+    """(len(NAMES), B, len(ks)) each user's HR, NDCG, Recall and MRR at each cutoff, from the targets' ``ranks``
+    (:func:`target_ranks` at a cutoff of at least ``max(ks)``) and the user's number of relevant items."""
+    ks_ = torch.tensor(ks, device=ranks.device)
+    hits = ranks[:, :, None] < ks_  # (B, T, len(ks))
+    gain = 1.0 / torch.log2(ranks.double() + 2)  # (B, T)
+    n_hit = hits.sum(1).double()  # (B, len(ks))
+    hr = (n_hit > 0).double()
+    recall = n_hit / n_rel[:, None]
+    ideal = (1.0 / torch.log2(torch.arange(max(ks), device=ranks.device, dtype=torch.float64) + 2)).cumsum(0)
+    ndcg = (hits * gain[:, :, None]).sum(1) / ideal[torch.minimum(n_rel[:, None], ks_) - 1]
+    first = ranks.min(1).values[:, None]  # (B, 1): the best-placed target
+    mrr = (first < ks_) / (first + 1.0)
+    return torch.stack([hr, ndcg, recall, mrr])
 
 
 # Up to this many targets per user, ranks are counted (one pass over the scores per target); beyond, top-K.
