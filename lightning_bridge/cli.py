@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning_bridge.co_training.bridge import BridgeModule
 from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.data.requests import PredictionRequest, check_k
-from lightning_bridge.figures import TestFigures
+from lightning_bridge.figures import TestFigures, draw_test_figures
 from lightning_bridge.run.after_fit import export_run, monitored_side, other_side_checkpoint, test_each_at_its_best
 from lightning_bridge.run.callbacks import RunCheckpoint, RunConfigSaver, StopOnNonFiniteLoss, TopKWriter
 from lightning_bridge.run.checkpoints import EVALUATION_KNOBS, ReadOnce, RunRecord, plain
@@ -220,6 +220,7 @@ class BridgeCLI(LightningCLI):
 
     def after_test(self) -> None:
         self._print_summary("test")
+        draw_test_figures(self.trainer)
 
     def _print_summary(self, stage: str) -> None:
         """``test`` and ``validate`` end with the table ``fit --test_after_fit`` ends with."""
@@ -264,6 +265,7 @@ class BridgeCLI(LightningCLI):
         last = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
         if self.config.fit.test_after_fit:
             self.test_metrics = test_each_at_its_best(self.trainer, self.model, self.datamodule, best)
+            draw_test_figures(self.trainer)
         if self.config.fit.export_after_fit:
             folder = Path(self.trainer.log_dir or ".").resolve() / "export"  # log_dir is a collective under DDP
             if self.trainer.is_global_zero:

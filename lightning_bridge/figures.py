@@ -5,7 +5,9 @@ every test, the evaluated users are cut into quintiles of their training interac
 separately, into quintiles of their test item's training interactions (popularity; a user with several test
 items counts by the rarest); each model's mean NDCG@10 per quintile goes to ``<run>/ndcg_by_bucket.csv`` and,
 where matplotlib is installed (``pip install -e ".[plots]"``), to TensorBoard's IMAGES tab as one figure with
-the models side by side. Every user's own figures and groups go to ``<run>/per_user_test.csv``, so that a
+the models side by side, drawn once the command's tests are done (``TestFigures.draw_pending``): drawing and
+encoding it costs more than ranking ML-100K's test users (``bench/test_time.py``), so ``trainer.test`` does no
+figure work. Every user's own figures and groups go to ``<run>/per_user_test.csv``, so that a
 benchmark can compare two models user by user (``bench/claim.py``'s bootstrap).
 """
 
@@ -118,11 +120,14 @@ def evaluators(pl_module: L.LightningModule) -> dict[str, Any]:
 
 class TestFigures(Callback):
     """After every test: NDCG@10 per activity and popularity quintile for each tested model, written to
-    ``<run>/ndcg_by_bucket.csv`` (one block per test, named by its checkpoint) and, with matplotlib, to
-    TensorBoard as the image ``test/ndcg@10_by_bucket/<checkpoint>``."""
+    ``<run>/ndcg_by_bucket.csv`` (one block per test, named by its checkpoint), each user's figures to
+    ``<run>/per_user_test.csv``, and the test's figure queued for :meth:`draw_pending` (the CLI calls it after
+    its tests), which draws it, with matplotlib, into TensorBoard as the image
+    ``test/ndcg@10_by_bucket/<checkpoint>``."""
 
     def __init__(self) -> None:
         self._metrics: dict[str, PerUserMetrics] = {}
+        self._pending: list[tuple[list[TensorBoardLogger], dict[str, dict[str, list[dict[str, Any]]]], str, int]] = []
         self._warned = False
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -154,17 +159,31 @@ class TestFigures(Callback):
         write_csv(Path(log_dir) / "ndcg_by_bucket.csv", tables, checkpoint)
         write_per_user(Path(log_dir) / "per_user_test.csv", results, activity, checkpoint)
         boards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-        if not boards:
-            return
-        figure = draw(tables, checkpoint)
-        if figure is None:
-            if not self._warned:
-                log.info("matplotlib is not installed: NDCG@10 by bucket is in ndcg_by_bucket.csv only, no "
-                         "TensorBoard figure (pip install -e \".[plots]\")")
-                self._warned = True
-            return
-        for logger in boards:  # add_figure closes the figure
-            logger.experiment.add_figure(f"test/ndcg@10_by_bucket/{checkpoint}", figure, trainer.global_step)
+        if boards:
+            self._pending.append((boards, tables, checkpoint, trainer.global_step))
+
+    def draw_pending(self) -> None:
+        """Draws the figure of every test since the last call into its TensorBoard run (none without
+        matplotlib, which is said once)."""
+        pending, self._pending = self._pending, []
+        for boards, tables, checkpoint, step in pending:
+            figure = draw(tables, checkpoint)
+            if figure is None:
+                if not self._warned:
+                    log.info("matplotlib is not installed: NDCG@10 by bucket is in ndcg_by_bucket.csv only, no "
+                             "TensorBoard figure (pip install -e \".[plots]\")")
+                    self._warned = True
+                return
+            for logger in boards:  # the test closed the writer: this opens it again, so flush it
+                logger.experiment.add_figure(f"test/ndcg@10_by_bucket/{checkpoint}", figure, step, close=False)
+                logger.experiment.flush()
+
+
+def draw_test_figures(trainer: L.Trainer) -> None:
+    """Draws the figures of the tests ``trainer`` ran since the last call (``TestFigures.draw_pending``)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, TestFigures):
+            callback.draw_pending()
 
 
 def write_csv(path: Path, tables: dict[str, dict[str, list[dict[str, Any]]]], checkpoint: str) -> None:
@@ -208,15 +227,14 @@ def write_per_user(path: Path, results: dict[str, dict[str, torch.Tensor]], acti
 
 
 def draw(tables: dict[str, dict[str, list[dict[str, Any]]]], title: str) -> Any:
-    """The matplotlib figure (None without matplotlib): one panel per bucket kind, one bar per model."""
+    """The matplotlib figure (None without matplotlib): one panel per bucket kind, one bar per model. A bare
+    ``Figure``, outside pyplot's registry of open figures, which is nothing to close."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.figure
     except ImportError:
         return None
-    figure, axes = plt.subplots(1, len(KINDS), figsize=(11, 4), sharey=True)
+    figure = matplotlib.figure.Figure(figsize=(11, 4))
+    axes = figure.subplots(1, len(KINDS), sharey=True)
     width = 0.8 / max(1, len(tables))
     for ax, (kind, meaning) in zip(axes, KINDS.items(), strict=True):
         labels = []
@@ -229,7 +247,7 @@ def draw(tables: dict[str, dict[str, list[dict[str, Any]]]], title: str) -> Any:
         ax.set_xlabel(f"quintile of {meaning}")
         ax.set_title(f"by {kind}")
     axes[0].set_ylabel("test NDCG@10")
-    axes[0].legend()
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="upper right", ncols=len(tables))  # above the bars
     figure.suptitle(f"test NDCG@10 by bucket ({title})")
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.07, right=0.99, bottom=0.2, top=0.86, wspace=0.05)  # tight_layout's cost twice
     return figure

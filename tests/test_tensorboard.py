@@ -116,6 +116,23 @@ def test_per_user_rows_reproduce_every_reported_test_metric(tmp_path):
     assert all(r["new_item_ndcg@10"] == "" for r in rows if r["new_item"] == "0")
 
 
+def test_validation_and_trainer_test_draw_nothing_and_the_figure_comes_after(tmp_path, monkeypatch):
+    """Drawing the figure costs more than ranking ML-100K's test users: fit's validations never draw, a
+    ``trainer.test`` only queues its figure, and ``draw_test_figures`` (which the CLI calls after its tests)
+    draws it into the test's TensorBoard run."""
+    drawn = []
+    monkeypatch.setattr(figures, "draw", lambda tables, title: drawn.append(title))  # None: as without matplotlib
+    cli = main(["fit", "--config", str(CONFIGS / "tiny_domain.yaml"), "--trainer.default_root_dir", str(tmp_path),
+                "--export_after_fit", "false"])
+    assert drawn == [] and cli.trainer.current_epoch > 0
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    assert drawn == [] and (tmp_path / "run" / "version_0" / "per_user_test.csv").is_file()
+    figures.draw_test_figures(cli.trainer)
+    assert drawn == ["final"]
+    figures.draw_test_figures(cli.trainer)
+    assert drawn == ["final"]  # each test's figure once
+
+
 def _has_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
