@@ -2,6 +2,7 @@
 the source's own columns), in the atomic format, under a name and layout that RecBole 1.2.1 loads with data_path
 and dataset alone."""
 
+import json
 import sys
 
 import numpy as np
@@ -129,6 +130,30 @@ def test_ml100k_export_keeps_the_grouplens_fields(ml100k, tmp_path):
                           "class": "Animation Comedy"}
     cached = MovieLensDataModule(data_dir=str(ml100k), cache_dir=str(tmp_path / "cache")).interactions
     assert cached.user_features == data.interactions.user_features  # a cache hit keeps the fields too
+
+
+def test_a_cache_without_the_fields_is_parsed_again(ml100k, tmp_path, monkeypatch, caplog):
+    """A parsed-data cache from before the fields were kept never serves data without them: the format is part
+    of its key, and a file of the current format that lacks them is read as damaged and parsed again."""
+    from lightning_bridge.data import parsed_cache
+
+    files = sorted(ml100k.iterdir())
+    keys = {parsed_cache.content_key("grouplens", files)}
+    monkeypatch.setattr(parsed_cache, "FORMAT", "lightning_bridge parsed-data cache v3")
+    keys.add(parsed_cache.content_key("grouplens", files))
+    monkeypatch.undo()
+    assert len(keys) == 2
+    cache = tmp_path / "cache"
+    MovieLensDataModule(data_dir=str(ml100k), cache_dir=str(cache)).interactions  # noqa: B018 (writes the cache)
+    (stored,) = cache.rglob("*.json")
+    text = json.loads(stored.read_text())
+    del text["user_features"]
+    with np.load(stored.with_suffix(".npz")) as arrays:
+        text["sha256"] = parsed_cache._digest({k: arrays[k] for k in parsed_cache.ARRAYS}, text)
+    stored.write_text(json.dumps(text))
+    again = MovieLensDataModule(data_dir=str(ml100k), cache_dir=str(cache)).interactions
+    assert again.user_features.values["3"] == ["23", "M", "technician", "85713"]
+    assert "ignoring unreadable parsed-data cache" in caplog.text
 
 
 def test_csv_item_columns_are_exported_sanitised(tmp_path):
