@@ -40,7 +40,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_bridge.data.datasets import MovieLensDataModule
-from lightning_bridge.figures import TestFigures, draw_test_figures
+from lightning_bridge.evaluation.figures import TestFigures, draw_test_figures
 from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.run.hparams import RunHparams
 

@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning_bridge.co_training.bridge import BridgeModule
 from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.data.requests import PredictionRequest, check_k
-from lightning_bridge.figures import TestFigures, draw_test_figures
+from lightning_bridge.evaluation.figures import TestFigures, draw_test_figures
 from lightning_bridge.run.after_fit import export_run, monitored_side, other_side_checkpoint, test_each_at_its_best
 from lightning_bridge.run.callbacks import RunCheckpoint, RunConfigSaver, StopOnNonFiniteLoss, TopKWriter
 from lightning_bridge.run.checkpoints import EVALUATION_KNOBS, ReadOnce, RunRecord, plain

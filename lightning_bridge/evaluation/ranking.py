@@ -16,7 +16,7 @@ STAGES = ("val", "test")
 # catalogue.
 GROUPS = (("all", ""), ("sparse", "sparse_"), ("rare", "rare_"), ("new_item", "new_item_"),
           ("new_item_catalogue", "new_item_catalogue_"))
-# The cutoff the per-user observers read ranks at (figures.py's NDCG@10 and HR@10).
+# The cutoff the per-user observers read ranks at (figures.py's NDCG@10 and HR@10, beside this file).
 OBSERVED_CUTOFF = 10
 # An observer of test batches: (the batch, each target's rank over the catalogue at a cutoff of at least
 # OBSERVED_CUTOFF, the ranks among the new items of the batch's ``group_new_item`` rows or None).
