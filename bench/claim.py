@@ -43,6 +43,9 @@ def load_plan(path: str) -> dict[str, Any]:
     """The plan, with every arm of the queue checked against the arms and settings it defines."""
     with open(path) as f:
         plan = yaml.safe_load(f)
+    for setting in plan["settings"]:
+        if "_" in setting:  # a run's files are <setting>_<arm>_seed<S>: the first "_" ends the setting
+            raise ValueError(f"{path}: setting names may not contain '_', got {setting!r}")
     for block in plan["queue"]:
         for name, known in (("settings", plan["settings"]), ("arms", plan["arms"])):
             unknown = set(block[name]) - set(known)
@@ -248,7 +251,8 @@ def _earlier_runs(logs: Path, active: dict) -> list[tuple[tuple[str, str, int], 
     """Runs with a pid file that this runner does not know yet (an earlier runner's, going or ended)."""
     found = []
     for pid_file in logs.glob("*.pid"):
-        setting, arm, seed = pid_file.stem.rsplit("_", 2)
+        setting, rest = pid_file.stem.split("_", 1)  # no setting name has "_"; an arm name may
+        arm, seed = rest.rsplit("_", 1)
         key = (setting, arm, int(seed.removeprefix("seed")))
         if key not in active:
             found.append((key, int(pid_file.read_text())))

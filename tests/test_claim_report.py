@@ -200,3 +200,20 @@ def test_the_readme_table_is_rewritten_between_its_markers_only(fixture_results)
     assert "old" not in readme
     assert ("| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | supported | "
             "D1: +30.0% (5), D2: +30.0% (5) |") in readme
+
+
+def test_an_earlier_runner_s_runs_are_found_whatever_the_arm_s_name(tmp_path):
+    """A pid file ``<setting>_<arm>_seed<S>.pid`` names its run even when the arm's name has underscores."""
+    from claim import _earlier_runs
+
+    (tmp_path / "sparse_BF_lm_reads_table_seed3.pid").write_text("123")
+    (tmp_path / "cold_D2_seed0.pid").write_text("456")
+    found = sorted(_earlier_runs(tmp_path, active={("cold", "D2", 0): 456}))
+    assert found == [(("sparse", "BF_lm_reads_table", 3), 123)]
+
+
+def test_a_setting_name_with_an_underscore_is_refused(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.read_text().replace("  sparse:          #", "  very_sparse:     #", 1))
+    with pytest.raises(ValueError, match="setting names may not contain '_'"):
+        load_plan(str(plan))
