@@ -79,7 +79,7 @@ def run(variant: str, setting: str, seed: int, overrides: list[str], warm_start:
     paths[0] = DOMAIN_CONFIGS[domain].get("bdlm" if variant.startswith("bdlm") else variant, paths[0])
     configs = [arg for path in paths for arg in ("--config", path)]
     if warm_start:  # co-training starts from the domain-only run's best checkpoint instead of its own warm-up
-        overrides = ["--model.init_args.warm_start_auto", "false", "--model.init_args.warm_start_checkpoint",
+        overrides = ["--model.init_args.warm_start.auto", "false", "--model.init_args.warm_start.checkpoint",
                      warm_start, *overrides]
     cli = cli_main(["fit", *configs, *SETTINGS[setting], *VARIANT_OVERRIDES.get(variant, []),
                     "--seed_everything", str(seed),
@@ -188,7 +188,7 @@ def main() -> None:
                              "co-training), e.g. --domain_option isolated_nodes ego")
     parser.add_argument("--bridge_option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a BridgeModule option (model.init_args.NAME) for the co-training variants only, "
-                             "e.g. --bridge_option text_anchor_weight 3.0")
+                             "e.g. --bridge_option knowledge.text_anchor_weight 3.0")
     parser.add_argument("--summarize", metavar="JSONL", help="print the summary of the runs in this file; run nothing")
     parser.add_argument("--reuse_domain_only", action="store_true",
                         help="co-training variants start from the same seed's domain-only best checkpoint (run "

@@ -85,7 +85,7 @@ print('peak GPU memory: %.2f GiB' % (torch.cuda.max_memory_allocated() / 2**30) 
       else 'peak GPU memory: n/a (CPU)')" \
   fit --config configs/ml100k.yaml --data configs/data/synthetic_topics.yaml --data.init_args.text_batch_size 64 \
   "${GPU1[@]}" --config configs/strategies/fsdp2.yaml --trainer.precision "${SMOLLM2_PRECISION:-bf16-mixed}" \
-  --model.init_args.warm_start_auto false --model.init_args.lm.init_args.backbone "$RANDOM_SMOLLM2" \
+  --model.init_args.warm_start.auto false --model.init_args.lm.init_args.backbone "$RANDOM_SMOLLM2" \
   --trainer.max_steps "${SMOLLM2_STEPS:-60}" --trainer.limit_val_batches 2 --test_after_fit false \
   --trainer.default_root_dir "$OUT/fsdp2_smollm2"
 grep -E "^(global_step|peak GPU)" "$OUT/fsdp2_smollm2_fit.log" | tee -a "$SUMMARY"

@@ -57,7 +57,7 @@ class BridgeCLI(LightningCLI):
     exported: Path | None = None
     """After ``fit`` (unless ``--export_after_fit false``): the run's artefacts folder."""
     warm_start_checkpoint: str | None = None
-    """After a fit with ``model.warm_start_auto``: the domain model's best checkpoint that co-training began from."""
+    """After a fit with ``model.warm_start.auto``: the domain model's best checkpoint that co-training began from."""
     warm_start_score: float | None = None
     """Its validation score (the monitored metric)."""
     best_checkpoints: dict[str, str]

@@ -15,6 +15,7 @@ from conftest import CONFIGS
 
 from lightning_bridge.cli import main
 from lightning_bridge.co_training.bridge import BridgeModule
+from lightning_bridge.co_training.settings import WarmStart
 from lightning_bridge.data.datasets import SyntheticDataModule
 from lightning_bridge.models.checkpoint_contents import export_domain
 from lightning_bridge.models.domain import DomainModule
@@ -34,13 +35,13 @@ def _changed_after_one_step(model: BridgeModule, tmp_path: Path) -> set[str]:
 
 
 def test_domain_step_changes_shared_tables_never_the_lm(tmp_path):
-    changed = _changed_after_one_step(tiny_bridge(domain_steps=1, lm_steps=1), tmp_path)
+    changed = _changed_after_one_step(tiny_bridge(schedule={"domain_steps": 1, "lm_steps": 1}), tmp_path)
     assert {"info.user.weight", "info.item.weight"} <= changed
     assert not {n for n in changed if n.startswith("lm.") and not n.startswith("lm.recommender.info.")}
 
 
 def test_lm_step_changes_lora_projections_and_shared_tables_never_the_domain_encoder(tmp_path):
-    model = tiny_bridge({"encoder": "lightgcn"}, domain_steps=0, lm_steps=1)
+    model = tiny_bridge({"encoder": "lightgcn"}, schedule={"domain_steps": 0, "lm_steps": 1})
     changed = _changed_after_one_step(model, tmp_path)
     assert {"info.user.weight", "info.item.weight"} <= changed
     assert any("lora_" in n for n in changed)
@@ -51,10 +52,22 @@ def test_lm_step_changes_lora_projections_and_shared_tables_never_the_domain_enc
     assert not {n for n in changed if n.startswith("domain.") and not n.startswith("domain.recommender.info.")}
 
 
+def test_settings_groups_are_plain_dicts_in_a_checkpoint_and_rebuild_the_bridge(tmp_path):
+    """Checkpoints are read with ``weights_only=True``, and ``load_from_checkpoint`` calls the class with them."""
+    bridge = tiny_bridge(schedule={"domain_steps": 3}, knowledge={"text_anchor_weight": 0.5})
+    torch.save(dict(bridge.hparams), tmp_path / "hparams.pt")
+    saved = torch.load(tmp_path / "hparams.pt", weights_only=True)
+    assert saved["schedule"] == {"domain_steps": 3, "lm_steps": 1, "domain_clip": None, "lm_clip": None}
+    rebuilt = BridgeModule(**saved, domain=lambda u, i, **kw: DomainModule(u, i, encoder="mf", **kw),
+                           lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw))
+    assert rebuilt.schedule == bridge.schedule and rebuilt.knowledge.text_anchor_weight == 0.5
+    assert dict(rebuilt.hparams) == saved
+
+
 def test_schedule_alternates_with_ratio():
-    model = tiny_bridge(domain_steps=3, lm_steps=1)
+    model = tiny_bridge(schedule={"domain_steps": 3, "lm_steps": 1})
     assert [model.side_for_step(s) for s in range(8)] == ["domain"] * 3 + ["lm"] + ["domain"] * 3 + ["lm"]
-    only_lm = tiny_bridge(domain_steps=0, lm_steps=1)
+    only_lm = tiny_bridge(schedule={"domain_steps": 0, "lm_steps": 1})
     assert {only_lm.side_for_step(s) for s in range(5)} == {"lm"}
 
 
@@ -160,18 +173,19 @@ def test_warm_start_loads_the_shared_tables_from_a_domain_checkpoint(in_tmp):
     def make_lm(u, i, **kw):
         return LMModule(u, i, backbone="tiny-decoder", max_length=160, **kw)
 
-    bridge = BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=16, warm_start_checkpoint=str(ckpt))
+    warm_start = WarmStart(auto=False, checkpoint=str(ckpt))
+    bridge = BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=16, warm_start=warm_start)
     assert torch.equal(bridge.info.user.weight, domain.model.info.user.weight)
     assert bridge.lm.info is bridge.info and bridge.domain.info is bridge.info
     with pytest.raises(ValueError, match="do not fit this model"):
-        BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=8, warm_start_checkpoint=str(ckpt))
+        BridgeModule(40, 30, domain=make_domain, lm=make_lm, embedding_dim=8, warm_start=warm_start)
 
 
 @pytest.mark.parametrize("text_channel", ["false", "true"])
 def test_cli_warm_start_competes_with_co_training_for_the_domain_models_best(in_tmp, text_channel):
-    fitted = main(_args("warm", "--model.init_args.warm_start_auto", "true", "--model.init_args.warm_start_val_every",
-                        "1", "--model.init_args.warm_start_max_epochs", "4", "--trainer.max_epochs", "1",
-                        "--model.init_args.text_channel", text_channel))
+    fitted = main(_args("warm", "--model.init_args.warm_start.auto", "true", "--model.init_args.warm_start.val_every",
+                        "1", "--model.init_args.warm_start.max_epochs", "4", "--trainer.max_epochs", "1",
+                        "--model.init_args.knowledge.text_channel", text_channel))
     warm = torch.load(fitted.warm_start_checkpoint, map_location="cpu", weights_only=True)
     warm_score = next(float(state["best_model_score"]) for key, state in warm["callbacks"].items()
                       if key.startswith("ModelCheckpoint"))

@@ -24,9 +24,9 @@ def _plan(tmp_path: Path) -> Path:
         "arms": {
             "D0": {"configs": [str(CONFIGS / "tiny_domain.yaml")], "args": LOGGER, "reports": {"D0": "domain"}},
             "B": {"configs": [str(CONFIGS / "tiny_bridge.yaml")],
-                  "args": [*LOGGER, "--model.init_args.warm_start_auto", "true",
-                           "--model.init_args.warm_start_val_every", 1, "--model.init_args.warm_start_patience", 1,
-                           "--model.init_args.warm_start_max_epochs", 2],
+                  "args": [*LOGGER, "--model.init_args.warm_start.auto", "true",
+                           "--model.init_args.warm_start.val_every", 1, "--model.init_args.warm_start.patience", 1,
+                           "--model.init_args.warm_start.max_epochs", 2],
                   "reports": {"B": "domain", "B_lm": "lm", "W": "warm_start"}},
             "C": {"configs": [str(CONFIGS / "tiny_domain.yaml")], "subcommand": "test",
                   "args": [*LOGGER, "--model", "lightning_bridge.models.content.ContentModule",

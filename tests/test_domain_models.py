@@ -111,14 +111,15 @@ def test_users_without_history_and_missing_timestamps_get_clear_messages():
 
 @pytest.mark.parametrize("encoder", ["ncf", "sasrec"])
 def test_domain_and_lm_steps_both_change_the_shared_rows(encoder, tmp_path):
-    changed = _changed_after_one_step(tiny_bridge({"encoder": encoder}, domain_steps=1, lm_steps=1), tmp_path)
+    changed = _changed_after_one_step(tiny_bridge({"encoder": encoder}, schedule={"domain_steps": 1, "lm_steps": 1}),
+                                      tmp_path)
     assert "info.item.weight" in changed
     assert any(n.startswith("domain.recommender.encoder.") for n in changed)
     assert not {n for n in changed if n.startswith("lm.") and not n.startswith("lm.recommender.info.")}
     # SASRec reads users only through their items: a domain step leaves the user table as it was
     assert ("info.user.weight" in changed) == (encoder == "ncf")
 
-    model = tiny_bridge({"encoder": encoder}, domain_steps=0, lm_steps=1)
+    model = tiny_bridge({"encoder": encoder}, schedule={"domain_steps": 0, "lm_steps": 1})
     changed = _changed_after_one_step(model, tmp_path)
     assert {"info.user.weight", "info.item.weight"} <= changed
     assert not any(n.startswith("domain.recommender.encoder.") for n in changed)

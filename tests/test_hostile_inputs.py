@@ -383,7 +383,7 @@ def test_warm_start_from_a_checkpoint_of_other_data_names_the_ids(in_tmp):
     path = folder / "toy.inter"
     path.write_text(path.read_text().replace("i7\t", "j7\t"))
     status, message = cli("fit", "--config", TINY_BRIDGE, "--data", ATOMIC, "--data.folder", str(folder),
-                          "--model.init_args.warm_start_checkpoint", str(domain))
+                          "--model.init_args.warm_start.checkpoint", str(domain))
     assert status == 1 and f"{domain} was trained on other data" in message
     assert "raw item ids differ (10 items in the checkpoint, 10 in the data; only in the checkpoint: ['i7']" \
         in message

@@ -70,7 +70,7 @@ def test_item_text_task_teaches_the_lm_to_find_an_item_from_its_text_alone(tmp_p
 
 
 def test_an_lm_text_step_moves_rows_that_the_domain_model_then_reads(tmp_path):
-    bridge = tiny_bridge(lm={"task_weights": {"item_text": 1.0}}, domain_steps=0, lm_steps=1)
+    bridge = tiny_bridge(lm={"task_weights": {"item_text": 1.0}}, schedule={"domain_steps": 0, "lm_steps": 1})
     data = _data(tmp_path)
     bridge.domain.recommender.attach(data)
     users = torch.arange(NUM_USERS)
@@ -81,7 +81,7 @@ def test_an_lm_text_step_moves_rows_that_the_domain_model_then_reads(tmp_path):
 
 def _bridge_after_one_domain_step(tmp_path, anchor: float) -> tuple[BridgeModule, torch.Tensor]:
     torch.manual_seed(0)
-    bridge = tiny_bridge(domain_steps=1, lm_steps=0, text_anchor_weight=anchor)
+    bridge = tiny_bridge(schedule={"domain_steps": 1, "lm_steps": 0}, knowledge={"text_anchor_weight": anchor})
     before = bridge.info.item.weight.detach().clone()
     _trainer(tmp_path, max_steps=1).fit(bridge, datamodule=_data(tmp_path, batch_size=4))
     return bridge, (bridge.info.item.weight.detach() != before).any(1)
@@ -99,15 +99,15 @@ def test_text_anchor_survives_a_checkpoint(tmp_path):
     bridge, _ = _bridge_after_one_domain_step(tmp_path, anchor=1.0)
     checkpoint = {"state_dict": bridge.state_dict()}
     bridge.on_save_checkpoint(checkpoint)
-    fresh = tiny_bridge(text_anchor_weight=1.0)
+    fresh = tiny_bridge(knowledge={"text_anchor_weight": 1.0})
     fresh.on_load_checkpoint(checkpoint)
     assert torch.equal(fresh._text_anchor.queries, bridge._text_anchor.queries)
 
 
 def test_automatic_warm_start_stops_at_the_domain_models_best_and_starts_from_it(tmp_path):
     """A plain ``Trainer.fit`` from Python runs the warm start as the CLI does: BridgeModule brings it along."""
-    bridge = tiny_bridge(warm_start_auto=True, warm_start_max_epochs=200, warm_start_patience=2,
-                         warm_start_val_every=1, domain_steps=1, lm_steps=1)
+    bridge = tiny_bridge(warm_start={"auto": True, "max_epochs": 200, "patience": 2, "val_every": 1},
+                         schedule={"domain_steps": 1, "lm_steps": 1})
     at_start = {}
 
     class Spy(L.Callback):
@@ -170,14 +170,14 @@ def test_bridge_rejects_a_negative_anchor_and_two_warm_starts():
                             lm=lambda u, i, **kw: LMModule(u, i, backbone="tiny-decoder", **kw), **kwargs)
 
     with pytest.raises(ValueError, match="text_anchor_weight must be >= 0"):
-        make(text_anchor_weight=-1.0)
+        make(knowledge={"text_anchor_weight": -1.0})
     with pytest.raises(ValueError, match="exclude each other"):
-        make(warm_start_auto=True, warm_start_checkpoint="x.ckpt")
+        make(warm_start={"auto": True, "checkpoint": "x.ckpt"})
 
 
 def test_lm_item_text_steps_refresh_the_anchor_rows_they_read(tmp_path):
-    bridge = tiny_bridge(lm={"task_weights": {"next_item": 1.0, "item_text": 1.0}}, domain_steps=1, lm_steps=1,
-                         text_anchor_weight=1.0)
+    bridge = tiny_bridge(lm={"task_weights": {"next_item": 1.0, "item_text": 1.0}},
+                         schedule={"domain_steps": 1, "lm_steps": 1}, knowledge={"text_anchor_weight": 1.0})
     results, losses = [], bridge.lm.recommender.losses
     bridge.lm.recommender.losses = lambda batch: results.append(losses(batch)) or results[-1]
     _trainer(tmp_path, max_steps=2).fit(bridge, datamodule=_data(tmp_path))  # a domain step, then an LM step
@@ -207,23 +207,23 @@ def test_a_bridge_that_does_not_evaluate_its_lm_logs_only_the_domain_model(tmp_p
     assert "domain/val/ndcg@10" in metrics and not any(k.startswith("lm/") for k in metrics)
 
 
-def _channel_bridge(**kwargs) -> BridgeModule:
+def _channel_bridge(knowledge: dict | None = None, **kwargs) -> BridgeModule:
     torch.manual_seed(0)
-    return tiny_bridge(text_channel=True, **kwargs)
+    return tiny_bridge(knowledge={"text_channel": True, **(knowledge or {})}, **kwargs)
 
 
 def test_a_cold_start_bridges_domain_model_is_described_as_one_that_loads_alone():
     """The warm start's and the domain export's checkpoints describe the domain model alone: LightGCN with
     isolated dropped items (the cold-start recipe) becomes the model that scores the same without dropout."""
     bridge = tiny_bridge({"encoder": "lightgcn", "dropped_items": "isolated", "isolated_nodes": "ego"},
-                         text_channel=True, item_id_dropout=0.5)
+                         knowledge={"text_channel": True}, cold_start={"item_id_dropout": 0.5})
     settings = {k: v for k, v in bridge.domain_hyper_parameters().items() if k != "_class_path"}
     alone = DomainModule(**settings)
     assert alone.hparams.dropped_items == "propagated" and alone.hparams.isolated_nodes == "ego"
 
 
 def test_text_channel_gives_every_item_a_text_part_that_domain_steps_train(tmp_path):
-    bridge = _channel_bridge(domain_steps=1, lm_steps=0)
+    bridge = _channel_bridge(schedule={"domain_steps": 1, "lm_steps": 0})
     rows = bridge.info.item.weight.detach().clone()
     assert torch.equal(bridge.info.item_vectors(), bridge.info.item.weight)  # the map starts at zero
     _trainer(tmp_path, max_steps=3).fit(bridge, datamodule=_data(tmp_path, batch_size=4))
@@ -259,11 +259,11 @@ def test_text_channel_is_read_by_both_models_and_folds_into_plain_tables(tmp_pat
 
 
 def test_text_channel_epoch_survives_a_checkpoint_and_needs_item_text(tmp_path):
-    bridge = _channel_bridge(domain_steps=1, lm_steps=0)
+    bridge = _channel_bridge(schedule={"domain_steps": 1, "lm_steps": 0})
     _trainer(tmp_path, max_steps=1).fit(bridge, datamodule=_data(tmp_path, batch_size=4))
     checkpoint = {"state_dict": bridge.state_dict()}
     bridge.on_save_checkpoint(checkpoint)
-    fresh = _channel_bridge(domain_steps=1, lm_steps=0)
+    fresh = _channel_bridge(schedule={"domain_steps": 1, "lm_steps": 0})
     fresh.on_load_checkpoint(checkpoint)
     fresh.load_state_dict(checkpoint["state_dict"])
     assert fresh._text_channel_epoch == 0
@@ -273,13 +273,12 @@ def test_text_channel_epoch_survives_a_checkpoint_and_needs_item_text(tmp_path):
     no_text.prepare_data()
     no_text.setup("fit")
     no_text.interactions.item_text[:] = [None] * NUM_ITEMS
-    with pytest.raises(ValueError, match=r"model\.text_channel=true needs item text"):
+    with pytest.raises(ValueError, match=r"model\.knowledge\.text_channel=true needs item text"):
         _trainer(tmp_path, max_steps=1).fit(_channel_bridge(), datamodule=no_text)
 
 
 def test_automatic_warm_start_trains_the_text_channel_from_its_first_step(tmp_path):
-    bridge = _channel_bridge(warm_start_auto=True, warm_start_max_epochs=3, warm_start_patience=2,
-                             warm_start_val_every=1)
+    bridge = _channel_bridge(warm_start={"auto": True, "max_epochs": 3, "patience": 2, "val_every": 1})
     best, _ = warm_start_domain(bridge, _data(tmp_path), str(tmp_path))
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     assert state["recommender.info.item_text_features"].norm(dim=1).allclose(torch.ones(NUM_ITEMS))
@@ -289,7 +288,7 @@ def test_automatic_warm_start_trains_the_text_channel_from_its_first_step(tmp_pa
 
 
 def test_text_channel_and_anchor_share_one_pass_over_the_catalogue(tmp_path, monkeypatch):
-    bridge = _channel_bridge(domain_steps=1, lm_steps=0, text_anchor_weight=1.0)
+    bridge = _channel_bridge({"text_anchor_weight": 1.0}, schedule={"domain_steps": 1, "lm_steps": 0})
     data = _data(tmp_path)
     bridge.lm.recommender.attach(data)
     passes = []
@@ -336,16 +335,16 @@ def test_items_without_training_interactions_read_their_text_alone_and_id_dropou
 
 
 def test_text_channel_marks_the_cold_splits_new_items_and_folds_them_to_their_text(tmp_path):
-    bridge = _channel_bridge(domain_steps=1, lm_steps=0, item_id_dropout=0.2)
+    bridge = _channel_bridge(schedule={"domain_steps": 1, "lm_steps": 0}, cold_start={"item_id_dropout": 0.2})
     data = _data(tmp_path, batch_size=4, new_item_fraction=0.2)
     _trainer(tmp_path, max_steps=1).fit(bridge, datamodule=data)
     assert torch.equal(bridge.info.item_seen.bool(), ~torch.from_numpy(data.new_items))
     folded = fold_text_channel(bridge.state_dict(), "info.")["info.item.weight"]
     new = torch.from_numpy(data.new_items)
     assert torch.allclose(folded[new], bridge.info.text_proj(bridge.info.item_text_features[new]))
-    with pytest.raises(ValueError, match=r"model\.item_id_dropout > 0 needs model\.text_channel"):
-        tiny_bridge(item_id_dropout=0.1)
-    with pytest.raises(ValueError, match=r"model\.item_id_dropout must be in \[0, 1\), got 1.0"):
-        _channel_bridge(item_id_dropout=1.0)
-    with pytest.raises(ValueError, match=r"dropped_items=isolated needs model\.item_id_dropout > 0"):
-        tiny_bridge({"encoder": "lightgcn", "dropped_items": "isolated"}, text_channel=True)
+    with pytest.raises(ValueError, match=r"cold_start\.item_id_dropout > 0 needs model\.knowledge\.text_channel"):
+        tiny_bridge(cold_start={"item_id_dropout": 0.1})
+    with pytest.raises(ValueError, match=r"model\.cold_start\.item_id_dropout must be in \[0, 1\), got 1.0"):
+        _channel_bridge(cold_start={"item_id_dropout": 1.0})
+    with pytest.raises(ValueError, match=r"dropped_items=isolated needs model\.cold_start\.item_id_dropout > 0"):
+        tiny_bridge({"encoder": "lightgcn", "dropped_items": "isolated"}, knowledge={"text_channel": True})

@@ -103,7 +103,8 @@ def test_fsdp2_co_training_matches_ddp_resumes_exactly_and_evaluates_like_one_pr
 def test_the_text_channel_with_dropped_out_items_trains_the_same_under_fsdp2_as_under_ddp(tmp_path):
     """The text channel (features encoded at every epoch start, by every rank), DropoutNet and isolated dropped
     items (random per rank, from each rank's seeded stream) give the same weights under both strategies."""
-    channel = ["--model.init_args.text_channel", "true", "--model.init_args.item_id_dropout", "0.5",
+    channel = ["--model.init_args.knowledge.text_channel", "true",
+               "--model.init_args.cold_start.item_id_dropout", "0.5",
                "--model.init_args.domain.init_args.dropped_items", "isolated"]
     ddp, fsdp = (_weights(run) for run in _fit_under_ddp_and_fsdp2(tmp_path, [*channel, *CPU2]))
     assert "info.text_proj.weight" in ddp

@@ -4,11 +4,13 @@ turns updating it under manual optimization."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
 import torch
 
+from lightning_bridge.co_training.settings import ColdStart, Knowledge, Schedule, WarmStart, as_group
 from lightning_bridge.co_training.sharded import FullyShardedCoTraining
 from lightning_bridge.co_training.text_anchor import TextAnchor
 from lightning_bridge.data.contract import DataNeeds, RecommenderData, Side, connect_data
@@ -40,7 +42,7 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
 
     Every step receives one batch of each kind (``train_batch_kinds``, told to the data module), whichever
     side steps: the other side's batch is built and left unused, except that a domain step reads the LM
-    batch's ``text_items`` for the text anchor. With ``domain_steps: 4`` four of five LM batches go unused;
+    batch's ``text_items`` for the text anchor. With ``schedule.domain_steps: 4`` four of five LM batches go unused;
     they are cheap to build (ids and histories; prompts are built only by the LM that steps).
 
     Args:
@@ -51,35 +53,13 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         embedding_dim: width of the shared tables.
         init: initialisation of the shared tables.
         init_std: standard deviation (or range) for ``normal`` / ``uniform`` initialisation.
-        domain_steps: domain optimizer steps per cycle of the schedule.
-        lm_steps: LM optimizer steps per cycle.
-        warm_start_checkpoint: a DomainModule checkpoint whose InfoSharing and encoder start this run.
-        domain_clip: gradient-norm clip for domain steps (None: no clipping).
-        lm_clip: gradient-norm clip for LM steps.
+        schedule: which model steps when (domain and LM steps per cycle) and each side's gradient clipping.
+        warm_start: where co-training starts: the domain model trained alone first (``auto``, by default;
+            ``lightning_bridge.co_training.warm_start``) or a domain-only run's ``checkpoint``.
+        knowledge: how the LM's reading of item texts reaches the shared item table (the text anchor, the text
+            channel).
+        cold_start: training for new items (DropoutNet's item-ID dropout over the text channel).
         predict_with: which model writes ``predict``'s recommendations.
-        text_anchor_weight: on domain steps, the LM's ``item_text`` task replayed with the LM's text
-            representations of the items held fixed: every item row, rare and new items included, keeps being
-            pulled toward what the LM reads in its text while BPR trains (BPR alone pushes rows of items that
-            are never positives down). The items are the LM batch's ``text_items``. 0 disables it.
-        text_anchor_refresh_epochs: the LM encodes the whole catalogue's text for the anchor when co-training
-            starts; afterwards each LM step's ``item_text`` task refreshes the items it read, for free. Set this
-            to also re-encode the whole catalogue every that many epochs (None: never).
-        warm_start_auto: before co-training, train the domain model alone with early stopping on its own
-            validation NDCG@10 and start from its best epoch; counted in the domain model's own epochs, so
-            the warm-up ends at the same place whatever the dataset's size
-            (``lightning_bridge.co_training.warm_start``).
-        warm_start_max_epochs: most domain-only epochs of the automatic warm start.
-        warm_start_patience: validations without improvement that end the automatic warm start.
-        warm_start_val_every: domain-only epochs between two validations of the automatic warm start.
-        text_channel: every item's vector in InfoSharing becomes its ID row plus a learned linear map of the
-            LM's representation of the item's text (its pooled text prompt, unit-normalised), which the LM
-            re-encodes at the start of every co-training epoch. Both models read it: knowledge reaches a
-            rare or new item's vector directly, not only by pulling its row (the text anchor). The map starts
-            at zero, so co-training starts exactly from the warm start. Items without training interactions
-            read their text part alone (their ID rows were only ever BPR negatives).
-        item_id_dropout: with the text channel, the rate at which a training pass reads a seen item's vector
-            from its text part alone (DropoutNet), so that the text part learns to score items by itself, as
-            it must for new items. 0 disables it.
         evaluate_lm: validate and test the LM beside the domain model. Off when the LM only teaches the
             shared table through its text tasks (no ``next_item`` task), which saves its prompt evaluations.
     """
@@ -88,42 +68,35 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
 
     def __init__(self, num_users: int, num_items: int, domain: Callable[[int, int], DomainModule],
                  lm: Callable[[int, int], LMModule], embedding_dim: int = 64, init: InitName = "xavier_uniform",
-                 init_std: float = 0.1, domain_steps: int = 4, lm_steps: int = 1,
-                 warm_start_checkpoint: str | None = None, domain_clip: float | None = None,
-                 lm_clip: float | None = None, predict_with: Side = "domain", text_anchor_weight: float = 0.0,
-                 text_anchor_refresh_epochs: int | None = None, warm_start_auto: bool = False,
-                 warm_start_max_epochs: int = 300, warm_start_patience: int = 10,
-                 warm_start_val_every: int = 5, evaluate_lm: bool = True,
-                 text_channel: bool = False, item_id_dropout: float = 0.0) -> None:
+                 init_std: float = 0.1, schedule: Schedule = Schedule(), warm_start: WarmStart = WarmStart(),
+                 knowledge: Knowledge = Knowledge(), cold_start: ColdStart = ColdStart(),
+                 predict_with: Side = "domain", evaluate_lm: bool = True) -> None:
         super().__init__()
-        if text_anchor_weight < 0:
-            raise ValueError(f"model.text_anchor_weight must be >= 0, got {text_anchor_weight}")
-        for name, value in (("text_anchor_refresh_epochs", text_anchor_refresh_epochs or 1),
-                            ("warm_start_max_epochs", warm_start_max_epochs),
-                            ("warm_start_patience", warm_start_patience),
-                            ("warm_start_val_every", warm_start_val_every)):
-            if value < 1:
-                raise ValueError(f"model.{name} must be at least 1, got {value}")
-        if warm_start_auto and warm_start_checkpoint:
-            raise ValueError("model.warm_start_auto and model.warm_start_checkpoint exclude each other: give one")
-        if domain_steps < 0 or lm_steps < 0 or domain_steps + lm_steps == 0:
-            raise ValueError(f"domain_steps and lm_steps must be >= 0 and not both 0, got {domain_steps}, {lm_steps}")
-        if item_id_dropout and not text_channel:
-            raise ValueError("model.item_id_dropout > 0 needs model.text_channel=true: without a text part an "
-                             "item whose ID row is dropped has no vector at all")
+        # a checkpoint's hyperparameters hold the groups as plain dicts (see ``settings``)
+        self.schedule = as_group(Schedule, schedule)
+        self.warm_start = as_group(WarmStart, warm_start)
+        self.knowledge = as_group(Knowledge, knowledge)
+        self.cold_start = as_group(ColdStart, cold_start)
+        if self.cold_start.item_id_dropout and not self.knowledge.text_channel:
+            raise ValueError("model.cold_start.item_id_dropout > 0 needs model.knowledge.text_channel=true: without "
+                             "a text part an item whose ID row is dropped has no vector at all")
+        # hparams keep the groups as plain dicts, which checkpoints read with weights_only=True
+        schedule, warm_start, knowledge, cold_start = (asdict(g) for g in (self.schedule, self.warm_start,
+                                                                             self.knowledge, self.cold_start))
         self.save_hyperparameters(ignore=["domain", "lm"])
         self.automatic_optimization = False
         self.info = InfoSharing(num_users, num_items, embedding_dim, init, init_std)
         self.domain = domain(num_users, num_items, info_sharing=self.info)
         self.lm = lm(num_users, num_items, info_sharing=self.info)
-        if self.domain.hparams.get("dropped_items") == "isolated" and not item_id_dropout:
-            raise ValueError("model.domain.init_args.dropped_items=isolated needs model.item_id_dropout > 0: "
-                             "without it no item is ever dropped out")
-        if text_channel:  # the LM's pooled states are its final hidden states, as wide as its output projection
-            self.info.add_text_channel(self.lm.recommender.text_dim, item_id_dropout)
+        if self.domain.hparams.get("dropped_items") == "isolated" and not self.cold_start.item_id_dropout:
+            raise ValueError("model.domain.init_args.dropped_items=isolated needs model.cold_start.item_id_dropout "
+                             "> 0: without it no item is ever dropped out")
+        # the LM's pooled states are its final hidden states, as wide as its output projection
+        if self.knowledge.text_channel:
+            self.info.add_text_channel(self.lm.recommender.text_dim, self.cold_start.item_id_dropout)
         self._text_channel_epoch: int | None = None  # the epoch whose start last encoded the item texts
-        if warm_start_checkpoint:
-            self.warm_start_from(warm_start_checkpoint)
+        if self.warm_start.checkpoint:
+            self.warm_start_from(self.warm_start.checkpoint)
         self._text_anchor: TextAnchor | None = None
         # after an automatic warm start: its best checkpoint and validation score (AutomaticWarmStart)
         self.warm_started_from: tuple[str, float] | None = None
@@ -147,21 +120,21 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         """The automatic warm start belongs to co-training, whoever calls ``fit``."""
         from lightning_bridge.co_training.warm_start import AutomaticWarmStart  # it trains this module's domain model
 
-        return [AutomaticWarmStart()] if self.hparams.warm_start_auto else []
+        return [AutomaticWarmStart()] if self.warm_start.auto else []
 
     # ---- schedule ---------------------------------------------------------------------------------------
     def side_for_step(self, global_step: int) -> Side:
         """Which model steps now: a pure function of the step, so a resumed run picks up the schedule exactly
         where it stopped."""
-        h = self.hparams
-        return "domain" if global_step % (h.domain_steps + h.lm_steps) < h.domain_steps else "lm"
+        s = self.schedule
+        return "domain" if global_step % (s.domain_steps + s.lm_steps) < s.domain_steps else "lm"
 
     # ---- training ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         connect_data(self.trainer.datamodule, self.data_needs())
         self.domain.recommender.attach(self.trainer.datamodule)
         self.lm.recommender.attach(self.trainer.datamodule)
-        if self.hparams.text_channel:
+        if self.knowledge.text_channel:
             self.prepare_text_channel(self.trainer.datamodule)
 
     def data_needs(self) -> DataNeeds:
@@ -172,14 +145,15 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         """Checks that the data has item text, and tells the text channel which items have training
         interactions (the others read their text alone)."""
         if not any(data.item_text):
-            raise ValueError("model.text_channel=true needs item text, but the data has none: set it to false or "
-                             "use data with item text")
+            raise ValueError("model.knowledge.text_channel=true needs item text, but the data has none: set it to "
+                             "false or use data with item text")
         self.info.set_seen_items(torch.from_numpy(data.item_popularity() > 0))
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         side = self.side_for_step(self.global_step)
         domain_opt, lm_opt = self.optimizers()
-        opt, clip = (domain_opt, self.hparams.domain_clip) if side == "domain" else (lm_opt, self.hparams.lm_clip)
+        clip = self.schedule.domain_clip if side == "domain" else self.schedule.lm_clip
+        opt = domain_opt if side == "domain" else lm_opt
         part = batch[side]
         with step_random_state(self.global_step, self.device):
             if side == "domain":
@@ -202,13 +176,13 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
 
     # ---- the text channel and the text anchor ------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        h, epoch = self.hparams, self.current_epoch
+        k, epoch = self.knowledge, self.current_epoch
         pooled = None
-        if h.text_channel and self._text_channel_epoch != epoch:  # a run resumed mid-epoch keeps its features
+        if k.text_channel and self._text_channel_epoch != epoch:  # a run resumed mid-epoch keeps its features
             pooled = self.encode_item_texts(epoch)
-        if h.text_anchor_weight == 0:
+        if k.text_anchor_weight == 0:
             return
-        refresh = h.text_anchor_refresh_epochs
+        refresh = k.text_anchor_refresh_epochs
         if self._text_anchor is None or (refresh and epoch - self._text_anchor.epoch >= refresh):
             # the channel's pooled states of this same LM serve the anchor too: one pass over the catalogue
             self._text_anchor = TextAnchor.from_lm(self.lm.recommender, epoch, pooled)
@@ -228,12 +202,12 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         if self._text_anchor is None:
             return torch.zeros((), device=self.device)
         if "text_items" not in lm_part:
-            raise ValueError("model.text_anchor_weight > 0 needs LM batches with text_items: set "
+            raise ValueError("model.knowledge.text_anchor_weight > 0 needs LM batches with text_items: set "
                              "data.text_batch_size > 0 (and use data with item text)")
         items = lm_part["text_items"].to(self.device)
         loss = self._text_anchor.loss(items, self.lm.recommender)
         log_training_loss(self, "train/text_anchor_loss", loss, len(items))
-        return self.hparams.text_anchor_weight * loss
+        return self.knowledge.text_anchor_weight * loss
 
     def configure_optimizers(self):
         """Each side's own optimizer (and scheduler) from its config section: domain first, then LM."""

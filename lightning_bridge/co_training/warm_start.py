@@ -59,11 +59,11 @@ class AutomaticWarmStart(WarmStartAsCandidate):
         if trainer.ckpt_path:
             return
         if trainer.world_size > 1:
-            raise ValueError("model.warm_start_auto runs on one process; under several devices warm-start from a "
-                             "domain-only run with model.warm_start_checkpoint instead")
+            raise ValueError("model.warm_start.auto runs on one process; under several devices warm-start from a "
+                             "domain-only run with model.warm_start.checkpoint instead")
         data = trainer.datamodule
         if data is None:
-            raise ValueError("model.warm_start_auto needs the data as a LightningDataModule "
+            raise ValueError("model.warm_start.auto needs the data as a LightningDataModule "
                              "(trainer.fit(model, datamodule=...)): the warm start validates on its split")
         accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
         path, self.score = warm_start_domain(pl_module, data, trainer.log_dir or ".", accelerator)
@@ -77,23 +77,23 @@ def warm_start_domain(bridge: BridgeModule, datamodule: L.LightningDataModule, l
     """Trains ``bridge.domain`` alone (sharing the bridge's InfoSharing) with early stopping on validation,
     loads its best epoch back into the bridge, and returns that checkpoint's path (under ``log_dir``) and its
     validation score."""
-    h = bridge.hparams
+    settings = bridge.warm_start
     folder = os.path.join(log_dir, "warm_start")
     checkpoint = ModelCheckpoint(dirpath=os.path.join(folder, "checkpoints"), monitor=MONITOR, mode="max",
                                  save_top_k=1, filename="best-{epoch}")
     trainer = L.Trainer(
-        max_epochs=h.warm_start_max_epochs, check_val_every_n_epoch=h.warm_start_val_every,
+        max_epochs=settings.max_epochs, check_val_every_n_epoch=settings.val_every,
         accelerator=accelerator, devices=1, num_sanity_val_steps=0, enable_progress_bar=False,
         enable_model_summary=False, log_every_n_steps=1,
         logger=TensorBoardLogger(folder, name="", version=""),
-        callbacks=[EarlyStopping(MONITOR, mode="max", patience=h.warm_start_patience), checkpoint,
+        callbacks=[EarlyStopping(MONITOR, mode="max", patience=settings.patience), checkpoint,
                    ProgressLog(name="warm start"),
                    DomainSettingsInCheckpoints(bridge),
-                   *([TextChannelFromTheStart(bridge)] if h.text_channel else [])])
+                   *([TextChannelFromTheStart(bridge)] if bridge.knowledge.text_channel else [])])
     trainer.fit(bridge.domain, datamodule=datamodule)
     if not checkpoint.best_model_path:
-        raise RuntimeError(f"warm start: no validation ran in {h.warm_start_max_epochs} epochs; lower "
-                           "model.warm_start_val_every or raise model.warm_start_max_epochs")
+        raise RuntimeError(f"warm start: no validation ran in {settings.max_epochs} epochs; lower "
+                           "model.warm_start.val_every or raise model.warm_start.max_epochs")
     bridge.warm_start_from(checkpoint.best_model_path)
     log.info("warm start: domain model best at %s (%s=%.4f after %d epochs)", checkpoint.best_model_path,
              MONITOR, float(checkpoint.best_model_score), trainer.current_epoch)
@@ -114,7 +114,7 @@ class DomainSettingsInCheckpoints(Callback):
 
 
 class TextChannelFromTheStart(Callback):
-    """With ``model.text_channel`` the domain model trains alone with the LM's text part of every item vector
+    """With ``model.knowledge.text_channel`` the domain model trains alone with the LM's text part of every item vector
     from its first step: the text must shape the vectors while BPR learns them, not be added to a model
     that has already converged without it."""
 

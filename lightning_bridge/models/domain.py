@@ -39,11 +39,12 @@ class DomainModule(RankingEvaluation, L.LightningModule):
             by K+1 and it ranks far below items with neighbours. ``ego`` keeps the ego row whole, so that a
             row taught by something else (the LM's text, through InfoSharing) can compete.
         dropped_items: LightGCN's vector, in a training pass, of a seen item that BridgeModule's
-            ``item_id_dropout`` drops out. ``propagated``: its ego row is its text part, and its neighbours
+            ``cold_start.item_id_dropout`` drops out. ``propagated``: its ego row is its text part, and its neighbours
             still propagate into it, so it keeps most of what its edges say. ``isolated``: the vector an item
             without edges gets (its text part; divided by K+1 under ``layer_mean``), the same kind of vector a
             new item is ranked with, so the text part learns to score new items on the scale of the others.
-            Only for ``lightgcn`` inside a BridgeModule with ``item_id_dropout`` (MF reads the same either way).
+            Only for ``lightgcn`` inside a BridgeModule with ``cold_start.item_id_dropout`` (MF reads the same
+            either way).
         embedding_dim: width of InfoSharing's tables (None: InfoSharing's default, 64). Inside a BridgeModule
             the bridge's own setting applies and a different value here is an error; so for ``init`` and
             ``init_std``.
@@ -101,7 +102,8 @@ class DomainModule(RankingEvaluation, L.LightningModule):
                              f"{NOT_SPARSE[encoder]}, so its gradients are dense whatever the tables do")
         if dropped_items != "propagated" and (encoder != "lightgcn" or info_sharing is None):
             raise ValueError(f"model.dropped_items={dropped_items!r} applies to encoder lightgcn inside a "
-                             "BridgeModule with model.item_id_dropout > 0 (only LightGCN propagates, and only "
+                             "BridgeModule with model.cold_start.item_id_dropout > 0 (only LightGCN propagates, and "
+                             "only "
                              f"the bridge drops items out); got encoder={encoder!r}"
                              + ("" if info_sharing is not None else " in a domain-only model"))
         info = tables_for("model.init_args.domain.init_args", num_users, num_items, info_sharing, embedding_dim,
@@ -160,7 +162,7 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Tables saved with the text channel (a co-training warm start with ``model.text_channel``) load into
+        """Tables saved with the text channel (a co-training warm start with ``model.knowledge.text_channel``) load into
         a model without it as their folded item table, which scores exactly the same."""
         if self.info.text_proj is None:
             checkpoint["state_dict"] = fold_text_channel(checkpoint["state_dict"], "recommender.info.")

@@ -49,7 +49,7 @@ class InfoSharing(nn.Module):
         """Adds the text part of every item vector: ``text_proj(item_text_features)``. It starts at zero (so a
         warm-started model scores as before) and reads zeros until ``set_item_text_features`` is called."""
         if not 0 <= id_dropout < 1:
-            raise ValueError(f"model.item_id_dropout must be in [0, 1), got {id_dropout}")
+            raise ValueError(f"model.cold_start.item_id_dropout must be in [0, 1), got {id_dropout}")
         self.text_proj = nn.Linear(text_dim, self.dim, bias=False)
         nn.init.zeros_(self.text_proj.weight)
         self.register_buffer("item_text_features", torch.zeros(self.num_items, text_dim))

@@ -189,7 +189,7 @@ class StopOnNonFiniteLoss(Callback):
                 return (f"The {other} model's optimizer step at global step {step} took the shared tables' largest "
                         f"value from {before:.3g} to {after:.3g}: lower the {other} model's learning rate "
                         f"(model.init_args.{other}.init_args.optimizer.init_args.lr) or clip its gradients "
-                        f"(model.init_args.{other}_clip).")
+                        f"(model.init_args.schedule.{other}_clip).")
         section = f"{side}.init_args." if getattr(pl_module, "side_for_step", None) else ""
         return (f"Lower the {side} model's learning rate (model.init_args.{section}optimizer.init_args.lr) or clip "
                 f"gradients{tables}.")

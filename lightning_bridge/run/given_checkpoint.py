@@ -103,7 +103,7 @@ def check_data(datamodule: Any, model: Any, given: GivenCheckpoint | None, inter
         check_fingerprint(given.fingerprint, current, given.path, interactions,
                           (given.data_settings, dict(datamodule.hparams)))
         check_sizes(given.tables, current["num_users"], current["num_items"], given.path)
-    warm = getattr(model, "hparams", {}).get("warm_start_checkpoint")
+    warm = getattr(getattr(model, "warm_start", None), "checkpoint", None)  # a BridgeModule's WarmStart
     if warm:  # as the model read it (once) when it loaded the warm start
         check_fingerprint(model.warm_start_fingerprint, current, warm, interactions=False)
     return current

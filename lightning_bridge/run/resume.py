@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 
 APPLIED_BY_THE_MODEL = (
     "reg_weight", "dropout", "loss", "lora_dropout", "backbone_dropout", "gradient_checkpointing", "task_weights",
-    "temperature", "template", "item_separator", "max_length", "max_item_tokens", "domain_steps", "lm_steps",
-    "domain_clip", "lm_clip", "text_anchor_weight", "text_anchor_refresh_epochs", "evaluate_lm",
-    "item_id_dropout", "cache_dir", "local_files_only")
+    "temperature", "template", "item_separator", "max_length", "max_item_tokens", "schedule.domain_steps",
+    "schedule.lm_steps", "schedule.domain_clip", "schedule.lm_clip", "knowledge.text_anchor_weight",
+    "knowledge.text_anchor_refresh_epochs", "evaluate_lm", "cold_start.item_id_dropout", "cache_dir",
+    "local_files_only")
 # model settings that end up in the optimizer's parameter groups: setting -> the group key it sets
 GROUP_KEYS = {"info_lr": "lr", "head_lr": "lr", "info_weight_decay": "weight_decay"}
 LEARNING_RATES = ("lr", "info_lr", "head_lr")
@@ -71,13 +72,13 @@ def resume_plan(changes: list[tuple[str, Any, Any]], given: dict[str, Any], wher
         elif group_key is not None:
             side = next((s for s in SIDES if f".{s}." in f".{key}"), None)
             plan.setdefault(SIDES.index(side) if side else None, set()).add(group_key)
-        elif name not in APPLIED_BY_THE_MODEL:
+        elif not any(f".{key}".endswith(f".{applied}") for applied in APPLIED_BY_THE_MODEL):
             refused.append(f"{described(change)} (fixed by the checkpoint's weights)")
     if refused:
         raise CheckpointError(
             f"{where}: --allow_config_changes cannot apply these to a resumed run:\n  " + "\n  ".join(refused)
             + "\nResume with the checkpoint's values (the run's config.yaml), or start a new run from its weights "
-            "(model.warm_start_checkpoint for co-training).")
+            "(model.warm_start.checkpoint for co-training).")
     return plan
 
 
@@ -112,7 +113,7 @@ def check_resumable(checkpoint: dict[str, Any], where: str) -> None:
     missing = [key for key in ("optimizer_states", "loops") if not checkpoint.get(key)]
     if missing:
         raise CheckpointError(f"{where}: holds no training state to resume ({' and '.join(missing)} missing or "
-                              "empty): test it, or start a new run from its weights (model.warm_start_checkpoint "
+                              "empty): test it, or start a new run from its weights (model.warm_start.checkpoint "
                               "for co-training)")
 
 

@@ -71,7 +71,7 @@ def test_a_non_finite_loss_after_the_lm_blew_up_the_tables_names_the_lm(in_tmp):
     assert status == 1 and "NonFiniteLossError: the domain loss is" in message
     assert "The lm model's optimizer step at global step 2 took the shared tables' largest value from" in message
     assert "lower the lm model's learning rate (model.init_args.lm.init_args.optimizer.init_args.lr) or clip its " \
-           "gradients (model.init_args.lm_clip)" in message
+           "gradients (model.init_args.schedule.lm_clip)" in message
 
 
 def test_a_non_finite_loss_from_the_initial_weights_names_the_initialisation(in_tmp):

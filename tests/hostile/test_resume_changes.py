@@ -80,6 +80,15 @@ def test_co_training_applies_each_sides_learning_rate_to_its_own_optimizer():
     assert resume_plan(changes, given, "x.ckpt") == {0: {"lr"}, 1: {"lr"}}
 
 
+def test_co_training_settings_are_applied_or_refused_by_their_dotted_names():
+    applied = [("init_args.schedule.domain_steps", 2, 3), ("init_args.knowledge.text_anchor_weight", 1.0, 0.5),
+               ("init_args.cold_start.item_id_dropout", 0.5, 0.25)]
+    assert resume_plan(applied, {}, "x.ckpt") == {}
+    with pytest.raises(CheckpointError, match=r"init_args.knowledge.text_channel: False in the checkpoint, True now "
+                                              r"\(fixed by the checkpoint's weights\)"):
+        resume_plan([("init_args.knowledge.text_channel", False, True)], {}, "x.ckpt")
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     (("--data.init_args.batch_size", "32"), "data.batch_size: 64 in the checkpoint, 32 now"),
     (("--seed_everything", "7"), "data.seed: 42 in the checkpoint, 7 now"),

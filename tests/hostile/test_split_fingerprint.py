@@ -62,7 +62,7 @@ def test_a_warm_start_from_another_split_of_the_same_data_is_refused(in_tmp, dom
     warm = domain_run / "checkpoints" / "last.ckpt"
     status, message = cli("fit", "--config", TINY_BRIDGE, "--data.init_args.num_users", "60",
                           "--data.init_args.num_items", "40", "--data.init_args.max_train_per_user", "3",
-                          "--model.init_args.warm_start_checkpoint", str(warm))
+                          "--model.init_args.warm_start.checkpoint", str(warm))
     assert status == 1
     assert f"{warm} was trained on other data than 'synthetic' as configured: the split differs (train 555 -> 180 " \
            "interactions): data.max_train_per_user: None in the checkpoint, 3 now." in message
