@@ -145,8 +145,7 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
     steps = {"global": int(torch.load(last, weights_only=True, map_location="cpu")["global_step"])
              if last.exists() else 0}
     if isinstance(cli.model, BridgeModule):  # the schedule alternates optimizer steps: count each side's
-        h = cli.model.hparams
-        domain = sum(step % (h.domain_steps + h.lm_steps) < h.domain_steps for step in range(steps["global"]))
+        domain = sum(cli.model.side_for_step(step) == "domain" for step in range(steps["global"]))
         steps.update(domain=domain, lm=steps["global"] - domain)
     return {"setting": setting, "arm": arm, "seed": seed, "reports": reports, "steps": steps,
             "val_history": validation_history(run_dir),
