@@ -24,13 +24,13 @@ from lightning_bridge.models.checkpoint_contents import (
     slim_state_dict,
 )
 from lightning_bridge.models.domain import DomainModule
-from lightning_bridge.models.lm import LMModule, log_task_losses
+from lightning_bridge.models.lm import LMModule
 from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
 from lightning_bridge.modules.lm.id_tokens import ITEM
 from lightning_bridge.run.checkpoints import read_checkpoint
 from lightning_bridge.run.fingerprint import KEY as FINGERPRINT_KEY
-from lightning_bridge.run.training_log import log_training_loss
+from lightning_bridge.run.training_log import log_step, log_training_loss
 
 
 class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule):
@@ -156,18 +156,14 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         opt = domain_opt if side == "domain" else lm_opt
         part = batch[side]
         with step_random_state(self.global_step, self.device):
+            step = (self.domain if side == "domain" else self.lm).step_loss(part)
             if side == "domain":
-                loss = self.domain.recommender.loss(part)
-                total = loss + self._anchor_term(batch["lm"])
+                total = step.loss + self._anchor_term(batch["lm"])
             else:
-                lm = self.lm.recommender
-                losses = lm.losses(part)
-                loss = losses.total(lm.task_weights)
-                if self._text_anchor is not None and losses.item_text_queries is not None:
-                    self._text_anchor.update(*losses.item_text_queries)
-                log_task_losses(self, losses.tasks, len(part["users"]))
-                total = loss
-        log_training_loss(self, f"train/{side}_loss", loss, len(part["users"]), prog_bar=True)
+                if self._text_anchor is not None and step.item_text_queries is not None:
+                    self._text_anchor.update(*step.item_text_queries)
+                total = step.loss
+        log_step(self, step, len(part["users"]))
         opt.zero_grad()
         self.manual_backward(total)
         self._sync_and_clip(opt, clip)

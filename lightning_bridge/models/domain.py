@@ -15,7 +15,7 @@ from lightning_bridge.models.checkpoint_contents import save_own_hyperparameters
 from lightning_bridge.models.lazy_adam import lazy_optimizer
 from lightning_bridge.modules.domain.recommender import LOSSES, DomainRecommender, Encoder, Loss, build_encoder
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName, fold_text_channel, tables_for
-from lightning_bridge.run.training_log import log_training_loss
+from lightning_bridge.run.training_log import StepLoss, log_step
 
 # the encoders whose loss reads only the batch's rows, and why the others cannot train with sparse gradients
 SPARSE_ENCODERS = ("mf", "ncf")
@@ -136,10 +136,16 @@ class DomainModule(RankingEvaluation, L.LightningModule):
         connect_data(self.trainer.datamodule, self.data_needs())
         self.recommender.attach(self.trainer.datamodule)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def step_loss(self, batch: dict[str, torch.Tensor]) -> StepLoss:
+        """One training step's loss on a domain batch: this model's ``training_step`` and co-training's domain
+        steps both take it from here."""
         loss = self.recommender.loss(batch)
-        log_training_loss(self, "train/domain_loss", loss, len(batch["users"]), prog_bar=True)
-        return loss
+        return StepLoss(loss, {"train/domain_loss": loss})
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        step = self.step_loss(batch)
+        log_step(self, step, len(batch["users"]))
+        return step.loss
 
     def evaluated_models(self) -> dict[str, tuple[RankingEvaluator, Scorer]]:
         return {"domain": (self.evaluator, self.recommender.scores)}

@@ -25,7 +25,7 @@ from lightning_bridge.modules.lm.id_tokens import IDTokenLM, Pooling, Scoring
 from lightning_bridge.modules.lm.prompts import DEFAULT_TEMPLATE
 from lightning_bridge.modules.lm.recommender import LMRecommender, checked_task_weights
 from lightning_bridge.run.downloads import DEFAULT_CACHE
-from lightning_bridge.run.training_log import log_training_loss
+from lightning_bridge.run.training_log import StepLoss, log_step
 
 
 class LMModule(RankingEvaluation, L.LightningModule):
@@ -151,13 +151,21 @@ class LMModule(RankingEvaluation, L.LightningModule):
         if self.trainer.datamodule is not None or self.recommender.prompts is None:
             self.recommender.attach(self.trainer.datamodule)
 
+    def step_loss(self, batch: dict[str, torch.Tensor]) -> StepLoss:
+        """One training step's loss on an LM batch (its tasks weighted by ``task_weights``, each logged where
+        there are several): this model's ``training_step`` and co-training's LM steps both take it from here.
+        The caller sets the random state (``step_random_state``)."""
+        losses = self.recommender.losses(batch)
+        loss = losses.total(self.task_weights)
+        several = len(losses.tasks) > 1
+        parts = {f"train/lm_{task}_loss": value for task, value in losses.tasks.items()} if several else {}
+        return StepLoss(loss, {"train/lm_loss": loss, **parts}, losses.item_text_queries)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         with step_random_state(self.global_step, self.device):  # dropout masks survive a resume unchanged
-            losses = self.recommender.losses(batch)
-        loss = losses.total(self.task_weights)
-        log_training_loss(self, "train/lm_loss", loss, len(batch["users"]), prog_bar=True)
-        log_task_losses(self, losses.tasks, len(batch["users"]))
-        return loss
+            step = self.step_loss(batch)
+        log_step(self, step, len(batch["users"]))
+        return step.loss
 
     def evaluated_models(self) -> dict[str, tuple[RankingEvaluator, Scorer]]:
         return {"lm": (self.evaluator, self.recommender.scores)}
@@ -196,10 +204,3 @@ class LMModule(RankingEvaluation, L.LightningModule):
         if not isinstance(backbone, PeftModel):
             raise ValueError(f"the backbone has no LoRA adapter (finetune={self.hparams.finetune!r})")
         return backbone
-
-
-def log_task_losses(module: L.LightningModule, losses: dict[str, torch.Tensor], batch_size: int) -> None:
-    """``train/lm_<task>_loss`` for each task, when the LM trains more than one."""
-    if len(losses) > 1:
-        for task, value in losses.items():
-            log_training_loss(module, f"train/lm_{task}_loss", value, batch_size)

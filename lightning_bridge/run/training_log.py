@@ -9,7 +9,7 @@ shorter than that logs no training loss at all. :class:`TrainingCurves` writes t
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
@@ -75,6 +75,22 @@ def learning_rates(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str
             key = f"lr/{model}" if len(groups) == 1 else f"lr/{model}/{group.get('name', f'group{position}')}"
             out[key] = float(group["lr"])
     return out
+
+
+class StepLoss(NamedTuple):
+    """One optimizer step's loss and what to log of it: its own name first (shown in the progress bar), then
+    its parts (an LM's task losses). An LM step also hands over its item-text task's queries, which
+    co-training's text anchor reuses."""
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor]
+    item_text_queries: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def log_step(module: L.LightningModule, step: StepLoss, batch_size: int) -> None:
+    """Records every value of ``step.logs`` with :func:`log_training_loss`, the first in the progress bar."""
+    for k, (name, value) in enumerate(step.logs.items()):
+        log_training_loss(module, name, value, batch_size, prog_bar=k == 0)
 
 
 def log_training_loss(module: L.LightningModule, name: str, value: torch.Tensor, batch_size: int,
