@@ -16,7 +16,7 @@ from lightning_bridge.data.datamodule import RecDataModule
 from lightning_bridge.data.requests import PredictionRequest, check_k
 from lightning_bridge.evaluation.figures import TestFigures, draw_test_figures
 from lightning_bridge.run.after_fit import export_run, monitored_side, other_side_checkpoint, test_each_at_its_best
-from lightning_bridge.run.callbacks import RunCheckpoint, RunConfigSaver, StopOnNonFiniteLoss, TopKWriter
+from lightning_bridge.run.callbacks import RunCheckpoint, RunConfigSaver, TopKWriter
 from lightning_bridge.run.checkpoints import EVALUATION_KNOBS, ReadOnce, RunRecord, plain
 from lightning_bridge.run.class_registry import register_configured
 from lightning_bridge.run.console import (
@@ -37,6 +37,7 @@ from lightning_bridge.run.folders import (
 from lightning_bridge.run.given_checkpoint import GivenCheckpoint, check_data, named_load_error
 from lightning_bridge.run.hparams import RunHparams, keep_data_hparams_apart
 from lightning_bridge.run.lock import RunFolderLock
+from lightning_bridge.run.non_finite import StopOnNonFiniteLoss
 from lightning_bridge.run.resume import ApplyOptimizerSettings, check_data_changes, data_changes
 from lightning_bridge.run.training_log import TrainingCurves
 

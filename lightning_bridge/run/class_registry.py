@@ -35,7 +35,7 @@ CALLABLE_KEYS = ("optimizer", "scheduler", "domain", "lm")
 PROJECT_MODULES = ("lightning_bridge.co_training.bridge", "lightning_bridge.co_training.warm_start",
                    "lightning_bridge.co_training.fsdp", "lightning_bridge.data.datasets",
                    "lightning_bridge.models.content", "lightning_bridge.models.lazy_adam",
-                   "lightning_bridge.run.callbacks")
+                   "lightning_bridge.run.callbacks", "lightning_bridge.run.non_finite")
 # Lightning's own modules whose public classes a config may name (trainer.strategy, trainer.plugins...)
 LIGHTNING_MODULES = (lightning_loggers, lightning_callbacks, lightning_strategies, lightning_accelerators,
                      lightning_plugins, lightning_profilers)
