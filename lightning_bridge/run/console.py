@@ -8,6 +8,7 @@ in-process keeps its stdout for its own output.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -73,6 +74,18 @@ def configure_console(verbosity: Verbosity = "info") -> None:
         lightning_info.addFilter(_DropNoise())
     for message, category in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    if verbosity != "debug":
+        quiet_weight_loading()
+
+
+def quiet_weight_loading() -> None:
+    """No "Loading weights" progress bar from transformers each time an LM is built (a run builds several:
+    the model, each tested checkpoint, the export), which would fill a log with carriage returns. Set before
+    transformers is imported, its hub's switch does it; afterwards transformers' own, without importing it
+    here (a domain-only run never needs it)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def ignore_evaluation_noise() -> None:
