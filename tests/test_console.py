@@ -95,3 +95,18 @@ def test_the_summary_has_a_row_for_every_evaluated_model_domain_and_lm_first():
     rows = summary_table(metrics, {"domain": "runs/best-epoch=3.ckpt"}).splitlines()
     assert [row.split()[0] for row in rows] == ["model", "domain", "lm", "content"]
     assert rows[3].split()[1:] == ["0.3000", "0.3000", "best-epoch=3.ckpt"]
+
+
+def test_no_weight_loading_bar_unless_debugging(monkeypatch):
+    """transformers' "Loading weights" bar, drawn each time a run builds an LM, stays off at info."""
+    import transformers
+
+    from lightning_bridge.run.console import configure_console
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    transformers.utils.logging.enable_progress_bar()
+    configure_console("debug")
+    assert transformers.utils.logging.is_progress_bar_enabled()
+    configure_console("info")
+    assert not transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.enable_progress_bar()
