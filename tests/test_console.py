@@ -103,7 +103,8 @@ def test_no_weight_loading_bar_unless_debugging(monkeypatch):
 
     from lightning_bridge.run.console import configure_console
 
-    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # restored, or removed, after the test
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
     transformers.utils.logging.enable_progress_bar()
     configure_console("debug")
     assert transformers.utils.logging.is_progress_bar_enabled()
