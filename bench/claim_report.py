@@ -221,12 +221,14 @@ def moonshot(plan: dict[str, Any], rows: list[dict[str, Any]], results: Results)
         parts.append(f"- {kept}")
     guard = plan["guard"]
     for setting in guard["settings"]:
-        found = compare(results, setting, guard["metric"], guard["treatment"], guard["control"], 200)
+        treatment = guard.get("treatments", {}).get(setting, guard["treatment"])
+        found = compare(results, setting, guard["metric"], treatment, guard["control"], 200)
         if found is None:
             parts.append(f"- {guard['name']} ({setting}): not run yet")
             continue
         ok = found["relative"] >= guard["tolerance"]
-        parts.append(f"- {guard['name']} ({setting}, {len(found['seeds'])} seeds): {_pct(found['relative'])} "
+        parts.append(f"- {guard['name']} ({setting}, {treatment}, {len(found['seeds'])} seeds): "
+                     f"{_pct(found['relative'])} "
                      f"({'within' if ok else 'beyond'} the allowed {guard['tolerance']:+.0%})")
     return parts
 
@@ -322,6 +324,49 @@ def _own_steps(record: dict[str, Any], model: str) -> list[tuple[float, float]]:
     return [((step + 1) * share, value) for step, value in record["val_history"][model]]  # logged at step - 1
 
 
+def variant_validations(plan: dict[str, Any], results: Results
+                        ) -> dict[str, list[tuple[dict[str, Any], dict[str, Any] | None, float | None, float | None]]]:
+    """Per setting, each declared variant of B-full with the run of its first seed (None: not run yet), its
+    warm start's best validation and its best co-training validation (not the warm start's)."""
+    found = {}
+    for setting, variants in plan.get("variants_tried", {}).items():
+        found[setting] = []
+        for v in variants:
+            record = _first_record(results, setting, v["name"])
+            history = (record or {}).get("val_history") or {}
+            warm = max((x for _, x in history.get("warm_start_domain", [])), default=None)
+            own = max((x for _, x in history.get("domain", [])), default=None)
+            found[setting].append((v, record, warm, own))
+    return found
+
+
+def chosen_variants(plan: dict[str, Any], results: Results) -> dict[str, str]:
+    """Setting -> the variant the plan's rule puts in B-full's place: the highest co-training validation on
+    its first seed, where it rose above its warm start (a setting where none did is left out)."""
+    chosen = {}
+    for setting, rows in variant_validations(plan, results).items():
+        run = [(v["name"], own, warm) for v, record, warm, own in rows if own is not None]
+        if run:
+            name, own, warm = max(run, key=lambda row: row[1])
+            if warm is not None and own > warm:
+                chosen[setting] = name
+    return chosen
+
+
+def with_chosen_variants(plan: dict[str, Any], results: Results) -> dict[str, Any]:
+    """The plan with each setting's chosen variant as the treatment of the comparisons (and the guard) that
+    name the declared B-full (the first variant listed) in that setting."""
+    chosen = chosen_variants(plan, results)
+    base = {setting: variants[0]["name"] for setting, variants in plan.get("variants_tried", {}).items()}
+    comparisons = [{**c, "treatment": chosen[c["setting"]]}
+                   if c["setting"] in chosen and c["treatment"] == base.get(c["setting"]) else c
+                   for c in plan["comparisons"]]
+    guard = plan["guard"]
+    treatments = {setting: chosen[setting] if setting in chosen and guard["treatment"] == base.get(setting)
+                  else guard["treatment"] for setting in guard["settings"]}
+    return {**plan, "comparisons": comparisons, "guard": {**guard, "treatments": treatments}}
+
+
 def variants_lines(plan: dict[str, Any], results: Results) -> list[str]:
     """Each declared variant of B-full with its validation figures on its first seed, and the one the plan's
     rule chooses: the highest best co-training validation (not the warm start's), which replaces B-full in
@@ -329,25 +374,22 @@ def variants_lines(plan: dict[str, Any], results: Results) -> list[str]:
     lines = ["| setting | variant | change | seed | warm start's best validation | best co-training validation "
              "| above the warm start |", "| --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
-    for setting, variants in plan.get("variants_tried", {}).items():
-        found = {}
-        for v in variants:
-            record = _first_record(results, setting, v["name"])
+    chosen = chosen_variants(plan, results)
+    for setting, rows in variant_validations(plan, results).items():
+        best = None
+        for v, record, warm, own in rows:
             if record is None:
                 lines.append(f"| {setting} | {v['name']} | {v['change']} | – | not run yet | | |")
                 continue
-            history = record.get("val_history") or {}
-            warm = max((x for _, x in history.get("warm_start_domain", [])), default=None)
-            own = max((x for _, x in history.get("domain", [])), default=None)
             above = warm is not None and own is not None and own > warm
-            found[v["name"]] = (own if own is not None else float("-inf"), above)
             lines.append(f"| {setting} | {v['name']} | {v['change']} | {record['seed']} | "
                          f"{_fmt(warm)} | {_fmt(own)} | {'yes' if above else 'no'} |")
-        if found:
-            best = max(found, key=lambda name: found[name][0])
-            notes.append(f"- {setting}: the highest co-training validation is {best}'s; "
+            if own is not None and (best is None or own > best[1]):
+                best = (v["name"], own)
+        if best is not None:
+            notes.append(f"- {setting}: the highest co-training validation is {best[0]}'s; "
                          + ("it rose above its warm start, so it replaces B-full in the comparisons."
-                            if found[best][1] else "no variant run so far rose above its warm start, so the "
+                            if setting in chosen else "no variant run so far rose above its warm start, so the "
                             "domain model co-training hands back is its warm start."))
     return [*lines, "", *notes]
 
@@ -363,6 +405,7 @@ def _fmt(value: float | None) -> str:
 
 
 def render(plan: dict[str, Any], results: Results, pending: list[tuple[str, str, int]]) -> str:
+    plan = with_chosen_variants(plan, results)
     rows = evaluate(plan, results)
     versions = len({r.get("code") for r in results.records})
     out = ["# Does co-training with the LM make the recommender better? (generated)", "",
@@ -400,16 +443,19 @@ README_START, README_END = "<!-- claim-results:start -->", "<!-- claim-results:e
 
 def readme_block(plan: dict[str, Any], results: Results, pending: list[tuple[str, str, int]]) -> str:
     """The README's short results table: each claim's verdict and its gain over each control."""
+    plan = with_chosen_variants(plan, results)
     rows = evaluate(plan, results)
     verdicts = claim_verdicts(plan, rows)
     lines = ["Does co-training with the LM make the recommender better? The verdicts of the pre-registered claim "
              f"benchmark, generated with the rest of `bench/RESULTS.md` ({len(results.records)} runs so far, "
              f"{len(pending)} still to run; the figures, statistics and every arm are there):", "",
-             "| claim | setting, metric | verdict | gain over each control (seeds) |", "| --- | --- | --- | --- |"]
+             "| claim | setting, metric | treatment | verdict | gain over each control (seeds) |",
+             "| --- | --- | --- | --- | --- |"]
     for claim in plan["comparisons"]:
         gains = [f"{r['control']}: {_pct(r['result']['relative'])} ({len(r['result']['seeds'])})"
                  for r in rows if r["claim"] is claim and r["result"]]
-        lines.append(f"| {claim['name']} | {claim['setting']}, {claim['metric']} | {verdicts[claim['name']]} | "
+        lines.append(f"| {claim['name']} | {claim['setting']}, {claim['metric']} | {claim['treatment']} | "
+                     f"{verdicts[claim['name']]} | "
                      f"{', '.join(gains) or '–'} |")
     moonshot_verdicts = {verdicts[c["name"]] for c in plan["comparisons"] if c.get("moonshot")}
     status = ("met" if moonshot_verdicts == {"supported"} else "refuted" if "refuted" in moonshot_verdicts

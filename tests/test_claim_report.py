@@ -142,7 +142,7 @@ def test_the_variant_chosen_on_validation(fixture_results, above):
                                          {"name": "B_full_v1", "change": "one knob"}]}
     bf = next(r for r in records if r["arm"] == "BF" and r["seed"] == 0)
     bf["val_history"] = {"warm_start_domain": [[9, 0.05], [19, 0.06]], "domain": [[39, 0.055], [59, 0.052]]}
-    variant = {**bf, "arm": "BF_v1", "reports": {"B_full_v1": bf["reports"]["B_full"]},
+    variant = {**bf, "arm": "BF_v1", "reports": {"B_full_v1": bf["reports"]["B_full"]},  # same per-user file
                "val_history": {"warm_start_domain": [[19, 0.06]], "domain": [[39, 0.065 if above else 0.058]]}}
     page = render(plan, Results([*records, variant], root), pending=[])
     assert "| sparse | B_full | as above | 0 | 0.0600 | 0.0550 | no |" in page
@@ -150,6 +150,8 @@ def test_the_variant_chosen_on_validation(fixture_results, above):
            f"{'yes' if above else 'no'} |" in page
     assert "the highest co-training validation is B_full_v1's" in page
     assert ("so it replaces B-full in the comparisons" in page) == above
+    assert ("| sparse, sparse_ndcg@10 | B_full_v1 | D1 |" in page) == above  # the comparisons follow the rule
+    assert ("| sparse, sparse_ndcg@10 | B_full | D1 |" in page) == (not above)
 
 
 @pytest.mark.parametrize(("factor", "expected"), [(1.01, "a gain, smaller than claimed"), (0.99, "refuted")])
@@ -198,7 +200,7 @@ def test_the_readme_table_is_rewritten_between_its_markers_only(fixture_results)
     readme = (root / "README.md").read_text()
     assert readme.startswith(f"# Title\n\n{start}\n") and readme.endswith(f"{end}\n\nrest\n")
     assert "old" not in readme
-    assert ("| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | supported | "
+    assert ("| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | B_full | supported | "
             "D1: +30.0% (5), D2: +30.0% (5) |") in readme
 
 
