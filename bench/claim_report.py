@@ -207,9 +207,8 @@ def kept_warm_start(plan: dict[str, Any], results: Results) -> str:
             for name, report in r["reports"].items() if name in treatments | variants]
     if not kept:
         return ""
-    return (f"In {sum(kept)} of {len(kept)} {'/'.join(sorted(treatments))} runs (its declared variants included) "
-            "no co-training validation rose above the warm start, so the domain model co-training handed back "
-            "was its warm start (D1).")
+    return (f"In {sum(kept)} of {len(kept)} runs of B-full and its declared variants no co-training validation "
+            "rose above the warm start, so the domain model co-training handed back was its warm start (D1).")
 
 
 def moonshot(plan: dict[str, Any], rows: list[dict[str, Any]], results: Results) -> list[str]:

@@ -117,7 +117,7 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
     page = render(plan, results, pending=[])
     assert "| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | B_full | D1 | 5 |" in page
     assert "| domain gains from co-training on the sparsest users | **supported** |" in page
-    assert ("In 0 of 5 B_full runs (its declared variants included) no co-training validation rose above the "
+    assert ("In 0 of 5 runs of B-full and its declared variants no co-training validation rose above the "
             "warm start") in page
     plan["comparisons"] += [{**plan["comparisons"][0], "name": "with C", "controls": ["D1", "D2", "C"]},
                             {**plan["comparisons"][0], "name": "on cold", "setting": "cold"}]
