@@ -339,17 +339,22 @@ def variant_validations(plan: dict[str, Any], results: Results
     return found
 
 
-def chosen_variants(plan: dict[str, Any], results: Results) -> dict[str, str]:
-    """Setting -> the variant the plan's rule puts in B-full's place: the highest co-training validation on
-    its first seed, where it rose above its warm start (a setting where none did is left out)."""
-    chosen = {}
+def best_variants(plan: dict[str, Any], results: Results) -> dict[str, tuple[str, bool]]:
+    """Setting -> the variant with the highest co-training validation on its first seed, and whether that
+    rose above its warm start (a setting with no variant run yet is left out)."""
+    best = {}
     for setting, rows in variant_validations(plan, results).items():
         run = [(v["name"], own, warm) for v, record, warm, own in rows if own is not None]
         if run:
             name, own, warm = max(run, key=lambda row: row[1])
-            if warm is not None and own > warm:
-                chosen[setting] = name
-    return chosen
+            best[setting] = (name, warm is not None and own > warm)
+    return best
+
+
+def chosen_variants(plan: dict[str, Any], results: Results) -> dict[str, str]:
+    """Setting -> the variant the plan's rule puts in B-full's place: the best one where it rose above its
+    warm start."""
+    return {setting: name for setting, (name, above) in best_variants(plan, results).items() if above}
 
 
 def with_chosen_variants(plan: dict[str, Any], results: Results) -> dict[str, Any]:
@@ -372,10 +377,7 @@ def variants_lines(plan: dict[str, Any], results: Results) -> list[str]:
     the comparisons only if it rose above its warm start."""
     lines = ["| setting | variant | change | seed | warm start's best validation | best co-training validation "
              "| above the warm start |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    notes = []
-    chosen = chosen_variants(plan, results)
     for setting, rows in variant_validations(plan, results).items():
-        best = None
         for v, record, warm, own in rows:
             if record is None:
                 lines.append(f"| {setting} | {v['name']} | {v['change']} | – | not run yet | | |")
@@ -383,13 +385,11 @@ def variants_lines(plan: dict[str, Any], results: Results) -> list[str]:
             above = warm is not None and own is not None and own > warm
             lines.append(f"| {setting} | {v['name']} | {v['change']} | {record['seed']} | "
                          f"{_fmt(warm)} | {_fmt(own)} | {'yes' if above else 'no'} |")
-            if own is not None and (best is None or own > best[1]):
-                best = (v["name"], own)
-        if best is not None:
-            notes.append(f"- {setting}: the highest co-training validation is {best[0]}'s; "
-                         + ("it rose above its warm start, so it replaces B-full in the comparisons."
-                            if setting in chosen else "no variant run so far rose above its warm start, so the "
-                            "domain model co-training hands back is its warm start."))
+    notes = [f"- {setting}: the highest co-training validation is {name}'s; "
+             + ("it rose above its warm start, so it replaces B-full in the comparisons." if above else
+                "no variant run so far rose above its warm start, so the domain model co-training hands back "
+                "is its warm start.")
+             for setting, (name, above) in best_variants(plan, results).items()]
     return [*lines, "", *notes]
 
 
