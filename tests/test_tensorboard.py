@@ -13,8 +13,9 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lightning_bridge.cli import main
 from lightning_bridge.evaluation import figures
-from lightning_bridge.evaluation.figures import PerUserMetrics, quintiles
+from lightning_bridge.evaluation.figures import quintiles
 from lightning_bridge.evaluation.metrics import TopKMetrics, target_ranks
+from lightning_bridge.evaluation.per_user import PerUserMetrics
 from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.evaluation.top_k import mask_scores
 from lightning_bridge.run.hparams import flat_config
