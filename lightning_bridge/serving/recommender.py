@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,10 +26,8 @@ import torch
 from lightning_bridge.data.batches import UserHistories
 from lightning_bridge.data.requests import NewUser, PredictionRequest, check_k, id_list, request_dataset
 from lightning_bridge.evaluation.top_k import top_k_items
-from lightning_bridge.modules.domain.recommender import DomainRecommender, build_encoder
-from lightning_bridge.modules.info_sharing import InfoSharing
+from lightning_bridge.modules.domain.recommender import DomainRecommender
 from lightning_bridge.serving.checks import (
-    check_graph,
     check_histories,
     check_id_list,
     check_spec,
@@ -38,8 +36,9 @@ from lightning_bridge.serving.checks import (
     read_tensors,
 )
 from lightning_bridge.serving.manifest import ExportIntegrityError, check_manifest
+from lightning_bridge.serving.rebuild import Catalogue, rebuild_domain, rebuild_lm
 
-if TYPE_CHECKING:  # imported by _lm, where an export has a language model
+if TYPE_CHECKING:  # imported by rebuild_lm, where an export has a language model
     from lightning_bridge.modules.lm.recommender import LMRecommender
 
 FORMAT = "lightning_bridge.serving.export/1"  # recommender.json's "format": what artefacts.py writes
@@ -55,16 +54,6 @@ class Recommendations:
     items: list[str]
     scores: list[float]
     titles: list[str | None]
-
-
-@dataclass
-class Catalogue:
-    """What the LM's prompts read of the data (``RecommenderData``'s text part)."""
-
-    num_users: int
-    num_items: int
-    item_text: list[str | None]
-    user_text: list[str | None]
 
 
 class Recommender:
@@ -101,10 +90,10 @@ class Recommender:
         check_tables(tables, self.spec, tables_file)
         self.models: dict[str, DomainRecommender | LMRecommender] = {}
         if "domain" in self.spec:
-            self.models["domain"] = _domain(self.spec, tables, folder / "domain.safetensors")
+            self.models["domain"] = rebuild_domain(self.spec, tables, folder / "domain.safetensors")
         if "lm" in self.spec:
             catalogue = Catalogue(num_users, num_items, texts["item_text"], texts["user_text"])
-            self.models["lm"] = _lm(self.spec, tables, folder / "lm", catalogue)
+            self.models["lm"] = rebuild_lm(self.spec, tables, folder / "lm", catalogue)
 
     def scores(self, user_ids: Sequence[str] | None = None, history: Sequence[str] | None = None,
                model: str | None = None, histories: Mapping[str, Sequence[str]] | None = None) -> torch.Tensor:
@@ -176,12 +165,6 @@ def _histories(csr: dict[str, torch.Tensor], num_users: int) -> UserHistories:
     return UserHistories(users, items, np.arange(len(items)), num_users)  # already in time order
 
 
-def _tables(spec: dict[str, Any], tables: dict[str, torch.Tensor], side: str) -> InfoSharing:
-    info = InfoSharing(spec["num_users"], spec["num_items"], spec["embedding_dim"])
-    info.load_state_dict({"user.weight": tables[f"{side}.user"], "item.weight": tables[f"{side}.item"]})
-    return info
-
-
 def _texts(path: Path, num_users: int, num_items: int) -> dict[str, list[str | None]]:
     """``texts.json``, one entry per item (texts, titles) and per user (texts)."""
     texts = read_json(path)
@@ -195,62 +178,3 @@ def _texts(path: Path, num_users: int, num_items: int) -> dict[str, list[str | N
         if wrong is not None:
             raise ExportIntegrityError(f"{path}: {key}[{wrong}] must be a text or null, found {value[wrong]!r}")
     return texts
-
-
-def _domain(spec: dict[str, Any], tables: dict[str, torch.Tensor], path: Path) -> DomainRecommender:
-    s = spec["domain"]
-    weights = read_tensors(path)
-    info = _tables(spec, tables, "domain")
-    # an export holds only its encoder's settings (artefacts.ENCODER_SETTINGS); the others are never read
-    try:
-        encoder = build_encoder(s["encoder"], info.dim, s.get("num_layers", 0), s.get("mlp_layers"),
-                                s.get("max_len", 0), s.get("num_blocks", 0), s.get("num_heads", 1),
-                                s.get("dropout", 0.0), s.get("isolated_nodes", "layer_mean"),
-                                s.get("dropped_items", "propagated"))
-    except (ValueError, TypeError) as err:
-        raise ExportIntegrityError(f"{path.parent / 'recommender.json'}: its domain settings do not build a "
-                                   f"{s['encoder']} encoder: {err}") from err
-    try:
-        encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in weights.items()
-                                 if k.startswith("encoder.")})
-    except RuntimeError as err:
-        raise ExportIntegrityError(f"{path}: the encoder's weights do not fit recommender.json's domain settings "
-                                   f"({str(err).splitlines()[-1].strip()[:300]})") from err
-    if hasattr(encoder, "set_graph"):
-        check_graph(weights, info.num_users, info.num_items, path)
-        encoder.set_graph(weights["graph.users"].numpy(), weights["graph.items"].numpy(), info.num_users,
-                          info.num_items)
-    recommender = DomainRecommender(info, encoder, s["loss"], reg_weight=0.0).eval()  # a training-only setting
-    recommender.freeze_vectors()  # propagated once: every request reads the same vectors
-    return recommender
-
-
-def _lm(spec: dict[str, Any], tables: dict[str, torch.Tensor], folder: Path, catalogue: Catalogue) -> LMRecommender:
-    from peft import PeftModel  # here, not at the top: a domain-only export needs neither peft nor transformers
-    from transformers import AutoTokenizer
-
-    from lightning_bridge.modules.lm.backbone import ID_TOKEN, load_backbone
-    from lightning_bridge.modules.lm.id_tokens import IDTokenLM
-    from lightning_bridge.modules.lm.recommender import LMRecommender
-
-    s = spec["lm"]
-    full = (folder / "backbone").is_dir()
-    backbone, _, is_decoder = load_backbone(str(folder / "backbone") if full else s["backbone"],
-                                            gguf_file=None if full else s["gguf_file"],
-                                            local_files_only=s["local_files_only"], dtype=s["dtype"],
-                                            finetune="frozen")
-    if (folder / "adapter").is_dir():
-        backbone = PeftModel.from_pretrained(backbone, str(folder / "adapter"))
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", trust_remote_code=False)
-    info = _tables(spec, tables, "lm")
-    network = IDTokenLM(backbone, info.dim, tokenizer.convert_tokens_to_ids(ID_TOKEN), is_decoder=is_decoder,
-                        pooling=s["pooling"], scoring=s["scoring"], temperature=s["temperature"])
-    head = read_tensors(folder / "head.safetensors")
-    for name in ("injector", "out_proj"):
-        getattr(network, name).load_state_dict({k.removeprefix(f"{name}."): v for k, v in head.items()
-                                                if k.startswith(f"{name}.")})
-    recommender = LMRecommender(info, network, tokenizer, template=s["template"], max_length=s["max_length"],
-                                max_item_tokens=s["max_item_tokens"], item_separator=s["item_separator"],
-                                task_weights={"next_item": 1.0}, frozen_backbone=True).eval()
-    recommender.attach(catalogue)
-    return recommender
