@@ -10,10 +10,11 @@ from typing import Any
 import lightning as L
 import torch
 
+from lightning_bridge.co_training.knowledge import KnowledgePath
 from lightning_bridge.co_training.settings import ColdStart, Knowledge, Schedule, WarmStart, as_group
 from lightning_bridge.co_training.sharded import FullyShardedCoTraining
 from lightning_bridge.co_training.text_anchor import TextAnchor
-from lightning_bridge.data.contract import DataNeeds, RecommenderData, Side, connect_data
+from lightning_bridge.data.contract import DataNeeds, Side, connect_data
 from lightning_bridge.evaluation.hooks import RankingEvaluation, Scorer
 from lightning_bridge.evaluation.ranking import RankingEvaluator
 from lightning_bridge.models.checkpoint_contents import (
@@ -27,13 +28,12 @@ from lightning_bridge.models.domain import DomainModule
 from lightning_bridge.models.lm import LMModule
 from lightning_bridge.models.reproducible import step_random_state
 from lightning_bridge.modules.info_sharing import InfoSharing, InitName
-from lightning_bridge.modules.lm.id_tokens import ITEM
 from lightning_bridge.run.checkpoints import read_checkpoint
 from lightning_bridge.run.fingerprint import KEY as FINGERPRINT_KEY
-from lightning_bridge.run.training_log import log_step, log_training_loss
+from lightning_bridge.run.training_log import log_step
 
 
-class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule):
+class BridgeModule(KnowledgePath, FullyShardedCoTraining, RankingEvaluation, L.LightningModule):
     """Alternates domain and LM optimizer steps over one shared InfoSharing; each model still recommends alone.
 
     Every ``training_step`` makes exactly one optimizer step (domain or LM), so ``global_step``, ``max_steps``
@@ -141,14 +141,6 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         """One batch of each side's kind per step, sequences where the domain model reads them."""
         return DataNeeds(self.train_batch_kinds, self.domain.sequence_len)
 
-    def prepare_text_channel(self, data: RecommenderData) -> None:
-        """Checks that the data has item text, and tells the text channel which items have training
-        interactions (the others read their text alone)."""
-        if not any(data.item_text):
-            raise ValueError("model.knowledge.text_channel=true needs item text, but the data has none: set it to "
-                             "false or use data with item text")
-        self.info.set_seen_items(torch.from_numpy(data.item_popularity() > 0))
-
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
         side = self.side_for_step(self.global_step)
         domain_opt, lm_opt = self.optimizers()
@@ -169,41 +161,6 @@ class BridgeModule(FullyShardedCoTraining, RankingEvaluation, L.LightningModule)
         self._sync_and_clip(opt, clip)
         opt.step()
         return total
-
-    # ---- the text channel and the text anchor ------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        k, epoch = self.knowledge, self.current_epoch
-        pooled = None
-        if k.text_channel and self._text_channel_epoch != epoch:  # a run resumed mid-epoch keeps its features
-            pooled = self.encode_item_texts(epoch)
-        if k.text_anchor_weight == 0:
-            return
-        refresh = k.text_anchor_refresh_epochs
-        if self._text_anchor is None or (refresh and epoch - self._text_anchor.epoch >= refresh):
-            # the channel's pooled states of this same LM serve the anchor too: one pass over the catalogue
-            self._text_anchor = TextAnchor.from_lm(self.lm.recommender, epoch, pooled)
-
-    def encode_item_texts(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The text channel's features: the LM's pooled representation of every item's text, now (the LM must
-        be attached to the data). Returns the items that have text and their pooled states."""
-        lm = self.lm.recommender
-        items = lm.items_with_text()
-        states = lm.encode_texts(ITEM, items, project=False)
-        self.info.set_item_text_features(states, items)
-        self._text_channel_epoch = epoch
-        return items, states
-
-    def _anchor_term(self, lm_part: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The text anchor's loss on the LM batch's ``text_items``, weighted (zero before the anchor exists)."""
-        if self._text_anchor is None:
-            return torch.zeros((), device=self.device)
-        if "text_items" not in lm_part:
-            raise ValueError("model.knowledge.text_anchor_weight > 0 needs LM batches with text_items: set "
-                             "data.text_batch_size > 0 (and use data with item text)")
-        items = lm_part["text_items"].to(self.device)
-        loss = self._text_anchor.loss(items, self.lm.recommender)
-        log_training_loss(self, "train/text_anchor_loss", loss, len(items))
-        return self.knowledge.text_anchor_weight * loss
 
     def configure_optimizers(self):
         """Each side's own optimizer (and scheduler) from its config section: domain first, then LM."""
