@@ -17,7 +17,7 @@ from lightning_bridge.data.requests import PredictionRequest, check_k
 from lightning_bridge.evaluation.figures import TestFigures, draw_test_figures
 from lightning_bridge.run.after_fit import export_run, monitored_side, other_side_checkpoint, test_each_at_its_best
 from lightning_bridge.run.callbacks import RunCheckpoint, RunConfigSaver, TopKWriter
-from lightning_bridge.run.checkpoints import EVALUATION_KNOBS, ReadOnce, RunRecord, plain
+from lightning_bridge.run.checkpoints import ReadOnce, RunRecord, plain
 from lightning_bridge.run.class_registry import register_configured
 from lightning_bridge.run.console import (
     ProgressLog,
@@ -26,15 +26,14 @@ from lightning_bridge.run.console import (
     ignore_evaluation_noise,
     summary_table,
 )
-from lightning_bridge.run.folders import (
-    DEFAULT_LOG_DIR,
-    RUN_CHECKPOINTS,
-    SPECIAL_CKPT_PATHS,
-    check_saved_configs,
-    route_logger,
-    run_checkpoint,
+from lightning_bridge.run.folders import DEFAULT_LOG_DIR, check_saved_configs, route_logger
+from lightning_bridge.run.given_checkpoint import (
+    GivenCheckpoint,
+    check_data,
+    model_config_from,
+    named_load_error,
+    read_given,
 )
-from lightning_bridge.run.given_checkpoint import GivenCheckpoint, check_data, named_load_error
 from lightning_bridge.run.hparams import RunHparams, keep_data_hparams_apart
 from lightning_bridge.run.lock import RunFolderLock
 from lightning_bridge.run.non_finite import StopOnNonFiniteLoss
@@ -119,13 +118,9 @@ class BridgeCLI(LightningCLI):
         naming what it replaced, and the evaluation knobs (``predict_with``, ``ks``...) stay the config's.
         """
         subcommand = self.config.get("subcommand")
-        path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if path in RUN_CHECKPOINTS:  # in the run --config names, not in the new run folder Lightning would search
-            config = self.config[subcommand]
-            path = config.ckpt_path = str(run_checkpoint(path, config.get("config") or [], config.checkpoint.monitor))
-        if not path or path in SPECIAL_CKPT_PATHS:
+        given = self._given = read_given(self.config[subcommand]) if subcommand else None
+        if given is None:
             return
-        given = self._given = GivenCheckpoint.read(path)
         model = plain(self.config[subcommand].model)
         fitting = subcommand == "fit"
         differences, self._optimizer_plan = given.model_differences(
@@ -133,12 +128,9 @@ class BridgeCLI(LightningCLI):
         if fitting and differences:  # resumed with them applied (model_differences refused them otherwise)
             return
         if differences:
-            log.warning("%s: the checkpoint's model settings replace the config's: %s", path, "; ".join(differences))
-        self._model_config_from(given.checkpoint)
-        init_args = self.config[subcommand].model.get("init_args")
-        for key in EVALUATION_KNOBS:
-            if init_args is not None and key in model.get("init_args", {}):
-                init_args[key] = model["init_args"][key]
+            log.warning("%s: the checkpoint's model settings replace the config's: %s", given.path,
+                        "; ".join(differences))
+        self.config = model_config_from(self.parser, self.config, given.checkpoint, model)
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -160,21 +152,6 @@ class BridgeCLI(LightningCLI):
             finally:  # also when fit fails: the folder is free for the next run
                 if self._lock is not None:
                     self._lock.release()
-
-    def _model_config_from(self, checkpoint: dict[str, Any]) -> None:
-        """What LightningCLI does with a checkpoint's hyperparameters (they replace the config's model
-        settings), from the checkpoint already read and checked rather than a second read of the file."""
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
-        hparams.pop("_instantiator", None)
-        if not hparams:
-            return
-        if "_class_path" in hparams:  # registered: read_checkpoint checked every class path
-            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
-        try:
-            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
-        except SystemExit:
-            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
-            raise
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The trainer, handed the ``--ckpt_path`` checkpoint as read and checked (see :class:`ReadOnce`)."""

@@ -1,11 +1,13 @@
 """The checkpoint named by ``--ckpt_path``: read once and checked before Lightning loads it, and its model
-settings compared with the config's (resuming with contradicting settings is refused by name)."""
+settings compared with the config's (resuming with contradicting settings is refused by name) or, at test /
+predict time, put in the config's place."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning_bridge.run.checkpoints import (
     DATA_LINKED,
@@ -19,7 +21,12 @@ from lightning_bridge.run.checkpoints import (
 )
 from lightning_bridge.run.fingerprint import KEY as FINGERPRINT_KEY
 from lightning_bridge.run.fingerprint import check_fingerprint, check_sizes, dataset_fingerprint
+from lightning_bridge.run.folders import RUN_CHECKPOINTS, SPECIAL_CKPT_PATHS, run_checkpoint
 from lightning_bridge.run.resume import check_resumable, resume_plan, stopped_mid_epoch
+
+if TYPE_CHECKING:
+    from jsonargparse import Namespace
+    from lightning.pytorch.cli import LightningArgumentParser
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,41 @@ class GivenCheckpoint:
         log.warning("%s: resuming with changed settings (--allow_config_changes), applied: %s", self.path,
                     "; ".join(differences))
         return differences, resume_plan(setting_changes(saved, given, ignore), given, self.path)
+
+
+def read_given(config: Any) -> GivenCheckpoint | None:
+    """The checkpoint a subcommand's ``config`` names by ``--ckpt_path``, read and checked; None where it names
+    no file. ``best`` and ``last`` are looked up in the run the ``--config`` names (the path found is written
+    into ``config``), not in the new run folder Lightning would search."""
+    path = config.get("ckpt_path")
+    if path in RUN_CHECKPOINTS:
+        path = config.ckpt_path = str(run_checkpoint(path, config.get("config") or [], config.checkpoint.monitor))
+    if not path or path in SPECIAL_CKPT_PATHS:
+        return None
+    return GivenCheckpoint.read(path)
+
+
+def model_config_from(parser: LightningArgumentParser, config: Namespace, checkpoint: dict[str, Any],
+                      given: dict[str, Any]) -> Namespace:
+    """``config`` with the checkpoint's hyperparameters in place of its model settings, as LightningCLI does,
+    from the checkpoint already read and checked rather than a second read of the file; the evaluation knobs
+    (``predict_with``, ``ks``...) stay those of the config's model section as given (``given``)."""
+    subcommand = config.subcommand
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    if hparams:
+        if "_class_path" in hparams:  # registered: read_checkpoint checked every class path
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            config = parser.parse_object({subcommand: {"model": hparams}}, config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
+    init_args = config[subcommand].model.get("init_args")
+    for key in EVALUATION_KNOBS:
+        if init_args is not None and key in given.get("init_args", {}):
+            init_args[key] = given["init_args"][key]
+    return config
 
 
 def named_load_error(path: str | None, err: RuntimeError) -> Exception:
