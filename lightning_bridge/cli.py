@@ -13,19 +13,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_bridge.co_training.bridge import BridgeModule
 from lightning_bridge.data.datamodule import RecDataModule
-from lightning_bridge.data.requests import PredictionRequest, check_k
+from lightning_bridge.data.requests import check_k
 from lightning_bridge.evaluation.figures import TestFigures, draw_test_figures
 from lightning_bridge.run.after_fit import export_run, monitored_side, other_side_checkpoint, test_each_at_its_best
-from lightning_bridge.run.callbacks import RunCheckpoint, RunConfigSaver, TopKWriter
+from lightning_bridge.run.callbacks import RunConfigSaver, TopKWriter
 from lightning_bridge.run.checkpoints import ReadOnce, RunRecord, plain
 from lightning_bridge.run.class_registry import register_configured
-from lightning_bridge.run.console import (
-    ProgressLog,
-    Verbosity,
-    configure_console,
-    ignore_evaluation_noise,
-    summary_table,
-)
+from lightning_bridge.run.console import configure_console, ignore_evaluation_noise, summary_table
 from lightning_bridge.run.folders import DEFAULT_LOG_DIR, check_saved_configs, route_logger
 from lightning_bridge.run.given_checkpoint import (
     GivenCheckpoint,
@@ -37,6 +31,7 @@ from lightning_bridge.run.given_checkpoint import (
 from lightning_bridge.run.hparams import RunHparams, keep_data_hparams_apart
 from lightning_bridge.run.lock import RunFolderLock
 from lightning_bridge.run.non_finite import StopOnNonFiniteLoss
+from lightning_bridge.run.options import add_run_options
 from lightning_bridge.run.resume import ApplyOptimizerSettings, check_data_changes, data_changes
 from lightning_bridge.run.training_log import TrainingCurves
 
@@ -75,29 +70,7 @@ class BridgeCLI(LightningCLI):
     """The run folder's lock, held from before fit writes there until it ends."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.num_users", "model.init_args.num_users", apply_on="instantiate")
-        parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
-        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "domain/val/ndcg@10", "checkpoint.mode": "max",
-                             "checkpoint.save_last": True, "checkpoint.filename": "best-{epoch}-{step}"})
-        parser.add_lightning_class_args(TopKWriter, "predictions")
-        parser.add_lightning_class_args(ProgressLog, "progress")
-        parser.add_argument("--verbosity", type=Verbosity, default="info",
-                            help="Which of the project's log messages reach stderr: warning, info (progress, "
-                                 "the warm start, the export) or debug")
-        parser.add_class_arguments(PredictionRequest, "predict_for", help="Whom predict recommends for")
-        parser.add_argument("--test_after_fit", type=bool, default=False,
-                            help="After fit, test the best checkpoint and print its metrics")
-        parser.add_argument("--export_after_fit", type=bool, default=True,
-                            help="After fit, write the run's portable artefacts into <run>/export "
-                                 "(lightning_bridge.serving.artefacts), each model from its best checkpoint")
-        parser.add_argument("--allow_config_changes", type=bool, default=False,
-                            help="Resume (fit --ckpt_path) with settings that differ from the checkpoint's, "
-                                 "each applied: optimizer settings (written over the restored optimizer state; "
-                                 "a learning rate under a scheduler is refused), what the model reads every "
-                                 "step (regularisation, dropout, the schedule, loss weights), and training-batch "
-                                 "settings of the data (not inside an epoch). Architecture, initialisation, "
-                                 "classes, the data and its split are refused (lightning_bridge.run.resume)")
+        add_run_options(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Refuses a run folder's saved ``config.yaml`` that names an unregistered class before jsonargparse
