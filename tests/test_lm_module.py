@@ -161,10 +161,10 @@ def test_param_groups_and_slim_state() -> None:
 
 def test_modules_train_in_train_mode_and_dropout_can_be_switched_off() -> None:
     """from_pretrained hands back eval-mode models; Lightning would keep them so (and drop dropout)."""
-    model = LMModule(6, 5, backbone="tiny-encoder", embedding_dim=8)
+    model = LMModule(6, 5, backbone="tiny-encoder", embedding_dim=8, backbone_dropout=None, lora_dropout=0.1)
     assert all(m.training for m in model.modules())
     assert model.recommender.network.backbone.base_model.model.config.hidden_dropout_prob == 0.1  # BERT's default
-    quiet = LMModule(6, 5, backbone="tiny-encoder", embedding_dim=8, backbone_dropout=0.0, lora_dropout=0.0)
+    quiet = LMModule(6, 5, backbone="tiny-encoder", embedding_dim=8)  # no dropout by default
     config = quiet.recommender.network.backbone.base_model.model.config
     assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == 0.0
     inputs = {"input_ids": torch.tensor([[2, 40, 41, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),

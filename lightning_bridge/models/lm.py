@@ -50,9 +50,11 @@ class LMModule(RankingEvaluation, L.LightningModule):
             for the text tasks, which then cost only the output projection.
         lora_rank: LoRA rank.
         lora_alpha: LoRA alpha.
-        lora_dropout: LoRA dropout.
+        lora_dropout: LoRA dropout (0: a few hundred steps see each example about once, and dropout only
+            slowed learning on every shipped config).
         lora_target_modules: module names to adapt (default: every attention and MLP linear layer).
-        backbone_dropout: replaces every dropout probability of the backbone's config (None: keep them).
+        backbone_dropout: replaces every dropout probability of the backbone's config (None: keep them;
+            0 for the same reason as ``lora_dropout``).
         pooling: ``last`` (decoder default), ``mean`` (encoder default) or ``first``.
         scoring: ``dot`` (the domain model's score) or ``cosine``.
         temperature: the scores are divided by it (with ``cosine`` it sets how sharp the softmax can get).
@@ -69,7 +71,8 @@ class LMModule(RankingEvaluation, L.LightningModule):
             the ID projections, InfoSharing.
         info_lr: learning rate of InfoSharing's tables (None: the optimizer's).
         info_weight_decay: weight decay of InfoSharing's tables (None: the optimizer's).
-        head_lr: learning rate of the ID-token and output projections (None: the optimizer's).
+        head_lr: learning rate of the ID-token and output projections (None: the optimizer's). They start
+            from random, so they learn 3x faster than the LoRA weights by default.
         scheduler: optional LR scheduler, stepped every epoch.
         ks: cutoffs of the ranking metrics.
         predict_top_k: items per user written by ``predict``.
@@ -88,14 +91,14 @@ class LMModule(RankingEvaluation, L.LightningModule):
                  cache_dir: str = DEFAULT_CACHE, local_files_only: bool = True,
                  dtype: Literal["float32", "bfloat16", "float16"] = "float32",
                  gradient_checkpointing: bool = False, finetune: Finetune = "lora", lora_rank: int = 8,
-                 lora_alpha: int = 16, lora_dropout: float = 0.05, lora_target_modules: list[str] | None = None,
-                 backbone_dropout: float | None = None, pooling: Pooling | None = None, scoring: Scoring = "dot",
+                 lora_alpha: int = 16, lora_dropout: float = 0.0, lora_target_modules: list[str] | None = None,
+                 backbone_dropout: float | None = 0.0, pooling: Pooling | None = None, scoring: Scoring = "dot",
                  temperature: float = 1.0,
                  template: str = DEFAULT_TEMPLATE, item_separator: str = ";", max_length: int = 128,
                  max_item_tokens: int = 24, embedding_dim: int | None = None, init: InitName | None = None,
                  init_std: float | None = None, optimizer: OptimizerCallable = torch.optim.AdamW,
                  info_lr: float | None = None, info_weight_decay: float | None = None,
-                 head_lr: float | None = None, scheduler: LRSchedulerCallable | None = None,
+                 head_lr: float | None = 3e-3, scheduler: LRSchedulerCallable | None = None,
                  ks: tuple[int, ...] = (5, 10, 20), predict_top_k: int = 20,
                  task_weights: dict[str, float] | None = None, info_sharing: InfoSharing | None = None) -> None:
         arguments = dict(locals())
