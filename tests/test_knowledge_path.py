@@ -348,3 +348,73 @@ def test_text_channel_marks_the_cold_splits_new_items_and_folds_them_to_their_te
         _channel_bridge(cold_start={"item_id_dropout": 1.0})
     with pytest.raises(ValueError, match=r"dropped_items=isolated needs model\.cold_start\.item_id_dropout > 0"):
         tiny_bridge({"encoder": "lightgcn", "dropped_items": "isolated"}, knowledge={"text_channel": True})
+
+
+def _channel(num_items: int = 40, text_dim: int = 6, seen: int = 30) -> InfoSharing:
+    torch.manual_seed(0)
+    info = InfoSharing(3, num_items, dim=4)
+    info.add_text_channel(text_dim)
+    info.set_seen_items(torch.arange(num_items) < seen)
+    info.set_item_text_features(torch.randn(num_items, text_dim), torch.arange(num_items))
+    torch.nn.init.normal_(info.text_proj.weight)
+    return info
+
+
+def test_a_refitted_channel_keeps_the_seen_items_text_parts_and_moves_the_rest_through_the_new_reading():
+    info, items = _channel(), torch.arange(40)
+    before = info.text_vectors().detach()
+    remixed = info.item_text_features @ torch.linalg.qr(torch.randn(6, 6)).Q  # the same reading, rotated
+    info.set_item_text_features(remixed, items, refit=True)
+    torch.testing.assert_close(info.text_vectors().detach(), before, atol=1e-5, rtol=0)  # every item's part
+    unrefitted = _channel()
+    unrefitted.set_item_text_features(remixed, items)
+    assert not torch.allclose(unrefitted.text_vectors(), before, atol=1e-2)  # the old map on a new reading
+
+    new_reading = torch.randn(40, 6)  # not a re-mixing of the old one: only a best fit is possible
+    old_map = info.text_proj.weight.detach().clone()
+    info.set_item_text_features(new_reading, items, refit=True)
+    features = info.item_text_features[:30]
+
+    def seen_error(weight: torch.Tensor) -> float:
+        return (features @ weight.T - before[:30]).norm().item()
+
+    fitted = info.text_proj.weight.detach()
+    assert seen_error(fitted) < seen_error(old_map)
+    assert all(seen_error(fitted) <= seen_error(fitted + 1e-3 * torch.randn_like(fitted)) for _ in range(5))
+    assert not torch.allclose(info.text_vectors()[30:], before[30:], atol=1e-2)  # the unseen items moved
+
+
+def test_a_first_reading_leaves_the_map_alone_and_refitting_needs_the_channel():
+    info = InfoSharing(3, 5, dim=4)
+    info.add_text_channel(6)
+    torch.nn.init.normal_(info.text_proj.weight)
+    weight = info.text_proj.weight.detach().clone()
+    info.set_item_text_features(torch.randn(5, 6), torch.arange(5), refit=True)  # nothing to keep yet
+    assert torch.equal(info.text_proj.weight, weight)
+    with pytest.raises(ValueError, match="text_channel_refit=true refits the text channel: it needs "
+                                         r"model.knowledge.text_channel=true"):
+        tiny_bridge(knowledge={"text_channel_refit": True})
+
+
+def test_a_bridge_refits_its_channel_when_a_trained_lm_reads_the_texts_again(tmp_path):
+    bridge = _channel_bridge({"text_channel_refit": True, "text_anchor_weight": 0.0})
+    data = _data(tmp_path)
+    bridge.lm.recommender.attach(data)
+    bridge.prepare_text_channel(data)
+    bridge.trainer = SimpleNamespace(current_epoch=0)
+    bridge.on_train_epoch_start()
+    info = bridge.info
+    torch.nn.init.normal_(info.text_proj.weight)  # as if the domain steps had trained the map
+    before, old_map = info.text_vectors().detach(), info.text_proj.weight.detach().clone()
+    with torch.no_grad():  # as if the LM steps had trained the LM
+        for p in bridge.lm.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    bridge.trainer = SimpleNamespace(current_epoch=1)
+    bridge.on_train_epoch_start()
+    assert bridge._text_channel_epoch == 1
+    seen = info.item_seen > 0
+    assert seen.any()
+    kept = (info.text_vectors().detach() - before)[seen].norm()
+    unrefitted = (info.item_text_features @ old_map.T - before)[seen].norm()
+    assert 0 < kept < unrefitted

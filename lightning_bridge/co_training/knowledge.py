@@ -43,7 +43,7 @@ class KnowledgePath:
         lm = self.lm.recommender
         items = lm.items_with_text()
         states = lm.encode_texts(ITEM, items, project=False)
-        self.info.set_item_text_features(states, items)
+        self.info.set_item_text_features(states, items, refit=self.knowledge.text_channel_refit)
         self._text_channel_epoch = epoch
         return items, states
 

@@ -73,11 +73,15 @@ class Knowledge:
             epochs (None: only when co-training starts; LM steps refresh the items they read).
         text_channel: every item vector becomes its ID row plus a learned map of the LM's representation of
             its text, re-encoded every epoch, so knowledge reaches rare and new items directly.
+        text_channel_refit: at each re-encoding, fit the channel's map again so that the text parts of the items
+            with training interactions stay as they were, and the LM's new reading moves the others' (a claim
+            benchmark variant of B-full: bench/RESULTS.md).
     """
 
     text_anchor_weight: float = 1.0
     text_anchor_refresh_epochs: int | None = None
     text_channel: bool = False
+    text_channel_refit: bool = False
 
     def __post_init__(self) -> None:
         if self.text_anchor_weight < 0:
@@ -85,6 +89,9 @@ class Knowledge:
         if (self.text_anchor_refresh_epochs or 1) < 1:  # 0 means never, as None does
             raise ValueError("model.knowledge.text_anchor_refresh_epochs must be at least 1, got "
                              f"{self.text_anchor_refresh_epochs}")
+        if self.text_channel_refit and not self.text_channel:
+            raise ValueError("model.knowledge.text_channel_refit=true refits the text channel: it needs "
+                             "model.knowledge.text_channel=true")
 
 
 @dataclass(frozen=True)

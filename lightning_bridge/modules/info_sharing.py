@@ -60,11 +60,28 @@ class InfoSharing(nn.Module):
         """Which items have training interactions (bool, one per item); the others read their text alone."""
         self.item_seen.copy_(seen.to(self.item_seen))
 
-    def set_item_text_features(self, features: torch.Tensor, items: torch.Tensor) -> None:
+    def set_item_text_features(self, features: torch.Tensor, items: torch.Tensor, refit: bool = False) -> None:
         """The LM's text representations of these items, unit-normalised: their scale differs between backbones
-        (a decoder's last states are far larger than an encoder's mean). Items left out keep a zero text part."""
-        self.item_text_features[items] = nn.functional.normalize(features.detach().to(self.item_text_features),
-                                                                 dim=-1)
+        (a decoder's last states are far larger than an encoder's mean). Items left out keep a zero text part.
+
+        ``refit``: the map is fitted again (least squares over the seen items among ``items``) so that their text
+        parts stay as they were. A map fitted to an older reading of the texts does not fit a new reading by an
+        LM that has trained since; refitted where behaviour is known, it carries what the new reading says to
+        the items that lean on their text (the unseen ones read their text alone)."""
+        features = nn.functional.normalize(features.detach().to(self.item_text_features), dim=-1)
+        if refit:
+            self._refit_text_proj(features, items)
+        self.item_text_features[items] = features
+
+    @torch.no_grad()
+    def _refit_text_proj(self, features: torch.Tensor, items: torch.Tensor) -> None:
+        seen = self.item_seen[items] > 0
+        old = self.item_text_features[items][seen]
+        if not old.any():  # the first reading: no text part to keep yet
+            return
+        driver = "gelsd" if features.device.type == "cpu" else None  # gelsd: rank-deficient readings too
+        solution = torch.linalg.lstsq(features[seen].double(), self.text_proj(old).double(), driver=driver)
+        self.text_proj.weight.copy_(solution.solution.T)
 
     def item_vectors(self, id_dropout: bool = True) -> torch.Tensor:
         """Every item's vector: its ID row, plus its text part when the text channel is on. ``id_dropout``
