@@ -83,8 +83,9 @@ def test_fsdp2_co_training_matches_ddp_resumes_exactly_and_evaluates_like_one_pr
 
     resumed = tmp_path / "resumed" / "logs" / "run" / "version_0" / "checkpoints"
     resumed.mkdir(parents=True)
-    first_epoch = next((fsdp / "checkpoints").glob("best-lm-epoch=0-*.ckpt"))
-    shutil.copy(first_epoch, resumed / first_epoch.name)
+    for written in (fsdp / "checkpoints").glob("best*-epoch=0-*.ckpt"):  # the folder as the first epoch left it:
+        shutil.copy(written, resumed / written.name)  # the resumed run may keep the domain model's as its best
+    first_epoch = next(resumed.glob("best-lm-epoch=0-*.ckpt"))
     _run(["fit", "--config", TINY, "--config", FSDP2, *CPU2, "--ckpt_path", str(resumed / first_epoch.name)],
          tmp_path / "resumed")
     for key, value in _weights(resumed.parent).items():
