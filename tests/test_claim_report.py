@@ -14,7 +14,7 @@ import scipy.stats as scipy_stats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from claim import PER_USER_COLUMNS, load_plan, pending_runs
-from claim_report import Results, evaluate, render, split_metric, write_page
+from claim_report import Results, best_variants, evaluate, render, split_metric, write_page
 from claim_stats import holm, paired_bootstrap, paired_t, wilcoxon
 
 PLAN = Path(__file__).resolve().parent.parent / "bench" / "claim_plan.yaml"
@@ -152,6 +152,16 @@ def test_the_variant_chosen_on_validation(fixture_results, above):
     assert ("so it replaces B-full in the comparisons" in page) == above
     assert ("| sparse, sparse_ndcg@10 | B_full_v1 | D1 |" in page) == above  # the comparisons follow the rule
     assert ("| sparse, sparse_ndcg@10 | B_full | D1 |" in page) == (not above)
+
+
+def test_a_tie_between_variants_goes_to_the_one_declared_first(fixture_results):
+    root, records = fixture_results
+    plan = {"variants_tried": {"sparse": [{"name": n, "change": n} for n in ("B_full", "B_full_v1", "B_full_v2")]}}
+    bf = next(r for r in records if r["arm"] == "BF" and r["seed"] == 0)
+    history = {"warm_start_domain": [[19, 0.06]], "domain": [[39, 0.065]]}
+    variants = [{**bf, "arm": f"BF_{v}", "reports": {f"B_full_{v}": bf["reports"]["B_full"]}, "val_history": history}
+                for v in ("v2", "v1")]  # recorded in the other order
+    assert best_variants(plan, Results([*records, *variants], root)) == {"sparse": ("B_full_v1", True)}
 
 
 @pytest.mark.parametrize(("factor", "expected"), [(1.01, "a gain, smaller than claimed"), (0.99, "refuted")])
