@@ -104,6 +104,7 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
     from lightning_bridge.co_training.bridge import BridgeModule
     from lightning_bridge.models.domain import DomainModule
 
+    runs = runs.resolve()  # checkpoint paths come back resolved: a runs folder reached through a link must match
     run_dir = runs / setting / arm / f"seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a killed attempt's leftovers
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -132,8 +133,8 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
             best_val = cli.best_scores.get(source)
         if len({r["user"] for r in found}) != len(found):
             raise RuntimeError(f"{run_dir}: {name}'s per-user rows name a user twice")
-        reports[name] = {"test": metrics, "best_val": best_val, "checkpoint": str(Path(path).relative_to(runs))
-                         if path else ""}
+        checkpoint = str(Path(path).resolve().relative_to(runs)) if path else ""
+        reports[name] = {"test": metrics, "best_val": best_val, "checkpoint": checkpoint}
         rows += [{"report": name, **{c: r[c] for c in PER_USER_COLUMNS}} for r in found]
     out = per_user / setting / arm / f"seed{seed}.csv.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
