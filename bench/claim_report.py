@@ -220,7 +220,7 @@ def moonshot(plan: dict[str, Any], rows: list[dict[str, Any]], results: Results)
         parts.append(f"- {kept}")
     guard = plan["guard"]
     for setting in guard["settings"]:
-        treatment = guard.get("treatments", {}).get(setting, guard["treatment"])
+        treatment = guard["treatments"][setting]  # with_chosen_variants: B-full or the variant in its place
         found = compare(results, setting, guard["metric"], treatment, guard["control"], 200)
         if found is None:
             parts.append(f"- {guard['name']} ({setting}): not run yet")
@@ -323,10 +323,11 @@ def _own_steps(record: dict[str, Any], model: str) -> list[tuple[float, float]]:
     return [((step + 1) * share, value) for step, value in record["val_history"][model]]  # logged at step - 1
 
 
-def variant_validations(plan: dict[str, Any], results: Results
-                        ) -> dict[str, list[tuple[dict[str, Any], dict[str, Any] | None, float | None, float | None]]]:
+def variant_validations(plan: dict[str, Any], results: Results) -> dict[
+        str, list[tuple[dict[str, Any], dict[str, Any] | None, float | None, float | None, bool]]]:
     """Per setting, each declared variant of B-full with the run of its first seed (None: not run yet), its
-    warm start's best validation and its best co-training validation (not the warm start's)."""
+    warm start's best validation, its best co-training validation (not the warm start's), and whether that
+    rose above the warm start's."""
     found = {}
     for setting, variants in plan.get("variants_tried", {}).items():
         found[setting] = []
@@ -335,7 +336,7 @@ def variant_validations(plan: dict[str, Any], results: Results
             history = (record or {}).get("val_history") or {}
             warm = max((x for _, x in history.get("warm_start_domain", [])), default=None)
             own = max((x for _, x in history.get("domain", [])), default=None)
-            found[setting].append((v, record, warm, own))
+            found[setting].append((v, record, warm, own, warm is not None and own is not None and own > warm))
     return found
 
 
@@ -344,10 +345,10 @@ def best_variants(plan: dict[str, Any], results: Results) -> dict[str, tuple[str
     rose above its warm start (a setting with no variant run yet is left out)."""
     best = {}
     for setting, rows in variant_validations(plan, results).items():
-        run = [(v["name"], own, warm) for v, record, warm, own in rows if own is not None]
+        run = [(v["name"], own, above) for v, _, _, own, above in rows if own is not None]
         if run:
-            name, own, warm = max(run, key=lambda row: row[1])
-            best[setting] = (name, warm is not None and own > warm)
+            name, _, above = max(run, key=lambda row: row[1])  # the first of equals: the one declared first
+            best[setting] = (name, above)
     return best
 
 
@@ -378,11 +379,10 @@ def variants_lines(plan: dict[str, Any], results: Results) -> list[str]:
     lines = ["| setting | variant | change | seed | warm start's best validation | best co-training validation "
              "| above the warm start |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for setting, rows in variant_validations(plan, results).items():
-        for v, record, warm, own in rows:
+        for v, record, warm, own, above in rows:
             if record is None:
                 lines.append(f"| {setting} | {v['name']} | {v['change']} | – | not run yet | | |")
                 continue
-            above = warm is not None and own is not None and own > warm
             lines.append(f"| {setting} | {v['name']} | {v['change']} | {record['seed']} | "
                          f"{_fmt(warm)} | {_fmt(own)} | {'yes' if above else 'no'} |")
     notes = [f"- {setting}: the highest co-training validation is {name}'s; "
