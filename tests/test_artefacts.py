@@ -98,7 +98,10 @@ def test_predict_for_chosen_and_new_users_matches_the_loader(bridge_run, side):
     loaded = load_recommender(cli.exported)
     for rec in [*loaded.recommend(user_ids=users, k=5, model=side), *loaded.recommend(history=new, k=5, model=side)]:
         label = "newcomer" if rec.user == "history" else rec.user
-        assert [(i, f"{s:.6g}") for i, s in zip(rec.items, rec.scores, strict=True)] == written[label]
+        items, scores = zip(*written[label], strict=True)
+        assert list(rec.items) == list(items)
+        # the file holds 6 significant digits, and a batch of a different size may round the last one apart
+        assert list(rec.scores) == pytest.approx([float(s) for s in scores], rel=1e-5)
 
 
 def test_a_new_user_is_the_mean_of_their_items_for_the_domain_model(bridge_run):
