@@ -236,7 +236,8 @@ def arm_tables(plan: dict[str, Any], results: Results) -> list[str]:
     """Per setting: every report's test metrics (mean ± std over seeds), subgroup figures with their hits."""
     lines = []
     for setting in plan["settings"]:
-        reports = [name for arm in plan["arms"].values() for name in arm["reports"] if results.seeds(setting, name)]
+        reports = list(dict.fromkeys(name for arm in plan["arms"].values() for name in arm["reports"]
+                                     if results.seeds(setting, name)))  # D1 is reported by several arms
         if not reports:
             continue
         metrics = [m for m in TABLE_METRICS if any(m in results.metrics[(setting, n, s)] for n in reports
@@ -302,7 +303,8 @@ def validation_lines(plan: dict[str, Any], results: Results) -> list[str]:
             groups.setdefault((r["setting"], r["arm"]), []).append(r)
     for (setting, arm), records in groups.items():
         for model in ("domain", "lm"):
-            curves = [_own_steps(r, model) for r in records if r["val_history"].get(model)]
+            curves = [_own_steps(r, model) for r in records
+                      if r["val_history"].get(model) and r["steps"].get(model) != 0]  # 0: not trained
             if not curves:
                 continue
             warm = [max(v for _, v in r["val_history"]["warm_start_domain"]) for r in records

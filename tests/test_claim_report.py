@@ -130,6 +130,16 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
     assert f"({hits}/200 hits)" in page  # 40 sparse users x 5 seeds
 
 
+def test_a_model_reported_by_several_arms_has_one_row(fixture_results):
+    root, records = fixture_results
+    plan = {**load_plan(str(PLAN)), "comparisons": []}
+    variant = [{**r, "arm": "BF_val_every_epoch",
+                "reports": {"B_full_val_every_epoch": r["reports"]["B_full"], "D1": r["reports"]["D1"]}}
+               for r in records if r["arm"] == "BF"]
+    page = render(plan, Results(records + variant, root), pending=[])
+    assert page.count("| D1 | 5 |") == 1
+
+
 @pytest.mark.parametrize("above", [False, True])
 def test_the_variant_chosen_on_validation(fixture_results, above):
     """The variants table shows each variant's warm start and best co-training validation on its first seed;
