@@ -12,7 +12,9 @@ its own process with one thread (``--threads``), so runs can go side by side. Wh
 JSON line in the plan's ``results`` file (each reported model's test metrics at its own best validation
 checkpoint, its best validation score, every validation along the run, steps, CPU time) and its per-user
 test figures (NDCG@10 and HR@10 per user, with the sparse / rare / new groups) in
-``per_user/<setting>/<arm>/seed<S>.csv.gz`` beside it. A run killed half-way leaves nothing and is run again.
+``per_user/<setting>/<arm>/seed<S>.csv.gz`` beside it. A run killed half-way is resumed from its last
+checkpoint by the next runner (``--ckpt_path``; resuming is exact), so a kill loses only the work since then;
+one killed before its first checkpoint is run again from the start.
 What the arms are, which comparisons decide the claim and by which rule is the plan's business
 (``bench/claim_plan.yaml``); ``claim_report.py`` renders the page.
 """
@@ -28,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -106,9 +109,14 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
 
     runs = runs.resolve()  # checkpoint paths come back resolved: a runs folder reached through a link must match
     run_dir = runs / setting / arm / f"seed{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)  # a killed attempt's leftovers
-    start, cpu_start = time.perf_counter(), time.process_time()
-    cli = cli_main(command_line(plan, setting, arm, seed, run_dir))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume = last.exists()
+    if resume:  # a killed attempt's tests, if it got that far, are done again
+        (run_dir / "per_user_test.csv").unlink(missing_ok=True)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)  # an attempt killed before its first checkpoint
+    cost = CostLedger(run_dir / "cost")
+    cli = cli_main(command_line(plan, setting, arm, seed, run_dir) + (["--ckpt_path", str(last)] if resume else []))
     reports, rows = {}, []
     for name, source in plan["arms"][arm]["reports"].items():
         if source == "warm_start":
@@ -142,17 +150,48 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
         writer = csv.DictWriter(f, fieldnames=("report", *PER_USER_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
-    last = run_dir / "checkpoints" / "last.ckpt"
     steps = {"global": int(torch.load(last, weights_only=True, map_location="cpu")["global_step"])
              if last.exists() else 0}
     if isinstance(cli.model, BridgeModule):  # the schedule alternates optimizer steps: count each side's
         domain = sum(cli.model.side_for_step(step) == "domain" for step in range(steps["global"]))
         steps.update(domain=domain, lm=steps["global"] - domain)
+    wall_s, cpu_s, attempts = cost.total()
     return {"setting": setting, "arm": arm, "seed": seed, "reports": reports, "steps": steps,
-            "val_history": validation_history(run_dir),
-            "wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(time.process_time() - cpu_start, 1),
+            "val_history": validation_history(run_dir), "wall_s": wall_s, "cpu_s": cpu_s, "attempts": attempts,
             "threads": torch.get_num_threads(), "code": _code_version(),
             "per_user": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out)}
+
+
+class CostLedger:
+    """The wall and CPU time of one attempt at a run, written to ``<folder>/attempt<N>.json`` every
+    ``every`` seconds, so that a run resumed after a kill still counts what its earlier attempts spent."""
+
+    def __init__(self, folder: Path, every: float = 30.0) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.earlier = sorted(folder.glob("attempt*.json"))
+        self.path = folder / f"attempt{len(self.earlier)}.json"
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
+        self._stop = threading.Event()
+        self.write()
+        threading.Thread(target=self._keep_writing, args=(every,), daemon=True).start()
+
+    def spent(self) -> tuple[float, float]:
+        return time.perf_counter() - self.start, time.process_time() - self.cpu_start
+
+    def write(self) -> None:
+        wall_s, cpu_s = self.spent()
+        self.path.write_text(json.dumps({"wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1)}))
+
+    def _keep_writing(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.write()
+
+    def total(self) -> tuple[float, float, int]:
+        """(wall s, CPU s, attempts) of the earlier attempts and this one, which ends here."""
+        self._stop.set()
+        self.write()
+        spent = [json.loads(p.read_text()) for p in [*self.earlier, self.path]]
+        return (round(sum(a["wall_s"] for a in spent), 1), round(sum(a["cpu_s"] for a in spent), 1), len(spent))
 
 
 def validation_history(run_dir: Path) -> dict[str, list[list[float]]]:
@@ -168,8 +207,9 @@ def validation_history(run_dir: Path) -> dict[str, list[list[float]]]:
         events = EventAccumulator(str(folder), size_guidance={"scalars": 0}).Reload()
         for model in ("domain", "lm"):
             tag = f"{model}/val/ndcg@10"
-            if tag in events.Tags()["scalars"]:
-                history[name + model] = [[e.step, round(e.value, 6)] for e in events.Scalars(tag)]
+            if tag in events.Tags()["scalars"]:  # a resumed run validates again what it had after its last
+                by_step = {e.step: round(e.value, 6) for e in events.Scalars(tag)}  # checkpoint: once a step
+                history[name + model] = [[step, value] for step, value in sorted(by_step.items())]
     return history
 
 
@@ -225,7 +265,7 @@ def _start(plan_path: str, key: tuple[str, str, int], logs: Path, threads: int) 
                "--threads", str(threads)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log = _log(logs, key)
-    with log.open("w") as out:
+    with log.open("a") as out:  # a resumed run's log follows its earlier attempts
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)  # a runner stopped with Ctrl-C leaves its runs going
     log.with_suffix(".pid").write_text(str(process.pid))

@@ -13,6 +13,10 @@ import yaml
 from conftest import CONFIGS
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from claim import command_line, load_plan  # noqa: E402
+
 LOGGER = ["--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger"]
 
 
@@ -39,6 +43,7 @@ def _plan(tmp_path: Path) -> Path:
                   "control": "D0", "tolerance": -0.02},
     }
     path = tmp_path / "plan.yaml"
+    tmp_path.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(plan))
     return path
 
@@ -88,3 +93,23 @@ def test_a_record_left_by_a_killed_runner_is_collected_not_rerun(tmp_path):
     assert "done tiny D0 0" in output and "started" not in output
     assert json.loads((tmp_path / "runs.jsonl").read_text()) == record
     assert not (logs / "tiny_D0_seed0.pid").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_resumed_from_its_last_checkpoint_and_counts_every_attempt(tmp_path):
+    """A run stopped after its first co-training epoch, as a kill leaves it, is resumed rather than restarted:
+    its record is the uninterrupted run's, and its cost adds the earlier attempt's."""
+    whole = json.loads(_claim(_plan(tmp_path / "whole"), "--one", "tiny", "B", "0").splitlines()[-1])
+    cut = _plan(tmp_path / "cut")
+    plan = load_plan(str(cut))
+    run_dir = Path(plan["runs"]) / "tiny" / "B" / "seed0"
+    subprocess.run([sys.executable, "main.py", *command_line(plan, "tiny", "B", 0, run_dir),
+                    "--trainer.max_epochs", "1"], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    first_attempt = set(run_dir.glob("events.out.tfevents.*"))
+    (run_dir / "cost").mkdir()
+    (run_dir / "cost" / "attempt0.json").write_text(json.dumps({"wall_s": 100.0, "cpu_s": 90.0}))
+    resumed = json.loads(_claim(cut, "--one", "tiny", "B", "0").splitlines()[-1])
+    assert first_attempt < set(run_dir.glob("events.out.tfevents.*"))  # the same folder, carried on
+    assert resumed["attempts"] == 2 and resumed["cpu_s"] > 90.0 and resumed["wall_s"] > 100.0
+    for key in ("reports", "steps", "val_history"):
+        assert resumed[key] == whole[key], key

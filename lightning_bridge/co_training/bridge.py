@@ -21,6 +21,7 @@ from lightning_bridge.models.checkpoint_contents import (
     DOMAIN_HPARAMS_KEY,
     TEXT_ANCHOR_KEY,
     TEXT_CHANNEL_EPOCH_KEY,
+    WARM_STARTED_FROM_KEY,
     complete_slim_state_dict,
     slim_state_dict,
 )
@@ -198,6 +199,8 @@ class BridgeModule(KnowledgePath, FullyShardedCoTraining, RankingEvaluation, L.L
             checkpoint[TEXT_CHANNEL_EPOCH_KEY] = self._text_channel_epoch
         if self._text_anchor is not None:  # a resumed run replays the same anchor until its next refresh
             checkpoint[TEXT_ANCHOR_KEY] = {"epoch": self._text_anchor.epoch, "queries": self._text_anchor.queries}
+        if self.warm_started_from is not None:  # a resumed run still reports where co-training began
+            checkpoint[WARM_STARTED_FROM_KEY] = list(self.warm_started_from)
         # what export_domain needs to write a DomainModule checkpoint without loading the LM
         checkpoint[DOMAIN_HPARAMS_KEY] = self.domain_hyper_parameters()
 
@@ -216,4 +219,7 @@ class BridgeModule(KnowledgePath, FullyShardedCoTraining, RankingEvaluation, L.L
         if TEXT_ANCHOR_KEY in checkpoint:
             self._text_anchor = TextAnchor(**checkpoint[TEXT_ANCHOR_KEY])
         self._text_channel_epoch = checkpoint.get(TEXT_CHANNEL_EPOCH_KEY)
+        if WARM_STARTED_FROM_KEY in checkpoint:
+            path, score = checkpoint[WARM_STARTED_FROM_KEY]
+            self.warm_started_from = (path, float(score))
 

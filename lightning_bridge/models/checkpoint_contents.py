@@ -19,6 +19,7 @@ from lightning_bridge.run.fingerprint import KEY as FINGERPRINT_KEY
 DOMAIN_HPARAMS_KEY = "domain_hyper_parameters"
 TEXT_ANCHOR_KEY = "text_anchor"
 TEXT_CHANNEL_EPOCH_KEY = "text_channel_epoch"
+WARM_STARTED_FROM_KEY = "warm_started_from"  # [path, best validation] of the warm start
 # the class of a domain model whose checkpoint does not name it (written before the bridge recorded it)
 DOMAIN_CLASS_PATH = "lightning_bridge.models.domain.DomainModule"
 
