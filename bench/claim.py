@@ -226,8 +226,11 @@ def run_queue(plan_path: str, jobs: int, threads: int, limit: int | None) -> Non
     """Runs the plan's pending runs ``jobs`` at a time, each in its own process, and appends each record as it
     ends. The plan and the results are read again before every start, so the queue follows edits of the plan.
     A run still going from an earlier runner (its pid file names a live process) is waited for, not repeated,
-    and a record that a killed runner did not append is taken from the run's log."""
+    a record that a killed runner did not append is taken from the run's log, and a run stopped with its runner
+    before it finished is resumed when its turn comes. A run of this runner that ends without a record failed:
+    it is not started again until the next runner."""
     active: dict[tuple[str, str, int], int] = {}  # run -> pid
+    mine: set[tuple[str, str, int]] = set()  # the runs this runner started
     failed: set[tuple[str, str, int]] = set()
     started = 0
     while True:
@@ -239,14 +242,20 @@ def run_queue(plan_path: str, jobs: int, threads: int, limit: int | None) -> Non
                 active[key] = pid
                 continue
             active.pop(key, None)
-            if not _collect(plan, key, logs):
+            if _collect(plan, key, logs):
+                continue
+            if key in mine:
                 failed.add(key)
                 print(f"[claim] FAILED {' '.join(map(str, key))}; see {_log(logs, key)}", flush=True)
+            else:
+                print(f"[claim] {' '.join(map(str, key))} stopped with an earlier runner; it resumes in its turn",
+                      flush=True)
         todo = [k for k in pending_runs(plan, read_results(ROOT / plan["results"]))
                 if k not in active and k not in failed]
         while todo and len(active) < jobs and (limit is None or started < limit):
             key = todo.pop(0)
             active[key] = _start(plan_path, key, logs, threads)
+            mine.add(key)
             started += 1
         if not active:
             return

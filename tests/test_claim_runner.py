@@ -95,6 +95,18 @@ def test_a_record_left_by_a_killed_runner_is_collected_not_rerun(tmp_path):
     assert not (logs / "tiny_D0_seed0.pid").exists()
 
 
+def test_a_run_stopped_with_an_earlier_runner_is_run_again_not_failed(tmp_path):
+    plan = _plan(tmp_path)
+    logs = tmp_path / "runs" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "tiny_D0_seed0.log").write_text("training output, then the runner and its runs were killed\n")
+    (logs / "tiny_D0_seed0.pid").write_text("999999999")
+    output = _claim(plan, "--jobs", "1", "--limit", "1")
+    assert "tiny D0 0 stopped with an earlier runner" in output and "FAILED" not in output
+    assert "started tiny D0 seed 0" in output
+    assert [json.loads(line)["arm"] for line in (tmp_path / "runs.jsonl").read_text().splitlines()] == ["D0"]
+
+
 @pytest.mark.slow
 def test_a_killed_run_is_resumed_from_its_last_checkpoint_and_counts_every_attempt(tmp_path):
     """A run stopped after its first co-training epoch, as a kill leaves it, is resumed rather than restarted:
