@@ -232,9 +232,12 @@ def run_queue(plan_path: str, jobs: int, threads: int, limit: int | None) -> Non
     active: dict[tuple[str, str, int], int] = {}  # run -> pid
     mine: set[tuple[str, str, int]] = set()  # the runs this runner started
     failed: set[tuple[str, str, int]] = set()
-    started = 0
+    started, plan = 0, load_plan(plan_path)
     while True:
-        plan = load_plan(plan_path)
+        try:
+            plan = load_plan(plan_path)
+        except (OSError, ValueError, yaml.YAMLError) as error:  # caught half-saved: the last good plan goes on
+            print(f"[claim] the plan could not be read ({error}); going on with the last one read", flush=True)
         logs = ROOT / plan["runs"] / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         for key, pid in list(active.items()) + _earlier_runs(logs, active):

@@ -15,6 +15,7 @@ from conftest import CONFIGS
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import claim  # noqa: E402
 from claim import command_line, load_plan  # noqa: E402
 
 LOGGER = ["--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger"]
@@ -105,6 +106,21 @@ def test_a_run_stopped_with_an_earlier_runner_is_run_again_not_failed(tmp_path):
     assert "tiny D0 0 stopped with an earlier runner" in output and "FAILED" not in output
     assert "started tiny D0 seed 0" in output
     assert [json.loads(line)["arm"] for line in (tmp_path / "runs.jsonl").read_text().splitlines()] == ["D0"]
+
+
+def test_a_plan_caught_half_saved_does_not_stop_the_runner(tmp_path, monkeypatch, capsys):
+    plan = {**load_plan(str(_plan(tmp_path))), "queue": []}
+    reads = iter([plan, yaml.YAMLError("could not find expected ':'")])
+
+    def read(path):
+        item = next(reads)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    monkeypatch.setattr(claim, "load_plan", read)
+    claim.run_queue("plan.yaml", jobs=1, threads=1, limit=None)
+    assert "the plan could not be read (could not find expected ':'); going on" in capsys.readouterr().out
 
 
 @pytest.mark.slow
