@@ -36,47 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-PER_USER_COLUMNS = ("user", "train_interactions", "target_popularity", "sparse", "rare", "new_item", "ndcg@10",
-                    "hr@10", "new_item_ndcg@10", "new_item_hr@10")
-
-
-def load_plan(path: str) -> dict[str, Any]:
-    """The plan, with every arm of the queue checked against the arms and settings it defines."""
-    with open(path) as f:
-        plan = yaml.safe_load(f)
-    for setting in plan["settings"]:
-        if "_" in setting:  # a run's files are <setting>_<arm>_seed<S>: the first "_" ends the setting
-            raise ValueError(f"{path}: setting names may not contain '_', got {setting!r}")
-    for block in plan["queue"]:
-        for name, known in (("settings", plan["settings"]), ("arms", plan["arms"])):
-            unknown = set(block[name]) - set(known)
-            if unknown:
-                raise ValueError(f"{path}: queue block {block} names unknown {name} {sorted(unknown)}")
-    return plan
-
-
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """Every finished run's record (a missing file: none yet)."""
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def pending_runs(plan: dict[str, Any], done: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
-    """(setting, arm, seed) of the queue without a result, in the queue's order (its priority)."""
-    finished = {(r["setting"], r["arm"], r["seed"]) for r in done}
-    order = []
-    for block in plan["queue"]:
-        for seed in block["seeds"]:
-            for setting in block["settings"]:
-                for arm in block["arms"]:
-                    key = (setting, arm, seed)
-                    if key not in finished and key not in order:
-                        order.append(key)
-    return order
+from claim_files import PER_USER_COLUMNS, ROOT, load_plan, pending_runs, read_results
+from claim_report import write_page
 
 
 def command_line(plan: dict[str, Any], setting: str, arm: str, seed: int, run_dir: Path) -> list[str]:
@@ -335,8 +296,6 @@ def _collect(plan: dict[str, Any], key: tuple[str, str, int], logs: Path) -> boo
 
 
 def render(plan: dict[str, Any]) -> None:
-    from claim_report import write_page
-
     write_page(plan, ROOT)
 
 

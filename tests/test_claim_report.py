@@ -13,8 +13,9 @@ import scipy.stats as scipy_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from claim import PER_USER_COLUMNS, load_plan, pending_runs
-from claim_report import Results, best_variants, evaluate, render, split_metric, write_page
+from claim_analysis import Results, best_variants, evaluate, split_metric
+from claim_files import PER_USER_COLUMNS, load_plan, pending_runs
+from claim_report import render, write_page
 from claim_stats import holm, paired_bootstrap, paired_t, wilcoxon
 
 PLAN = Path(__file__).resolve().parent.parent / "bench" / "claim_plan.yaml"

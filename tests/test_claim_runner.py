@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import claim  # noqa: E402
-from claim import command_line, load_plan  # noqa: E402
+from claim import command_line  # noqa: E402
+from claim_files import load_plan  # noqa: E402
 
 LOGGER = ["--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger"]
 
