@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch.distributed as dist
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_bridge.co_training.bridge import BridgeModule
@@ -225,10 +226,16 @@ class BridgeCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> BridgeCLI:
     """Runs the CLI; ``args`` lets tests drive it exactly as the shell does."""
-    return BridgeCLI(
+    cli = BridgeCLI(
         L.LightningModule, RecDataModule, subclass_mode_model=True, subclass_mode_data=True,
         seed_everything_default=42, save_config_callback=RunConfigSaver, save_config_kwargs={"overwrite": True},
         args=args,
         trainer_defaults={"logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                      "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": "run"}}},
     )
+    # After a run under several processes (never after a failure: a rank still in a collective would hang):
+    # left to the interpreter's exit, gloo's threads can abort a rank ("terminate called without an active
+    # exception"), and Lightning then kills the others
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    return cli
