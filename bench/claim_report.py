@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from claim_analysis import (
+    SMALLER,
     Results,
     best_variants,
     claim_verdicts,
@@ -225,7 +227,8 @@ def render(plan: dict[str, Any], results: Results, pending: list[tuple[str, str,
            "Every figure is a test figure of a model at its own best validation checkpoint; nothing was chosen "
            f"on test. {len(results.records)} run(s) from {versions} version(s) of the package's source (each run "
            "records a fingerprint of it).", "",
-           "## Verdicts", "", f"Rule: {plan['decision_rule']}", "", "| claim | verdict |", "| --- | --- |",
+           "## Verdicts", "", f"Rule: {plan['decision_rule']}", "", in_short(claim_verdicts(plan, rows)), "",
+           "| claim | verdict |", "| --- | --- |",
            *(f"| {name} | **{v}** |" for name, v in claim_verdicts(plan, rows).items()), "",
            "Each claim against each of its controls:", "", *verdict_table(plan, rows), "",
            "The gain is relative to the control's mean over the same seeds; its interval comes from "
@@ -251,6 +254,15 @@ def render(plan: dict[str, Any], results: Results, pending: list[tuple[str, str,
 README_START, README_END = "<!-- claim-results:start -->", "<!-- claim-results:end -->"
 
 
+def in_short(verdicts: dict[str, str]) -> str:
+    """The verdicts counted: the answer in one line (a claim still waiting for runs counts as not settled)."""
+    labels = ("supported", SMALLER, "inconclusive", "refuted")
+    counts = Counter(v if v in labels else "not settled yet" for v in verdicts.values())
+    parts = [f"{counts[label]} {label}" for label in (*labels, "not settled yet")
+             if counts[label] or label == "supported"]  # "0 supported" is said, the other zeros are not
+    return f"In short, of the {len(verdicts)} claim{'' if len(verdicts) == 1 else 's'}: {', '.join(parts)}."
+
+
 def readme_block(plan: dict[str, Any], results: Results, pending: list[tuple[str, str, int]]) -> str:
     """The README's short results table: each claim's verdict and its gain over each control."""
     plan = with_chosen_variants(plan, results)
@@ -258,7 +270,8 @@ def readme_block(plan: dict[str, Any], results: Results, pending: list[tuple[str
     verdicts = claim_verdicts(plan, rows)
     lines = ["Does co-training with the LM make the recommender better? The verdicts of the pre-registered claim "
              f"benchmark, generated with the rest of `bench/RESULTS.md` ({len(results.records)} runs so far, "
-             f"{len(pending)} still to run; the figures, statistics and every arm are there):", "",
+             f"{len(pending)} still to run; the figures, statistics and every arm are there). "
+             f"{in_short(verdicts)}", "",
              "| claim | setting, metric | treatment | verdict | gain over each control (seeds) |",
              "| --- | --- | --- | --- | --- |"]
     for claim in plan["comparisons"]:

@@ -118,6 +118,7 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
     page = render(plan, results, pending=[])
     assert "| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | B_full | D1 | 5 |" in page
     assert "| domain gains from co-training on the sparsest users | **supported** |" in page
+    assert "In short, of the 1 claim: 1 supported." in page
     assert ("In 0 of 5 runs of B-full and its declared variants no co-training validation rose above the "
             "warm start") in page
     plan["comparisons"] += [{**plan["comparisons"][0], "name": "with C", "controls": ["D1", "D2", "C"]},
@@ -125,6 +126,7 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
     page = render(plan, results, pending=[])
     assert "| with C | **incomplete (no runs of C beside the treatment yet)** |" in page
     assert "| on cold | **not run yet** |" in page
+    assert "In short, of the 3 claims: 1 supported, 2 not settled yet." in page
     hits = sum(sum(1 for row in _rows(root / r["per_user"])
                    if row["report"] == "D2" and row["sparse"] == "1" and row["hr@10"] == "1")
                for r in records if r["arm"] == "D2")
