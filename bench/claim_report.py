@@ -64,17 +64,29 @@ def verdict_table(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
     return lines
 
 
+def _runs_keeping_warm_start(results: Results, names: set[str]) -> tuple[int, int]:
+    """Of the runs reporting one of ``names``, how many tested their warm start: the step-0 candidate was the
+    best checkpoint because no later validation rose above it."""
+    kept = [report["checkpoint"].endswith("-step=0.ckpt") for r in results.records
+            for name, report in r["reports"].items() if name in names]
+    return sum(kept), len(kept)
+
+
 def kept_warm_start(plan: dict[str, Any], results: Results) -> str:
-    """How often co-training handed back its warm start: the moonshot treatment's best checkpoint was the
-    step-0 candidate (the warm start) because no co-training validation rose above it."""
+    """How often co-training handed back its warm start, beside how often training on without the LM (D2) did:
+    the same count for both says the warm start is hard to beat at all, not that the LM harms it."""
     treatments = {c["treatment"] for c in plan["comparisons"] if c.get("moonshot")}
     variants = {v["name"] for declared in plan.get("variants_tried", {}).values() for v in declared}
-    kept = [report["checkpoint"].endswith("-step=0.ckpt") for r in results.records
-            for name, report in r["reports"].items() if name in treatments | variants]
-    if not kept:
+    kept, runs = _runs_keeping_warm_start(results, treatments | variants)
+    if not runs:
         return ""
-    return (f"In {sum(kept)} of {len(kept)} runs of B-full and its declared variants no co-training validation "
-            "rose above the warm start, so the domain model co-training handed back was its warm start (D1).")
+    line = (f"In {kept} of {runs} runs of B-full and its declared variants no co-training validation rose above "
+            "the warm start, so the domain model co-training handed back was its warm start (D1).")
+    kept_d2, runs_d2 = _runs_keeping_warm_start(results, {"D2"})
+    if runs_d2:
+        line += (f" Training on without the LM (D2) handed back the same warm start in {kept_d2} of {runs_d2} "
+                 "runs.")
+    return line
 
 
 def moonshot(plan: dict[str, Any], rows: list[dict[str, Any]], results: Results) -> list[str]:
@@ -153,7 +165,9 @@ def cost_lines(plan: dict[str, Any], results: Results, pending: list[tuple[str, 
                      + ", ".join(f"{d} / {lm}" for d, lm in sorted(steps, key=str)) + " |")
     spent = sum(r["cpu_s"] for r in results.records) / 3600
     estimate = sum(plan.get("cpu_minutes_per_run", {}).get(arm, 0) for _, arm, _ in pending) / 60
-    lines += ["", f"CPU time of the finished runs: {spent:.1f} h. Still to run: {len(pending)} runs, about "
+    lines += ["", "Wall and CPU time are the whole run's, its warm start's training included (one thread a run); "
+              "the steps are the ones made after the warm start.",
+              "", f"CPU time of the finished runs: {spent:.1f} h. Still to run: {len(pending)} runs, about "
               f"{estimate:.0f} CPU hours by the plan's per-arm estimates (`python bench/claim.py --pending`)."]
     return lines
 

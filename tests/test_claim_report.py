@@ -121,6 +121,10 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
     assert "In short, of the 1 claim: 1 supported." in page
     assert ("In 0 of 5 runs of B-full and its declared variants no co-training validation rose above the "
             "warm start") in page
+    d2_seed0 = next(r for r in records if r["arm"] == "D2")["reports"]["D2"]
+    d2_seed0["checkpoint"] = d2_seed0["checkpoint"].replace("best-epoch=3-step=40", "best-epoch=0-step=0")
+    page = render(plan, results, pending=[])
+    assert "Training on without the LM (D2) handed back the same warm start in 1 of 5 runs." in page
     plan["comparisons"] += [{**plan["comparisons"][0], "name": "with C", "controls": ["D1", "D2", "C"]},
                             {**plan["comparisons"][0], "name": "on cold", "setting": "cold"}]
     page = render(plan, results, pending=[])
