@@ -15,7 +15,8 @@ PER_USER_COLUMNS = ("user", "train_interactions", "target_popularity", "sparse",
 
 
 def load_plan(path: str) -> dict[str, Any]:
-    """The plan, with every arm of the queue checked against the arms and settings it defines."""
+    """The plan, with every setting and arm that the queue, the claims and the exploratory questions name
+    checked against the ones it defines."""
     with open(path) as f:
         plan = yaml.safe_load(f)
     for setting in plan["settings"]:
@@ -26,6 +27,11 @@ def load_plan(path: str) -> dict[str, Any]:
             unknown = set(block[name]) - set(known)
             if unknown:
                 raise ValueError(f"{path}: queue block {block} names unknown {name} {sorted(unknown)}")
+    for section in ("comparisons", "exploratory"):
+        for entry in plan.get(section, []):
+            if entry["setting"] not in plan["settings"]:
+                raise ValueError(f"{path}: {section} entry {entry.get('name') or entry.get('question')!r} names "
+                                 f"unknown setting {entry['setting']!r}; the settings are {list(plan['settings'])}")
     return plan
 
 

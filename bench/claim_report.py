@@ -72,6 +72,26 @@ def _runs_keeping_warm_start(results: Results, names: set[str]) -> tuple[int, in
     return sum(kept), len(kept)
 
 
+def exploratory_lines(plan: dict[str, Any], results: Results) -> list[str]:
+    """The plan's questions outside the family of claims: the same statistics as a claim's, with no
+    correction and no verdict, since they were asked after the claims' first results were seen."""
+    lines = ["| question | setting, metric | treatment | control | seeds | treatment | control | gain | p (t) | "
+             "95% interval of the gain (users) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for question in plan.get("exploratory", []):
+        for control in question["controls"]:
+            head = (f"| {question['question']} | {question['setting']}, {question['metric']} | "
+                    f"{question['treatment']} | {control} |")
+            r = compare(results, question["setting"], question["metric"], question["treatment"], control,
+                        plan.get("bootstrap_samples", 2000))
+            if r is None:
+                lines.append(head + " 0 | | | | | not run yet |")
+                continue
+            low, high = r["relative_interval"]
+            lines.append(head + f" {len(r['seeds'])} | {_mean_std(r['treatment'])} | {_mean_std(r['control'])} | "
+                         f"{_pct(r['relative'])} | {_f(r['p_t'], 3)} | {_pct(low)} to {_pct(high)} |")
+    return lines
+
+
 def kept_warm_start(plan: dict[str, Any], results: Results) -> str:
     """How often co-training handed back its warm start, beside how often training on without the LM (D2) did:
     the same count for both says the warm start is hard to beat at all, not that the LM harms it."""
@@ -261,6 +281,10 @@ def render(plan: dict[str, Any], results: Results, pending: list[tuple[str, str,
            "## Validation along training", "", *validation_lines(plan, results), "",
            "The warm start (D1 for B-full) is the first candidate for the domain model's best checkpoint: a run "
            "whose later validations stay below it is tested at its warm start.", "",
+           "## Beyond the claims (exploratory)", "",
+           "Questions the plan added after the claims' first results were seen, and the one-seed runs of the "
+           "generative LM. They are outside the family of claims: no Holm correction and no verdict; they say "
+           "where to look next, not what holds.", "", *exploratory_lines(plan, results), "",
            "## Variants of B-full tried before the full seed count", "", *variants_lines(plan, results), "",
            "## Cost", "", *cost_lines(plan, results, pending), ""]
     return "\n".join(out)

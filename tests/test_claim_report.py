@@ -4,6 +4,7 @@ from a small fixture of result lines and per-user files written in the runner's 
 import csv
 import gzip
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import scipy.stats as scipy_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from claim_analysis import Results, best_variants, evaluate, split_metric
+from claim_analysis import Results, best_variants, compare, evaluate, split_metric
 from claim_files import PER_USER_COLUMNS, load_plan, pending_runs
 from claim_report import render, write_page
 from claim_stats import holm, paired_bootstrap, paired_t, wilcoxon
@@ -137,6 +138,25 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
     assert f"({hits}/200 hits)" in page  # 40 sparse users x 5 seeds
 
 
+def test_exploratory_questions_get_figures_but_no_verdict(fixture_results):
+    root, records = fixture_results
+    plan = load_plan(str(PLAN))
+    plan["comparisons"] = [c for c in plan["comparisons"] if c["metric"] == "sparse_ndcg@10"]
+    plan["bootstrap_samples"] = 300
+    plan["exploratory"] = [{"question": "the gain again", "setting": "sparse", "metric": "sparse_ndcg@10",
+                            "treatment": "B_full", "controls": ["D1", "L0"]}]
+    results = Results(records, root)
+    page = render(plan, results, pending=[])
+    section = page[page.index("## Beyond the claims"):page.index("## Variants of B-full")]
+    found = compare(results, "sparse", "sparse_ndcg@10", "B_full", "D1", 300)
+    low, high = found["relative_interval"]
+    assert (f"| the gain again | sparse, sparse_ndcg@10 | B_full | D1 | 5 | "
+            f"{statistics.mean(found['treatment']):.4f} ±") in section
+    assert f"| +30.0% | {found['p_t']:.3f} | {low:+.1%} to {high:+.1%} |" in section
+    assert "| the gain again | sparse, sparse_ndcg@10 | B_full | L0 | 0 | | | | | not run yet |" in section
+    assert "supported" not in section and "the gain again" not in page[:page.index("## Beyond the claims")]
+
+
 def test_a_model_reported_by_several_arms_has_one_row(fixture_results):
     root, records = fixture_results
     plan = {**load_plan(str(PLAN)), "comparisons": []}
@@ -245,4 +265,13 @@ def test_a_setting_name_with_an_underscore_is_refused(tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text(PLAN.read_text().replace("  sparse:          #", "  very_sparse:     #", 1))
     with pytest.raises(ValueError, match="setting names may not contain '_'"):
+        load_plan(str(plan))
+
+
+def test_a_question_on_an_unknown_setting_is_refused(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.read_text().replace("    setting: cold\n    metric: new_item_catalogue_ndcg@10",
+                                             "    setting: colde\n    metric: new_item_catalogue_ndcg@10", 1))
+    with pytest.raises(ValueError, match="exploratory entry 'the co-trained LM placing new items in the whole "
+                                         "catalogue' names unknown setting 'colde'"):
         load_plan(str(plan))
