@@ -3,11 +3,13 @@
 import logging
 import re
 import warnings
+from types import SimpleNamespace
 
+import torch
 from conftest import CONFIGS
 
 from lightning_bridge.cli import main
-from lightning_bridge.run.console import configure_console, duration, summary_table
+from lightning_bridge.run.console import ProgressLog, configure_console, duration, summary_table
 
 TINY = str(CONFIGS / "tiny_domain.yaml")
 PROGRESS = "lightning_bridge.run.console"
@@ -33,6 +35,27 @@ def test_fit_logs_one_line_per_validation_with_score_and_time_left(in_tmp, caplo
     exported = _lines(caplog, "lightning_bridge.run.after_fit")
     assert any(m.startswith("exported the run's artefacts to ") for m in exported)
     assert "val ndcg@10" not in capsys.readouterr().out  # stdout stays the caller's
+
+
+def test_a_validation_below_the_kept_checkpoint_is_not_called_the_best(caplog):
+    """The best a line reports is the kept checkpoint's: the warm start's candidate, or in a resumed run a
+    validation made before the resume, counts even though this training never logged it."""
+    caplog.set_level(logging.INFO)
+    kept = SimpleNamespace(monitor="domain/val/ndcg@10", best_model_score=torch.tensor(0.0804))
+    trainer = SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), is_global_zero=True,
+                              checkpoint_callbacks=[kept], callbacks=[kept], current_epoch=4, max_epochs=10,
+                              global_step=295, estimated_stepping_batches=590,
+                              callback_metrics={"domain/val/ndcg@10": torch.tensor(0.0721),
+                                                "lm/val/ndcg@10": torch.tensor(0.0416)})
+    progress = ProgressLog()
+    progress.on_validation_end(trainer, None)
+    trainer.callback_metrics.update({"domain/val/ndcg@10": torch.tensor(0.0850), "lm/val/ndcg@10": torch.tensor(0.04)})
+    progress.on_validation_end(trainer, None)
+    first, second = [line.split(" | ")[0] for line in _lines(caplog, PROGRESS)]
+    assert first == ("fit: epoch 5/10, step 295/590: domain val ndcg@10 0.0721 (best 0.0804), "
+                     "lm val ndcg@10 0.0416 (best)")
+    assert second == ("fit: epoch 5/10, step 295/590: domain val ndcg@10 0.0850 (best), "
+                      "lm val ndcg@10 0.0400 (best 0.0416)")
 
 
 def test_heartbeat_between_validations(in_tmp, caplog):

@@ -149,11 +149,20 @@ class ProgressLog(Callback):
             if not key.endswith(self.MONITORED):
                 continue
             model, score = key.split("/")[0], float(value)
-            best = self._best.get(model)
+            best = self._best_before(trainer, key, model)
             self._best[model] = score if best is None else max(best, score)
             mark = " (best)" if best is None or score > best else f" (best {best:.4f})"
             scores.append(f"{model} val ndcg@10 {score:.4f}{mark}")
         self._line(trainer, ", ".join(scores) or "validated")
+
+    def _best_before(self, trainer: L.Trainer, key: str, model: str) -> float | None:
+        """The best score before this validation. The checkpoint callback that keeps this model's best knows
+        more than this log: the warm start's candidate and, in a resumed run, the validations before the
+        resume. Checkpoint callbacks run after every other callback, so its best does not count this one yet."""
+        kept = [float(c.best_model_score) for c in trainer.checkpoint_callbacks
+                if c.monitor == key and c.best_model_score is not None]
+        known = kept + ([self._best[model]] if model in self._best else [])
+        return max(known) if known else None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
