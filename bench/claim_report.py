@@ -46,20 +46,33 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {_f(std)}"
 
 
+def _row_head(name: str, entry: dict[str, Any], control: str) -> str:
+    return f"| {name} | {entry['setting']}, {entry['metric']} | {entry['treatment']} | {control} |"
+
+
+def _figures(r: dict[str, Any]) -> str:
+    """A comparison's seeds, both sides' mean ± std and the relative gain, as table cells."""
+    return (f" {len(r['seeds'])} | {_mean_std(r['treatment'])} | {_mean_std(r['control'])} | "
+            f"{_pct(r['relative'])} |")
+
+
+def _interval(r: dict[str, Any]) -> str:
+    low, high = r["relative_interval"]
+    return f"{_pct(low)} to {_pct(high)}"
+
+
 def verdict_table(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| claim | setting, metric | treatment | control | seeds | treatment | control | gain | "
              "p (t) | p (Wilcoxon) | p (Holm) | 95% interval of the gain (users) | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         claim, r = row["claim"], row["result"]
-        head = f"| {claim['name']} | {claim['setting']}, {claim['metric']} | {claim['treatment']} | {row['control']} |"
+        head = _row_head(claim["name"], claim, row["control"])
         if r is None:
             lines.append(head + " 0 | | | | | | | | not run yet |")
             continue
-        low, high = r["relative_interval"]
-        lines.append(head + f" {len(r['seeds'])} | {_mean_std(r['treatment'])} | {_mean_std(r['control'])} | "
-                     f"{_pct(r['relative'])} | {_f(r['p_t'], 3)} | {_f(r['p_wilcoxon'], 3)} | "
-                     f"{_f(row['p_holm'], 3)} | {_pct(low)} to {_pct(high)} | **{row['verdict']}**"
+        lines.append(head + _figures(r) + f" {_f(r['p_t'], 3)} | {_f(r['p_wilcoxon'], 3)} | "
+                     f"{_f(row['p_holm'], 3)} | {_interval(r)} | **{row['verdict']}**"
                      + (" (the same model on every seed)" if r["identical"] else "") + " |")
     return lines
 
@@ -79,16 +92,13 @@ def exploratory_lines(plan: dict[str, Any], results: Results) -> list[str]:
              "95% interval of the gain (users) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for question in plan.get("exploratory", []):
         for control in question["controls"]:
-            head = (f"| {question['question']} | {question['setting']}, {question['metric']} | "
-                    f"{question['treatment']} | {control} |")
+            head = _row_head(question["question"], question, control)
             r = compare(results, question["setting"], question["metric"], question["treatment"], control,
                         plan.get("bootstrap_samples", 2000))
             if r is None:
                 lines.append(head + " 0 | | | | | not run yet |")
                 continue
-            low, high = r["relative_interval"]
-            lines.append(head + f" {len(r['seeds'])} | {_mean_std(r['treatment'])} | {_mean_std(r['control'])} | "
-                         f"{_pct(r['relative'])} | {_f(r['p_t'], 3)} | {_pct(low)} to {_pct(high)} |")
+            lines.append(head + _figures(r) + f" {_f(r['p_t'], 3)} | {_interval(r)} |")
     return lines
 
 
