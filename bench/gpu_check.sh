@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks (issue 13): co-training under FSDP on one GPU, and LoRA tokens/s of our LMModule against a plain
+# GPU checks: co-training under FSDP on one GPU, and LoRA tokens/s of our LMModule against a plain
 # Hugging Face Trainer on the same model, batch and prompts. Under 10 minutes on one H100.
 #
 #   bash bench/gpu_check.sh [OUT_DIR]            # from the repository root, with the project importable
@@ -41,13 +41,13 @@ folder_of() {  # folder_of NAME: the config+tokenizer folder of a real backbone
   python3 - "$1" <<'PY'
 import sys
 from pathlib import Path
-from lightning_bridge.cache import DEFAULT_CACHE
+from lightning_bridge.run.downloads import DEFAULT_CACHE
 name = sys.argv[1]
 if name == "minilm":
-    from lightning_bridge.modules.backbone import _minilm_path
+    from lightning_bridge.modules.lm.backbone import _minilm_path
     print(_minilm_path())
 else:
-    from lightning_bridge.modules.gguf_backbone import gguf_backbone_folder
+    from lightning_bridge.modules.lm.gguf import gguf_backbone_folder
     print(gguf_backbone_folder("smollm2", None, DEFAULT_CACHE))
 PY
 }
@@ -62,7 +62,7 @@ RANDOM_SMOLLM2=$OUT/smollm2-random
 GPU1=(--trainer.accelerator "$ACCEL" --trainer.devices 1 --trainer.enable_progress_bar false)
 TINY=(--config tests/configs/tiny_bridge.yaml "${GPU1[@]}" --trainer.max_epochs 2)
 
-# 1. Tiny co-training under FSDP2 (lightning_bridge.sharding.FullyShardedStrategy), then test its checkpoint.
+# 1. Tiny co-training under FSDP2 (lightning_bridge.co_training.fsdp.FullyShardedStrategy), then test its checkpoint.
 step fsdp2_tiny_fit 120 python3 main.py fit "${TINY[@]}" --config configs/strategies/fsdp2.yaml \
   --trainer.default_root_dir "$OUT/fsdp2_tiny"
 step fsdp2_tiny_test 120 python3 main.py test --config "$OUT/fsdp2_tiny/run/version_0/config.yaml" \

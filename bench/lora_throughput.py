@@ -31,6 +31,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, Trainer, TrainerC
 from lightning_bridge.data.datasets import SyntheticTopicsDataModule
 from lightning_bridge.models.lm import LMModule
 
+UNTIMED_STEPS = 3  # each round's first steps (allocation, autotuning) are run but not timed
+
 
 class StepStarts(Callback, TrainerCallback):
     """perf_counter at the start of every step (Lightning and HF hooks alike) and at the end of training."""
@@ -117,12 +119,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backbone", default="tiny-decoder")
     parser.add_argument("--random_weights", action="store_true")
     parser.add_argument("--precision", default="32", help="Lightning precision; HF gets bf16=True for bf16-*")
-    parser.add_argument("--steps", type=int, default=20, help="steps per round (the first 3 are not timed)")
+    parser.add_argument("--steps", type=int, default=20,
+                        help=f"steps per round (the first {UNTIMED_STEPS} are not timed)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.steps <= UNTIMED_STEPS:
+        parser.error(f"--steps {args.steps} leaves no step to time: the first {UNTIMED_STEPS} are not timed")
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "python bench/lora_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -138,11 +143,10 @@ def main(argv: list[str] | None = None) -> dict:
     batches = [dataset[(0, b)] for b in range(min(args.steps, len(dataset)))]
     tokens = statistics.mean(int(ours.recommender.prompts.build(b["users"], b["history"])["attention_mask"].sum())
                              for b in batches)
-    skip = 3
     lightning_s, hf_s = [], []
     for _ in range(args.rounds):
-        lightning_s += lightning_round(ours, batches, args.precision, skip)
-        hf_s += hf_round(twin, batches, args.precision, skip)
+        lightning_s += lightning_round(ours, batches, args.precision, UNTIMED_STEPS)
+        hf_s += hf_round(twin, batches, args.precision, UNTIMED_STEPS)
     shutil.rmtree(tmp, ignore_errors=True)
     ours_s, theirs_s = statistics.median(lightning_s), statistics.median(hf_s)
     result = {
