@@ -33,15 +33,19 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from claim_files import PER_USER_COLUMNS, ROOT, load_plan, pending_runs, read_results
 from claim_report import write_page
 
+if TYPE_CHECKING:  # the runner imports torch only in the processes that train
+    import torch
 
-def command_line(plan: dict[str, Any], setting: str, arm: str, seed: int, run_dir: Path) -> list[str]:
-    """The ``main.py fit`` arguments of one run."""
+
+def command_line(plan: dict[str, Any], setting: str, arm: str, seed: int, run_dir: Path,
+                 accelerator: str | None = None) -> list[str]:
+    """The ``main.py fit`` arguments of one run; ``accelerator`` (e.g. ``gpu``) replaces the configs' ``cpu``."""
     spec, place = plan["arms"][arm], plan["settings"][setting]
     configs = list(spec["configs"]) + (list(place.get("channel_configs", [])) if spec.get("text_channel") else [])
     args = [arg for config in configs for arg in ("--config", config)]
@@ -50,7 +54,8 @@ def command_line(plan: dict[str, Any], setting: str, arm: str, seed: int, run_di
             "--seed_everything", str(seed), *(["--test_after_fit", "true"] if subcommand == "fit" else []),
             "--trainer.logger.init_args.save_dir", str(run_dir.parent.parent),
             "--trainer.logger.init_args.name", run_dir.parent.name,
-            "--trainer.logger.init_args.version", run_dir.name]
+            "--trainer.logger.init_args.version", run_dir.name,
+            *(["--trainer.accelerator", accelerator, "--trainer.devices", "1"] if accelerator else [])]
 
 
 def per_user_rows(csv_path: Path, model: str, checkpoint: str | None, skip: int = 0) -> list[dict[str, str]]:
@@ -60,7 +65,8 @@ def per_user_rows(csv_path: Path, model: str, checkpoint: str | None, skip: int 
     return [r for r in rows if r["model"] == model and (checkpoint is None or r["checkpoint"] == checkpoint)]
 
 
-def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path, per_user: Path) -> dict:
+def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path, per_user: Path,
+            accelerator: str | None = None) -> dict:
     """Trains and tests one run in this process; writes its per-user file; returns its JSON record."""
     import torch
 
@@ -77,7 +83,8 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
     else:
         shutil.rmtree(run_dir, ignore_errors=True)  # an attempt killed before its first checkpoint
     cost = CostLedger(run_dir / "cost")
-    cli = cli_main(command_line(plan, setting, arm, seed, run_dir) + (["--ckpt_path", str(last)] if resume else []))
+    cli = cli_main(command_line(plan, setting, arm, seed, run_dir, accelerator)
+                   + (["--ckpt_path", str(last)] if resume else []))
     reports, rows = {}, []
     for name, source in plan["arms"][arm]["reports"].items():
         if source == "warm_start":
@@ -119,8 +126,16 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
     wall_s, cpu_s, attempts = cost.total()
     return {"setting": setting, "arm": arm, "seed": seed, "reports": reports, "steps": steps,
             "val_history": validation_history(run_dir), "wall_s": wall_s, "cpu_s": cpu_s, "attempts": attempts,
-            "threads": torch.get_num_threads(), "code": _code_version(),
+            "threads": torch.get_num_threads(), "device": _device_name(cli.trainer.strategy.root_device),
+            "code": _code_version(),
             "per_user": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out)}
+
+
+def _device_name(device: torch.device) -> str:
+    """``cpu``, or the GPU's name: the page keeps the cost of runs on different devices apart."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 class CostLedger:
@@ -183,7 +198,7 @@ def _code_version() -> str:
     return digest.hexdigest()[:12]
 
 
-def run_queue(plan_path: str, jobs: int, threads: int, limit: int | None) -> None:
+def run_queue(plan_path: str, jobs: int, threads: int, limit: int | None, accelerator: str | None = None) -> None:
     """Runs the plan's pending runs ``jobs`` at a time, each in its own process, and appends each record as it
     ends. The plan and the results are read again before every start, so the queue follows edits of the plan.
     A run still going from an earlier runner (its pid file names a live process) is waited for, not repeated,
@@ -218,7 +233,7 @@ def run_queue(plan_path: str, jobs: int, threads: int, limit: int | None) -> Non
                 if k not in active and k not in failed]
         while todo and len(active) < jobs and (limit is None or started < limit):
             key = todo.pop(0)
-            active[key] = _start(plan_path, key, logs, threads)
+            active[key] = _start(plan_path, key, logs, threads, accelerator)
             mine.add(key)
             started += 1
         if not active:
@@ -231,11 +246,11 @@ def _log(logs: Path, key: tuple[str, str, int]) -> Path:
     return logs / f"{setting}_{arm}_seed{seed}.log"
 
 
-def _start(plan_path: str, key: tuple[str, str, int], logs: Path, threads: int) -> int:
+def _start(plan_path: str, key: tuple[str, str, int], logs: Path, threads: int, accelerator: str | None) -> int:
     """Starts one run in its own process (its output in its log, its pid beside it); returns the pid."""
     setting, arm, seed = key
     command = [sys.executable, __file__, "--plan", plan_path, "--one", setting, arm, str(seed),
-               "--threads", str(threads)]
+               "--threads", str(threads), *(["--accelerator", accelerator] if accelerator else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log = _log(logs, key)
     with log.open("a") as out:  # a resumed run's log follows its earlier attempts
@@ -305,6 +320,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (one per core with --threads 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
     parser.add_argument("--limit", type=int, help="run at most this many of the pending runs")
+    parser.add_argument("--accelerator", help="Lightning accelerator of every run, e.g. gpu (one device each); "
+                        "default: the configs' own, cpu")
     parser.add_argument("--render", action="store_true", help="render the results page only")
     parser.add_argument("--pending", action="store_true", help="list the pending runs and their estimated cost")
     parser.add_argument("--one", nargs=3, metavar=("SETTING", "ARM", "SEED"), help=argparse.SUPPRESS)
@@ -315,7 +332,8 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         setting, arm, seed = args.one
-        record = run_one(plan, setting, arm, int(seed), ROOT / plan["runs"], ROOT / plan["per_user"])
+        record = run_one(plan, setting, arm, int(seed), ROOT / plan["runs"], ROOT / plan["per_user"],
+                         args.accelerator)
         print(json.dumps(record), flush=True)
         return
     if args.pending:
@@ -327,7 +345,7 @@ def main() -> None:
         print(f"{len(todo)} runs pending, about {total / 60:.1f} CPU hours (plan's per-arm estimates)")
         return
     if not args.render:
-        run_queue(args.plan, args.jobs, args.threads, args.limit)
+        run_queue(args.plan, args.jobs, args.threads, args.limit, args.accelerator)
     render(plan)
 
 

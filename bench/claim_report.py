@@ -183,23 +183,33 @@ def per_seed_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def cost_lines(plan: dict[str, Any], results: Results, pending: list[tuple[str, str, int]]) -> list[str]:
-    lines = ["| setting | arm | runs | median wall s | median CPU s | steps (domain / LM) |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    lines = ["| setting | arm | device | runs | median wall s | median CPU s | steps (domain / LM) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in results.records:
-        groups.setdefault((r["setting"], r["arm"]), []).append(r)
-    for (setting, arm), records in groups.items():
+        groups.setdefault((r["setting"], r["arm"], _device(r)), []).append(r)
+    for (setting, arm, device), records in groups.items():
         steps = {(r["steps"].get("domain", "–"), r["steps"].get("lm", "–")) for r in records}
-        lines.append(f"| {setting} | {arm} | {len(records)} | {statistics.median(r['wall_s'] for r in records):.0f} | "
+        lines.append(f"| {setting} | {arm} | {device} | {len(records)} | "
+                     f"{statistics.median(r['wall_s'] for r in records):.0f} | "
                      f"{statistics.median(r['cpu_s'] for r in records):.0f} | "
                      + ", ".join(f"{d} / {lm}" for d, lm in sorted(steps, key=str)) + " |")
-    spent = sum(r["cpu_s"] for r in results.records) / 3600
+    on_cpu = [r for r in results.records if _device(r) == "cpu"]
+    on_gpu = [r for r in results.records if _device(r) != "cpu"]
+    spent = sum(r["cpu_s"] for r in on_cpu) / 3600
     estimate = sum(plan.get("cpu_minutes_per_run", {}).get(arm, 0) for _, arm, _ in pending) / 60
-    lines += ["", "Wall and CPU time are the whole run's, its warm start's training included (one thread a run); "
-              "the steps are the ones made after the warm start.",
-              "", f"CPU time of the finished runs: {spent:.1f} h. Still to run: {len(pending)} runs, about "
-              f"{estimate:.0f} CPU hours by the plan's per-arm estimates (`python bench/claim.py --pending`)."]
+    lines += ["", "Wall and CPU time are the whole run's, its warm start's training included (one thread a run on "
+              "CPU); the steps are the ones made after the warm start.",
+              "", f"CPU time of the finished runs on CPU: {spent:.1f} h"
+              + (f"; {len(on_gpu)} more ran on a GPU, {sum(r['wall_s'] for r in on_gpu) / 3600:.1f} h wall"
+                 if on_gpu else "")
+              + f". Still to run: {len(pending)} runs, about {estimate:.0f} CPU hours by the plan's per-arm "
+              "estimates (`python bench/claim.py --pending`)."]
     return lines
+
+
+def _device(record: dict[str, Any]) -> str:
+    return record.get("device", "cpu")  # the runner's first records predate the field and all ran on CPU
 
 
 def validation_lines(plan: dict[str, Any], results: Results) -> list[str]:

@@ -227,6 +227,18 @@ def test_a_precise_effect_far_below_the_claim(fixture_results, factor, expected)
     assert rows[0]["verdict"] == expected
 
 
+def test_the_cost_of_runs_on_a_gpu_is_kept_apart_from_cpu_time(fixture_results):
+    root, records = fixture_results
+    plan = load_plan(str(PLAN))
+    plan["comparisons"] = [c for c in plan["comparisons"] if c["metric"] == "sparse_ndcg@10"]
+    for record in records[:2]:  # seed 0 of BF and D2
+        record.update(device="NVIDIA H100 80GB HBM3", wall_s=7200.0)
+    page = render(plan, Results(records, root), pending=[])
+    assert "| sparse | BF | NVIDIA H100 80GB HBM3 | 1 | 7200 |" in page
+    assert "| sparse | BF | cpu | 4 | 60 |" in page  # records without the field ran on CPU
+    assert "CPU time of the finished runs on CPU: 0.1 h; 2 more ran on a GPU, 4.0 h wall." in page  # 8 x 60 s
+
+
 def test_pending_runs_skip_finished_ones_in_the_queues_order(fixture_results):
     _, records = fixture_results
     plan = load_plan(str(PLAN))

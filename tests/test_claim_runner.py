@@ -67,6 +67,7 @@ def test_the_runner_runs_each_pending_run_once_and_renders_the_page(tmp_path):
     assert set(bridge["reports"]) == {"B", "B_lm", "W"}
     assert bridge["steps"]["domain"] + bridge["steps"]["lm"] == bridge["steps"]["global"] > 0
     assert bridge["reports"]["W"]["checkpoint"].startswith("tiny/B/seed0/warm_start/")
+    assert {r["device"] for r in records} == {"cpu"}
     for record in records:
         with gzip.open(record["per_user"], "rt", newline="") as f:
             rows = list(csv.DictReader(f))
@@ -80,6 +81,14 @@ def test_the_runner_runs_each_pending_run_once_and_renders_the_page(tmp_path):
     assert "started" in output
     assert "started" not in _claim(plan, "--jobs", "2")  # everything done: nothing runs again
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
+
+
+def test_an_accelerator_given_to_the_runner_replaces_the_configs_cpu(tmp_path):
+    plan = load_plan(str(_plan(tmp_path)))
+    run_dir = tmp_path / "runs" / "tiny" / "B" / "seed0"
+    assert "--trainer.accelerator" not in command_line(plan, "tiny", "B", 0, run_dir)
+    line = command_line(plan, "tiny", "B", 0, run_dir, accelerator="gpu")
+    assert line[-4:] == ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]  # after the configs: it wins
 
 
 def test_a_record_left_by_a_killed_runner_is_collected_not_rerun(tmp_path):
