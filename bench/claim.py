@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from claim_files import PER_USER_COLUMNS, ROOT, load_plan, pending_runs, read_results
+from claim_files import (
+    PER_USER_COLUMNS,
+    ROOT,
+    estimated_cpu_hours,
+    estimated_cpu_minutes,
+    load_plan,
+    pending_runs,
+    read_results,
+)
 from claim_report import write_page
 
 if TYPE_CHECKING:  # the runner imports torch only in the processes that train
@@ -337,12 +345,12 @@ def main() -> None:
         print(json.dumps(record), flush=True)
         return
     if args.pending:
-        todo = pending_runs(plan, read_results(ROOT / plan["results"]))
-        cost = plan.get("cpu_minutes_per_run", {})
+        done = read_results(ROOT / plan["results"])
+        todo = pending_runs(plan, done)
         for setting, arm, seed in todo:
-            print(setting, arm, seed)
-        total = sum(cost.get(arm, 0) for _, arm, _ in todo)
-        print(f"{len(todo)} runs pending, about {total / 60:.1f} CPU hours (plan's per-arm estimates)")
+            print(setting, arm, seed, f"~{estimated_cpu_minutes(plan, done, setting, arm):.1f} CPU min")
+        print(f"{len(todo)} runs pending, about {estimated_cpu_hours(plan, done, todo):.1f} CPU hours (medians of the "
+              "finished runs of each arm; the plan's estimates for arms not run yet)")
         return
     if not args.render:
         run_queue(args.plan, args.jobs, args.threads, args.limit, args.accelerator)

@@ -4,6 +4,7 @@ is still to run, which both the runner (``claim.py``) and the report (``claim_re
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,18 @@ def pending_runs(plan: dict[str, Any], done: list[dict[str, Any]]) -> list[tuple
                     if key not in finished and key not in order:
                         order.append(key)
     return order
+
+
+def estimated_cpu_minutes(plan: dict[str, Any], done: list[dict[str, Any]], setting: str, arm: str) -> float:
+    """What a run should cost in CPU minutes: the median of the finished CPU runs of that arm on that setting, else
+    of that arm on any setting, else the plan's ``cpu_minutes_per_run`` (arms with no finished run yet)."""
+    on_cpu = [r for r in done if r.get("device", "cpu") == "cpu" and r["arm"] == arm]
+    for runs in ([r for r in on_cpu if r["setting"] == setting], on_cpu):
+        if runs:
+            return statistics.median(r["cpu_s"] for r in runs) / 60
+    return float(plan.get("cpu_minutes_per_run", {}).get(arm, 0))
+
+
+def estimated_cpu_hours(plan: dict[str, Any], done: list[dict[str, Any]],
+                        pending: list[tuple[str, str, int]]) -> float:
+    return sum(estimated_cpu_minutes(plan, done, setting, arm) for setting, arm, _ in pending) / 60

@@ -25,7 +25,7 @@ from claim_analysis import (
     variant_validations,
     with_chosen_variants,
 )
-from claim_files import ROOT, load_plan, pending_runs, read_results
+from claim_files import ROOT, estimated_cpu_hours, load_plan, pending_runs, read_results
 
 TABLE_METRICS = ("ndcg@10", "hr@10", "sparse_ndcg@10", "rare_ndcg@10", "new_item_ndcg@10",
                  "new_item_catalogue_ndcg@10", "new_item_catalogue_hr@10")
@@ -197,14 +197,15 @@ def cost_lines(plan: dict[str, Any], results: Results, pending: list[tuple[str, 
     on_cpu = [r for r in results.records if _device(r) == "cpu"]
     on_gpu = [r for r in results.records if _device(r) != "cpu"]
     spent = sum(r["cpu_s"] for r in on_cpu) / 3600
-    estimate = sum(plan.get("cpu_minutes_per_run", {}).get(arm, 0) for _, arm, _ in pending) / 60
+    estimate = estimated_cpu_hours(plan, results.records, pending)
     lines += ["", "Wall and CPU time are the whole run's, its warm start's training included (one thread a run on "
               "CPU); the steps are the ones made after the warm start.",
               "", f"CPU time of the finished runs on CPU: {spent:.1f} h"
               + (f"; {len(on_gpu)} more ran on a GPU, {sum(r['wall_s'] for r in on_gpu) / 3600:.1f} h wall"
                  if on_gpu else "")
-              + f". Still to run: {len(pending)} runs, about {estimate:.0f} CPU hours by the plan's per-arm "
-              "estimates (`python bench/claim.py --pending`)."]
+              + f". Still to run: {len(pending)} runs, about {estimate:.0f} CPU hours (medians of the "
+              "finished runs of each arm, the plan's estimates for arms not run yet; "
+              "`python bench/claim.py --pending`)."]
     return lines
 
 

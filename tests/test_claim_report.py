@@ -15,7 +15,7 @@ import scipy.stats as scipy_stats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from claim_analysis import Results, best_variants, compare, evaluate, split_metric
-from claim_files import PER_USER_COLUMNS, load_plan, pending_runs
+from claim_files import PER_USER_COLUMNS, estimated_cpu_hours, estimated_cpu_minutes, load_plan, pending_runs
 from claim_report import render, write_page
 from claim_stats import holm, paired_bootstrap, paired_t, wilcoxon
 
@@ -246,6 +246,19 @@ def test_pending_runs_skip_finished_ones_in_the_queues_order(fixture_results):
     assert ("sparse", "BF", 0) not in todo and ("sparse", "D2", 4) not in todo
     assert todo[:2] == [("cold", "BF", 0), ("cold", "D2", 0)]  # the first block's missing runs come first
     assert len(todo) == len(set(todo))
+
+
+def test_the_cost_still_to_come_is_estimated_from_the_finished_runs_first(fixture_results):
+    _, records = fixture_results  # BF and D2 on sparse, 60 CPU s each
+    plan = {"cpu_minutes_per_run": {"BF": 20, "L0": 16}}
+    records[0].update(cpu_s=300.0)  # BF on sparse: one run of 5 min, four of 1 min; the median is 1 min
+    records.append({**records[0], "setting": "cold", "cpu_s": 600.0})
+    records.append({**records[0], "setting": "cold", "seed": 1, "cpu_s": 900.0, "device": "NVIDIA H100"})
+    assert estimated_cpu_minutes(plan, records, "sparse", "BF") == 1.0  # the same setting's CPU runs
+    assert estimated_cpu_minutes(plan, records, "cold", "BF") == 10.0  # the GPU run does not count
+    assert estimated_cpu_minutes(plan, records, "full", "BF") == 1.0  # no run on full: BF's over every setting
+    assert estimated_cpu_minutes(plan, records, "full", "L0") == 16.0  # never run: the plan's estimate
+    assert estimated_cpu_hours(plan, records, [("full", "L0", 0), ("cold", "BF", 3)]) == pytest.approx(26 / 60)
 
 
 def test_the_readme_table_is_rewritten_between_its_markers_only(fixture_results):
