@@ -71,3 +71,11 @@ def estimated_cpu_minutes(plan: dict[str, Any], done: list[dict[str, Any]], sett
 def estimated_cpu_hours(plan: dict[str, Any], done: list[dict[str, Any]],
                         pending: list[tuple[str, str, int]]) -> float:
     return sum(estimated_cpu_minutes(plan, done, setting, arm) for setting, arm, _ in pending) / 60
+
+
+def planned_seeds(plan: dict[str, Any], setting: str, report: str) -> set[int]:
+    """The seeds the queue gives the arms that report ``report`` on ``setting`` (a model that several arms
+    report, such as D1, has the seeds of each)."""
+    arms = {arm for arm, spec in plan["arms"].items() if report in spec["reports"]}
+    return {seed for block in plan["queue"] if setting in block["settings"] and arms & set(block["arms"])
+            for seed in block["seeds"]}

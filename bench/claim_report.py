@@ -25,7 +25,7 @@ from claim_analysis import (
     variant_validations,
     with_chosen_variants,
 )
-from claim_files import ROOT, estimated_cpu_hours, load_plan, pending_runs, read_results
+from claim_files import ROOT, estimated_cpu_hours, load_plan, pending_runs, planned_seeds, read_results
 
 TABLE_METRICS = ("ndcg@10", "hr@10", "sparse_ndcg@10", "rare_ndcg@10", "new_item_ndcg@10",
                  "new_item_catalogue_ndcg@10", "new_item_catalogue_hr@10")
@@ -50,9 +50,15 @@ def _row_head(name: str, entry: dict[str, Any], control: str) -> str:
     return f"| {name} | {entry['setting']}, {entry['metric']} | {entry['treatment']} | {control} |"
 
 
-def _figures(r: dict[str, Any]) -> str:
-    """A comparison's seeds, both sides' mean ± std and the relative gain, as table cells."""
-    return (f" {len(r['seeds'])} | {_mean_std(r['treatment'])} | {_mean_std(r['control'])} | "
+def _planned(plan: dict[str, Any], entry: dict[str, Any], control: str) -> int:
+    """How many seeds the queue gives both sides of a comparison: its figures are final when all have run."""
+    return len(planned_seeds(plan, entry["setting"], entry["treatment"])
+               & planned_seeds(plan, entry["setting"], control))
+
+
+def _figures(r: dict[str, Any], planned: int) -> str:
+    """A comparison's seeds (run, of those planned), both sides' mean ± std and the relative gain, as cells."""
+    return (f" {len(r['seeds'])} of {planned} | {_mean_std(r['treatment'])} | {_mean_std(r['control'])} | "
             f"{_pct(r['relative'])} |")
 
 
@@ -67,11 +73,11 @@ def verdict_table(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         claim, r = row["claim"], row["result"]
-        head = _row_head(claim["name"], claim, row["control"])
+        head, planned = _row_head(claim["name"], claim, row["control"]), _planned(plan, claim, row["control"])
         if r is None:
-            lines.append(head + " 0 | | | | | | | | not run yet |")
+            lines.append(head + f" 0 of {planned} | | | | | | | | not run yet |")
             continue
-        lines.append(head + _figures(r) + f" {_f(r['p_t'], 3)} | {_f(r['p_wilcoxon'], 3)} | "
+        lines.append(head + _figures(r, planned) + f" {_f(r['p_t'], 3)} | {_f(r['p_wilcoxon'], 3)} | "
                      f"{_f(row['p_holm'], 3)} | {_interval(r)} | **{row['verdict']}**"
                      + (" (the same model on every seed)" if r["identical"] else "") + " |")
     return lines
@@ -92,13 +98,13 @@ def exploratory_lines(plan: dict[str, Any], results: Results) -> list[str]:
              "95% interval of the gain (users) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for question in plan.get("exploratory", []):
         for control in question["controls"]:
-            head = _row_head(question["question"], question, control)
+            head, planned = _row_head(question["question"], question, control), _planned(plan, question, control)
             r = compare(results, question["setting"], question["metric"], question["treatment"], control,
                         plan.get("bootstrap_samples", 2000))
             if r is None:
-                lines.append(head + " 0 | | | | | not run yet |")
+                lines.append(head + f" 0 of {planned} | | | | | not run yet |")
                 continue
-            lines.append(head + _figures(r) + f" {_f(r['p_t'], 3)} | {_interval(r)} |")
+            lines.append(head + _figures(r, planned) + f" {_f(r['p_t'], 3)} | {_interval(r)} |")
     return lines
 
 
@@ -332,10 +338,11 @@ def readme_block(plan: dict[str, Any], results: Results, pending: list[tuple[str
              f"benchmark, generated with the rest of `bench/RESULTS.md` ({len(results.records)} runs so far, "
              f"{len(pending)} still to run; the figures, statistics and every arm are there). "
              f"{in_short(verdicts)}", "",
-             "| claim | setting, metric | treatment | verdict | gain over each control (seeds) |",
+             "| claim | setting, metric | treatment | verdict | gain over each control (seeds run of planned) |",
              "| --- | --- | --- | --- | --- |"]
     for claim in plan["comparisons"]:
-        gains = [f"{r['control']}: {_pct(r['result']['relative'])} ({len(r['result']['seeds'])})"
+        gains = [f"{r['control']}: {_pct(r['result']['relative'])} "
+                 f"({len(r['result']['seeds'])} of {_planned(plan, claim, r['control'])})"
                  for r in rows if r["claim"] is claim and r["result"]]
         lines.append(f"| {claim['name']} | {claim['setting']}, {claim['metric']} | {claim['treatment']} | "
                      f"{verdicts[claim['name']]} | "

@@ -15,7 +15,14 @@ import scipy.stats as scipy_stats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from claim_analysis import Results, best_variants, compare, evaluate, split_metric
-from claim_files import PER_USER_COLUMNS, estimated_cpu_hours, estimated_cpu_minutes, load_plan, pending_runs
+from claim_files import (
+    PER_USER_COLUMNS,
+    estimated_cpu_hours,
+    estimated_cpu_minutes,
+    load_plan,
+    pending_runs,
+    planned_seeds,
+)
 from claim_report import render, write_page
 from claim_stats import holm, paired_bootstrap, paired_t, wilcoxon
 
@@ -109,6 +116,7 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
     plan = load_plan(str(PLAN))
     plan["comparisons"] = [c for c in plan["comparisons"] if c["metric"] == "sparse_ndcg@10"]
     plan["bootstrap_samples"] = 300
+    plan["queue"] = [{"settings": ["sparse"], "arms": ["BF", "D2"], "seeds": list(range(5))}]  # the fixture's
     results = Results(records, root)
     rows = evaluate(plan, results)
     assert [(r["control"], r["verdict"]) for r in rows] == [("D1", "supported"), ("D2", "supported")]
@@ -117,7 +125,8 @@ def test_page_renders_verdicts_from_the_result_files(fixture_results):
     assert first["p_t"] == pytest.approx(scipy_stats.ttest_rel(first["treatment"], first["control"]).pvalue)
     assert rows[0]["p_holm"] == pytest.approx(min(1.0, 2 * first["p_t"]))
     page = render(plan, results, pending=[])
-    assert "| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | B_full | D1 | 5 |" in page
+    assert ("| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | B_full | D1 | "
+            "5 of 5 |") in page
     assert "| domain gains from co-training on the sparsest users | **supported** |" in page
     assert "In short, of the 1 claim: 1 supported." in page
     assert ("In 0 of 5 runs of B-full and its declared variants no co-training validation rose above the "
@@ -143,6 +152,7 @@ def test_exploratory_questions_get_figures_but_no_verdict(fixture_results):
     plan = load_plan(str(PLAN))
     plan["comparisons"] = [c for c in plan["comparisons"] if c["metric"] == "sparse_ndcg@10"]
     plan["bootstrap_samples"] = 300
+    plan["queue"] = [{"settings": ["sparse"], "arms": ["BF", "D2"], "seeds": list(range(5))}]  # the fixture's
     plan["exploratory"] = [{"question": "the gain again", "setting": "sparse", "metric": "sparse_ndcg@10",
                             "treatment": "B_full", "controls": ["D1", "L0"]}]
     results = Results(records, root)
@@ -150,10 +160,10 @@ def test_exploratory_questions_get_figures_but_no_verdict(fixture_results):
     section = page[page.index("## Beyond the claims"):page.index("## Variants of B-full")]
     found = compare(results, "sparse", "sparse_ndcg@10", "B_full", "D1", 300)
     low, high = found["relative_interval"]
-    assert (f"| the gain again | sparse, sparse_ndcg@10 | B_full | D1 | 5 | "
+    assert (f"| the gain again | sparse, sparse_ndcg@10 | B_full | D1 | 5 of 5 | "
             f"{statistics.mean(found['treatment']):.4f} ±") in section
     assert f"| +30.0% | {found['p_t']:.3f} | {low:+.1%} to {high:+.1%} |" in section
-    assert "| the gain again | sparse, sparse_ndcg@10 | B_full | L0 | 0 | | | | | not run yet |" in section
+    assert "| the gain again | sparse, sparse_ndcg@10 | B_full | L0 | 0 of 0 | | | | | not run yet |" in section
     assert "supported" not in section and "the gain again" not in page[:page.index("## Beyond the claims")]
 
 
@@ -248,6 +258,14 @@ def test_pending_runs_skip_finished_ones_in_the_queues_order(fixture_results):
     assert len(todo) == len(set(todo))
 
 
+def test_the_seeds_planned_for_a_model_are_those_of_every_arm_that_reports_it():
+    plan = load_plan(str(PLAN))
+    assert planned_seeds(plan, "sparse", "D1") == set(range(10))  # BF's 0-1 and the chosen variant's 0-9
+    assert planned_seeds(plan, "sparse", "B_full") == {0, 1}  # B-full itself stopped once a variant was chosen
+    assert planned_seeds(plan, "full", "B_paper") == set(range(5))
+    assert planned_seeds(plan, "full", "no such model") == set()
+
+
 def test_the_cost_still_to_come_is_estimated_from_the_finished_runs_first(fixture_results):
     _, records = fixture_results  # BF and D2 on sparse, 60 CPU s each
     plan = {"cpu_minutes_per_run": {"BF": 20, "L0": 16}}
@@ -266,6 +284,7 @@ def test_the_readme_table_is_rewritten_between_its_markers_only(fixture_results)
     plan = load_plan(str(PLAN))
     plan["comparisons"] = [c for c in plan["comparisons"] if c["metric"] == "sparse_ndcg@10"]
     plan.update(bootstrap_samples=100, results="runs.jsonl", page="RESULTS.md", readme="README.md")
+    plan["queue"] = [{"settings": ["sparse"], "arms": ["BF", "D2"], "seeds": list(range(10))}]  # half run
     start, end = "<!-- claim-results:start -->", "<!-- claim-results:end -->"
     (root / "README.md").write_text(f"# Title\n\n{start}\nold\n{end}\n\nrest\n")
     write_page(plan, root)
@@ -273,7 +292,7 @@ def test_the_readme_table_is_rewritten_between_its_markers_only(fixture_results)
     assert readme.startswith(f"# Title\n\n{start}\n") and readme.endswith(f"{end}\n\nrest\n")
     assert "old" not in readme
     assert ("| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | B_full | supported | "
-            "D1: +30.0% (5), D2: +30.0% (5) |") in readme
+            "D1: +30.0% (5 of 10), D2: +30.0% (5 of 10) |") in readme
 
 
 def test_an_earlier_runner_s_runs_are_found_whatever_the_arm_s_name(tmp_path):

@@ -77,7 +77,7 @@ def test_the_runner_runs_each_pending_run_once_and_renders_the_page(tmp_path):
             mean = sum(float(r["ndcg@10"]) for r in mine) / len(mine)
             assert mean == pytest.approx(report["test"]["ndcg@10"], abs=1e-6)  # the rows behind the figure
     page = (tmp_path / "RESULTS.md").read_text()
-    assert "| B against D0 | tiny, new_item_ndcg@10 | B | C | 1 |" in page
+    assert "| B against D0 | tiny, new_item_ndcg@10 | B | C | 1 of 1 |" in page
     assert "started" in output
     assert "started" not in _claim(plan, "--jobs", "2")  # everything done: nothing runs again
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
