@@ -94,9 +94,9 @@ def compare(results: Results, setting: str, metric: str, treatment: str, control
         c_users.append(np.array([cv[u] for u in users]))
     low, high, rel_low, rel_high = paired_bootstrap(t_users, c_users, samples, seed)
     mean_c = statistics.mean(c)
-    identical = all(np.array_equal(a, b) for a, b in zip(t_users, c_users, strict=True))
+    same = [np.array_equal(a, b) for a, b in zip(t_users, c_users, strict=True)]  # per seed: one model twice?
     return {"seeds": seeds, "treatment": t, "control": c, "gain": statistics.mean(t) - mean_c,
-            "identical": identical,
+            "same": same, "identical": all(same),
             "relative": (statistics.mean(t) - mean_c) / mean_c if mean_c > 0 else float("nan"),
             "p_t": paired_t(t, c), "p_wilcoxon": wilcoxon(t, c), "interval": (low, high),
             "relative_interval": (rel_low, rel_high)}

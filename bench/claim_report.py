@@ -182,10 +182,11 @@ def per_seed_lines(rows: list[dict[str, Any]]) -> list[str]:
         r = row["result"]
         if r is None:
             continue
-        gains = ", ".join(f"{s}: {t - c:+.4f}" for s, t, c in zip(r["seeds"], r["treatment"], r["control"],
-                                                                    strict=True))
+        gains = ", ".join(f"{s}: {t - c:+.4f}" + (" (=)" if same else "")
+                          for s, t, c, same in zip(r["seeds"], r["treatment"], r["control"], r["same"], strict=True))
         lines.append(f"| {row['claim']['name']} | {row['control']} | {gains} |")
-    return lines
+    return [*lines, "", "(=): both score every user the same on that seed, the same model twice (co-training or "
+            "the continuation handed back the warm start that the other side is)."]
 
 
 def cost_lines(plan: dict[str, Any], results: Results, pending: list[tuple[str, str, int]]) -> list[str]:

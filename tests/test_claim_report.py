@@ -23,7 +23,7 @@ from claim_files import (
     pending_runs,
     planned_seeds,
 )
-from claim_report import render, write_page
+from claim_report import per_seed_lines, render, write_page
 from claim_stats import holm, paired_bootstrap, paired_t, wilcoxon
 
 PLAN = Path(__file__).resolve().parent.parent / "bench" / "claim_plan.yaml"
@@ -165,6 +165,16 @@ def test_exploratory_questions_get_figures_but_no_verdict(fixture_results):
     assert f"| +30.0% | {found['p_t']:.3f} | {low:+.1%} to {high:+.1%} |" in section
     assert "| the gain again | sparse, sparse_ndcg@10 | B_full | L0 | 0 of 0 | | | | | not run yet |" in section
     assert "supported" not in section and "the gain again" not in page[:page.index("## Beyond the claims")]
+
+
+def test_a_seed_where_both_sides_are_one_model_is_marked(fixture_results):
+    root, records = fixture_results  # D2 scores every user as D1 does on every seed; B_full does not
+    results = Results(records, root)
+    assert compare(results, "sparse", "sparse_ndcg@10", "D2", "D1", 50)["same"] == [True] * 5
+    assert compare(results, "sparse", "sparse_ndcg@10", "B_full", "D1", 50)["same"] == [False] * 5
+    claim = {"name": "D2 against D1", "setting": "sparse", "metric": "sparse_ndcg@10", "treatment": "D2"}
+    rows = [{"claim": claim, "control": "D1", "result": compare(results, "sparse", "sparse_ndcg@10", "D2", "D1", 50)}]
+    assert "| D2 against D1 | D1 | 0: +0.0000 (=), 1: +0.0000 (=)," in "\n".join(per_seed_lines(rows))
 
 
 def test_a_model_reported_by_several_arms_has_one_row(fixture_results):
