@@ -68,7 +68,7 @@ def _interval(r: dict[str, Any]) -> str:
 
 
 def verdict_table(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| claim | setting, metric | treatment | control | seeds | treatment | control | gain | "
+    lines = ["| claim | setting, metric | treatment | control | seeds (run of planned) | treatment | control | gain | "
              "p (t) | p (Wilcoxon) | p (Holm) | 95% interval of the gain (users) | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
@@ -94,8 +94,9 @@ def _runs_keeping_warm_start(results: Results, names: set[str]) -> tuple[int, in
 def exploratory_lines(plan: dict[str, Any], results: Results) -> list[str]:
     """The plan's questions outside the family of claims: the same statistics as a claim's, with no
     correction and no verdict, since they were asked after the claims' first results were seen."""
-    lines = ["| question | setting, metric | treatment | control | seeds | treatment | control | gain | p (t) | "
-             "95% interval of the gain (users) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| question | setting, metric | treatment | control | seeds (run of planned) | treatment | control | "
+             "gain | p (t) | 95% interval of the gain (users) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for question in plan.get("exploratory", []):
         for control in question["controls"]:
             head, planned = _row_head(question["question"], question, control), _planned(plan, question, control)
