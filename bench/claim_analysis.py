@@ -96,7 +96,7 @@ def compare(results: Results, setting: str, metric: str, treatment: str, control
     mean_c = statistics.mean(c)
     same = [np.array_equal(a, b) for a, b in zip(t_users, c_users, strict=True)]  # per seed: one model twice?
     return {"seeds": seeds, "treatment": t, "control": c, "gain": statistics.mean(t) - mean_c,
-            "same": same, "identical": all(same),
+            "same": same,
             "relative": (statistics.mean(t) - mean_c) / mean_c if mean_c > 0 else float("nan"),
             "p_t": paired_t(t, c), "p_wilcoxon": wilcoxon(t, c), "interval": (low, high),
             "relative_interval": (rel_low, rel_high)}

@@ -58,10 +58,15 @@ def pending_runs(plan: dict[str, Any], done: list[dict[str, Any]]) -> list[tuple
     return order
 
 
+def device_of(record: dict[str, Any]) -> str:
+    """Where a run ran: ``cpu`` or the GPU's name (the runner's first records predate the field; all ran on CPU)."""
+    return record.get("device", "cpu")
+
+
 def estimated_cpu_minutes(plan: dict[str, Any], done: list[dict[str, Any]], setting: str, arm: str) -> float:
     """What a run should cost in CPU minutes: the median of the finished CPU runs of that arm on that setting, else
     of that arm on any setting, else the plan's ``cpu_minutes_per_run`` (arms with no finished run yet)."""
-    on_cpu = [r for r in done if r.get("device", "cpu") == "cpu" and r["arm"] == arm]
+    on_cpu = [r for r in done if device_of(r) == "cpu" and r["arm"] == arm]
     for runs in ([r for r in on_cpu if r["setting"] == setting], on_cpu):
         if runs:
             return statistics.median(r["cpu_s"] for r in runs) / 60

@@ -25,7 +25,7 @@ from claim_analysis import (
     variant_validations,
     with_chosen_variants,
 )
-from claim_files import ROOT, estimated_cpu_hours, load_plan, pending_runs, planned_seeds, read_results
+from claim_files import ROOT, device_of, estimated_cpu_hours, load_plan, pending_runs, planned_seeds, read_results
 
 TABLE_METRICS = ("ndcg@10", "hr@10", "sparse_ndcg@10", "rare_ndcg@10", "new_item_ndcg@10",
                  "new_item_catalogue_ndcg@10", "new_item_catalogue_hr@10")
@@ -79,7 +79,7 @@ def verdict_table(plan: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
             continue
         lines.append(head + _figures(r, planned) + f" {_f(r['p_t'], 3)} | {_f(r['p_wilcoxon'], 3)} | "
                      f"{_f(row['p_holm'], 3)} | {_interval(r)} | **{row['verdict']}**"
-                     + (" (the same model on every seed)" if r["identical"] else "") + " |")
+                     + (" (the same model on every seed)" if all(r["same"]) else "") + " |")
     return lines
 
 
@@ -195,15 +195,15 @@ def cost_lines(plan: dict[str, Any], results: Results, pending: list[tuple[str, 
              "| --- | --- | --- | --- | --- | --- | --- |"]
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in results.records:
-        groups.setdefault((r["setting"], r["arm"], _device(r)), []).append(r)
+        groups.setdefault((r["setting"], r["arm"], device_of(r)), []).append(r)
     for (setting, arm, device), records in groups.items():
         steps = {(r["steps"].get("domain", "–"), r["steps"].get("lm", "–")) for r in records}
         lines.append(f"| {setting} | {arm} | {device} | {len(records)} | "
                      f"{statistics.median(r['wall_s'] for r in records):.0f} | "
                      f"{statistics.median(r['cpu_s'] for r in records):.0f} | "
                      + ", ".join(f"{d} / {lm}" for d, lm in sorted(steps, key=str)) + " |")
-    on_cpu = [r for r in results.records if _device(r) == "cpu"]
-    on_gpu = [r for r in results.records if _device(r) != "cpu"]
+    on_cpu = [r for r in results.records if device_of(r) == "cpu"]
+    on_gpu = [r for r in results.records if device_of(r) != "cpu"]
     spent = sum(r["cpu_s"] for r in on_cpu) / 3600
     estimate = estimated_cpu_hours(plan, results.records, pending)
     lines += ["", "Wall and CPU time are the whole run's, its warm start's training included (one thread a run on "
@@ -215,10 +215,6 @@ def cost_lines(plan: dict[str, Any], results: Results, pending: list[tuple[str, 
               "finished runs of each arm, the plan's estimates for arms not run yet; "
               "`python bench/claim.py --pending`)."]
     return lines
-
-
-def _device(record: dict[str, Any]) -> str:
-    return record.get("device", "cpu")  # the runner's first records predate the field and all ran on CPU
 
 
 def validation_lines(plan: dict[str, Any], results: Results) -> list[str]:
