@@ -36,6 +36,9 @@ NOISE_WARNINGS = (
     # test_after_fit tests the primary checkpoint with ckpt_path="best" on purpose and each other model at
     # its own best path (cli.BridgeCLI._test_after_fit).
     (r"`\.test\(ckpt_path=\"best\"\)` is called with Trainer configured with multiple `ModelCheckpoint`", Warning),
+    # A run resumed from a mid-epoch checkpoint goes on with the batches it had not trained on yet: the
+    # sampler skips those done (data.batches.batches_done_this_epoch), so the resume is exact, not unreliable.
+    (r"You're resuming from a checkpoint that ended before the epoch ended", Warning),
 )
 EVALUATION_NOISE = (
     # Only where nothing trains: the fit's callbacks (checkpoint bookkeeping, early stopping) hold training
