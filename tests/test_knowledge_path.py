@@ -1,6 +1,7 @@
 """The path from text to the shared table: the LM's text tasks, the text anchor on domain steps, and the
 automatic warm start."""
 
+import logging
 from types import SimpleNamespace
 
 import lightning as L
@@ -104,8 +105,9 @@ def test_text_anchor_survives_a_checkpoint(tmp_path):
     assert torch.equal(fresh._text_anchor.queries, bridge._text_anchor.queries)
 
 
-def test_automatic_warm_start_stops_at_the_domain_models_best_and_starts_from_it(tmp_path):
-    """A plain ``Trainer.fit`` from Python runs the warm start as the CLI does: BridgeModule brings it along."""
+def test_automatic_warm_start_stops_at_the_domain_models_best_and_starts_from_it(tmp_path, caplog):
+    """A plain ``Trainer.fit`` from Python runs the warm start as the CLI does: BridgeModule brings it along
+    (to fitting only: a test afterwards neither runs it again nor announces that it replaced it)."""
     bridge = tiny_bridge(warm_start={"auto": True, "max_epochs": 200, "patience": 2, "val_every": 1},
                          schedule={"domain_steps": 1, "lm_steps": 1})
     at_start = {}
@@ -127,6 +129,9 @@ def test_automatic_warm_start_stops_at_the_domain_models_best_and_starts_from_it
     assert trainer.global_step == 3 and bridge.domain.trainer is trainer and trainer.datamodule.trainer is trainer
     assert {"train/domain_loss", "train/lm_loss"} <= set(trainer.callback_metrics)  # bridge batches, both sides
     assert checkpoint.best_model_score >= score  # the warm start was the first candidate
+    with caplog.at_level(logging.INFO):
+        trainer.test(bridge, datamodule=trainer.datamodule, verbose=False)
+    assert "will override existing callbacks" not in caplog.text and bridge.warm_started_from == (best, score)
 
 
 @pytest.mark.parametrize("warm_score", [1.0, -1.0])

@@ -118,10 +118,11 @@ class BridgeModule(KnowledgePath, FullyShardedCoTraining, RankingEvaluation, L.L
         self.domain.load_state_dict(wanted, strict=False)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """The automatic warm start belongs to co-training, whoever calls ``fit``."""
+        """The automatic warm start belongs to co-training, whoever calls ``fit``; not to a test or prediction
+        (Lightning asks again for those, and would announce that the new one replaces fit's)."""
         from lightning_bridge.co_training.warm_start import AutomaticWarmStart  # it trains this module's domain model
 
-        return [AutomaticWarmStart()] if self.warm_start.auto else []
+        return [AutomaticWarmStart()] if self.warm_start.auto and self.trainer.state.fn == "fit" else []
 
     # ---- schedule ---------------------------------------------------------------------------------------
     def side_for_step(self, global_step: int) -> Side:
