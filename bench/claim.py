@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,12 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
             accelerator: str | None = None) -> dict:
     """Trains and tests one run in this process; writes its per-user file; returns its JSON record."""
     import torch
+
+    # Notices that say nothing about this run: its command line is the runner's (``--one ...``), not the CLI's,
+    # and the warm start's checkpoint is tested on this run's trainer, with its callbacks and folder, on purpose.
+    for message in (r"LightningCLI's args parameter", r"Be aware that when using `ckpt_path`",
+                    r"The dirpath has changed from"):
+        warnings.filterwarnings("ignore", message=message)
 
     from lightning_bridge.cli import main as cli_main
     from lightning_bridge.co_training.bridge import BridgeModule

@@ -50,10 +50,16 @@ def _plan(tmp_path: Path) -> Path:
     return path
 
 
+# Notices a run's log used to carry that say nothing about the run (the runner hides them)
+RUNNER_NOISE = ("LightningCLI's args parameter", "Be aware that when using `ckpt_path`", "The dirpath has changed",
+                "will override existing callbacks", "ended before the epoch ended")
+
+
 def _claim(plan: Path, *args: str) -> str:
     done = subprocess.run([sys.executable, "bench/claim.py", "--plan", str(plan), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert not [n for n in RUNNER_NOISE if n in done.stdout + done.stderr], done.stderr
     return done.stdout
 
 
