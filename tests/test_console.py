@@ -66,6 +66,16 @@ def test_heartbeat_between_validations(in_tmp, caplog):
     assert [b.split(": training")[0] for b in beats] == [f"fit: epoch 1/1, step {s}/9" for s in range(1, 10)]
 
 
+def test_heartbeat_within_a_long_validation(in_tmp, caplog):
+    """A validation that takes long (an LM ranking the catalogue) says how far it has got."""
+    caplog.set_level(logging.INFO)
+    cli = main(["fit", "--config", TINY, "--trainer.max_epochs", "1", "--progress.heartbeat_seconds", "1e-9"])
+    total = sum(cli.trainer.num_val_batches)
+    beats = [line.split(" | ")[0] for line in _lines(caplog, PROGRESS) if ": validating" in line]
+    assert total > 1 and beats == [f"fit: epoch 1/1, step 9/9: validating, batch {b}/{total}"
+                                   for b in range(1, total + 1)]
+
+
 def test_verbosity_warning_hides_progress(in_tmp, caplog):
     caplog.set_level(logging.INFO)
     try:

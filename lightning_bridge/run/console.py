@@ -109,15 +109,15 @@ def duration(seconds: float) -> str:
 
 class ProgressLog(Callback):
     """One log line per validation, with each model's validation NDCG@10 (and its best so far), the time
-    since training began and an estimate of the time left; between validations, a heartbeat line at least
-    every ``heartbeat_seconds`` of training. Meant for logs, where a progress bar would write thousands of
-    lines.
+    since training began and an estimate of the time left; between validations, and within a long one (an LM
+    ranking the catalogue), a heartbeat line at least every ``heartbeat_seconds``. Meant for logs, where a
+    progress bar would write thousands of lines.
 
     The estimate extrapolates the time per optimizer step so far to ``trainer.estimated_stepping_batches``;
     with early stopping it is an upper bound ("at most").
 
     Args:
-        heartbeat_seconds: longest silence during training (0: validation lines only).
+        heartbeat_seconds: longest silence during training and its validations (0: validation lines only).
         name: what the lines call this training (``fit``, ``warm start``).
     """
 
@@ -129,7 +129,7 @@ class ProgressLog(Callback):
         self.heartbeat_seconds = heartbeat_seconds
         self.name = name
         self._start = self._last_line = 0.0
-        self._first_step = 0
+        self._first_step = self._validated = 0
         self._best: dict[str, float] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -143,6 +143,19 @@ class ProgressLog(Callback):
                            batch_idx: int) -> None:
         if self.heartbeat_seconds and time.monotonic() - self._last_line >= self.heartbeat_seconds:
             self._line(trainer, "training")
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = 0
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._validated += 1  # over all validation loaders (co-training validates each model on its own)
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        if self.heartbeat_seconds and time.monotonic() - self._last_line >= self.heartbeat_seconds:
+            total = sum(trainer.num_val_batches)
+            self._line(trainer, f"validating, batch {self._validated}" + (f"/{int(total)}" if total != float("inf")
+                                                                          else ""))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
