@@ -154,8 +154,8 @@ class ProgressLog(Callback):
             return
         if self.heartbeat_seconds and time.monotonic() - self._last_line >= self.heartbeat_seconds:
             total = sum(trainer.num_val_batches)
-            self._line(trainer, f"validating, batch {self._validated}" + (f"/{int(total)}" if total != float("inf")
-                                                                          else ""))
+            of_total = f"/{int(total)}" if total != float("inf") else ""
+            self._line(trainer, f"validating, batch {self._validated}{of_total}")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
