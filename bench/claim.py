@@ -79,15 +79,13 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
     """Trains and tests one run in this process; writes its per-user file; returns its JSON record."""
     import torch
 
-    # Notices that say nothing about this run: its command line is the runner's (``--one ...``), not the CLI's,
-    # and the warm start's checkpoint is tested on this run's trainer, with its callbacks and folder, on purpose.
-    for message in (r"LightningCLI's args parameter", r"Be aware that when using `ckpt_path`",
-                    r"The dirpath has changed from"):
-        warnings.filterwarnings("ignore", message=message)
-
     from lightning_bridge.cli import main as cli_main
     from lightning_bridge.co_training.bridge import BridgeModule
     from lightning_bridge.models.domain import DomainModule
+    from lightning_bridge.run.console import ignore_evaluation_noise
+
+    # the run's command line is the runner's (``--one ...``), not the CLI's: Lightning's notice says nothing here
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
 
     runs = runs.resolve()  # checkpoint paths come back resolved: a runs folder reached through a link must match
     run_dir = runs / setting / arm / f"seed{seed}"
@@ -106,8 +104,10 @@ def run_one(plan: dict[str, Any], setting: str, arm: str, seed: int, runs: Path,
             # the domain model co-training began from, tested on the same trainer and data
             path = cli.warm_start_checkpoint
             skip = sum(1 for _ in (run_dir / "per_user_test.csv").open()) - 1
-            metrics = cli.trainer.test(DomainModule.load_from_checkpoint(path), datamodule=cli.datamodule,
-                                       ckpt_path=path, verbose=False)[0]
+            with warnings.catch_warnings():
+                ignore_evaluation_noise()
+                metrics = cli.trainer.test(DomainModule.load_from_checkpoint(path), datamodule=cli.datamodule,
+                                           ckpt_path=path, verbose=False)[0]
             metrics = {k.removeprefix("domain/test/"): float(v) for k, v in metrics.items()}
             found = per_user_rows(run_dir / "per_user_test.csv", "domain", Path(path).stem, skip)
             best_val = cli.warm_start_score

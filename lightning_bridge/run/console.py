@@ -46,6 +46,8 @@ EVALUATION_NOISE = (
     r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
     # The predictions writer (callbacks.TopKWriter) reads the users from each batch, not batch indices.
     r"Couldn't infer the batch indices fetched from your dataloader",
+    # A checkpoint's own folder, which its checkpoint callbacks recorded, is no concern of an evaluation.
+    r"The dirpath has changed from",
 )
 # An advertisement for a hosted logging service, printed by every Trainer built without it.
 NOISE_MESSAGES = re.compile(r"^💡 Tip: For seamless cloud logging")
@@ -129,7 +131,7 @@ class ProgressLog(Callback):
         self.heartbeat_seconds = heartbeat_seconds
         self.name = name
         self._start = self._last_line = 0.0
-        self._first_step = self._validated = 0
+        self._first_step = 0
         self._best: dict[str, float] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -141,21 +143,21 @@ class ProgressLog(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.heartbeat_seconds and time.monotonic() - self._last_line >= self.heartbeat_seconds:
+        if self._heartbeat_due():
             self._line(trainer, "training")
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._validated = 0
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._validated += 1  # over all validation loaders (co-training validates each model on its own)
-        if trainer.sanity_checking or trainer.state.fn != "fit":
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not self._heartbeat_due():
             return
-        if self.heartbeat_seconds and time.monotonic() - self._last_line >= self.heartbeat_seconds:
-            total = sum(trainer.num_val_batches)
-            of_total = f"/{int(total)}" if total != float("inf") else ""
-            self._line(trainer, f"validating, batch {self._validated}{of_total}")
+        # counted over all validation loaders (co-training validates each model on its own)
+        done = sum(trainer.num_val_batches[:dataloader_idx]) + batch_idx + 1
+        total = sum(trainer.num_val_batches)
+        of_total = f"/{int(total)}" if total != float("inf") else ""
+        self._line(trainer, f"validating, batch {int(done)}{of_total}")
+
+    def _heartbeat_due(self) -> bool:
+        return bool(self.heartbeat_seconds) and time.monotonic() - self._last_line >= self.heartbeat_seconds
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
