@@ -190,13 +190,23 @@ def per_seed_lines(rows: list[dict[str, Any]]) -> list[str]:
             "the continuation handed back the warm start that the other side is)."]
 
 
+def _by_plan(plan: dict[str, Any], records: list[dict[str, Any]], *extra: Any) -> list[
+        tuple[tuple[Any, ...], list[dict[str, Any]]]]:
+    """Records grouped by setting and arm (and any further key functions), in the plan's order of settings and
+    arms, so that a table reads setting by setting whatever order the runs finished in (a name the plan does
+    not list goes last, in the order its runs came)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["setting"], r["arm"], *(key(r) for key in extra)), []).append(r)
+    order = {name: i for i, name in enumerate([*plan.get("settings", ()), *plan.get("arms", ())])}
+    return sorted(groups.items(), key=lambda item: (order.get(item[0][0], len(order)),
+                                                    order.get(item[0][1], len(order))))
+
+
 def cost_lines(plan: dict[str, Any], results: Results, pending: list[tuple[str, str, int]]) -> list[str]:
     lines = ["| setting | arm | device | runs | median wall s | median CPU s | steps (domain / LM) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in results.records:
-        groups.setdefault((r["setting"], r["arm"], device_of(r)), []).append(r)
-    for (setting, arm, device), records in groups.items():
+    for (setting, arm, device), records in _by_plan(plan, results.records, device_of):
         steps = {(r["steps"].get("domain", "–"), r["steps"].get("lm", "–")) for r in records}
         lines.append(f"| {setting} | {arm} | {device} | {len(records)} | "
                      f"{statistics.median(r['wall_s'] for r in records):.0f} | "
@@ -222,11 +232,7 @@ def validation_lines(plan: dict[str, Any], results: Results) -> list[str]:
     the warm start, beside the warm start's best: where co-training moved relative to where it started."""
     lines = ["| setting | arm | model | seeds | warm start's best | validation NDCG@10 after N of the model's "
              "steps (N: value) |", "| --- | --- | --- | --- | --- | --- |"]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in results.records:
-        if r.get("val_history"):
-            groups.setdefault((r["setting"], r["arm"]), []).append(r)
-    for (setting, arm), records in groups.items():
+    for (setting, arm), records in _by_plan(plan, [r for r in results.records if r.get("val_history")]):
         for model in ("domain", "lm"):
             curves = [_own_steps(r, model) for r in records
                       if r["val_history"].get(model) and r["steps"].get(model) != 0]  # 0: not trained
