@@ -9,6 +9,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loops.fit_loop import _FitLoop
+from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
 
 from lightning_bridge.data.datasets import SyntheticDataModule
 from lightning_bridge.models.domain import DomainModule
@@ -17,7 +19,9 @@ from lightning_bridge.run.lightning_internals import (
     LastCheckpointOnDemand,
     attached_trainer,
     offer_checkpoint,
+    resume_finished_epochs_as_finished,
     tensorboard_file_writer,
+    validation_follows,
 )
 
 
@@ -25,6 +29,7 @@ from lightning_bridge.run.lightning_internals import (
     (ModelCheckpoint, "_monitor_candidates", ["self", "trainer"]),
     (ModelCheckpoint, "_save_topk_checkpoint", ["self", "trainer", "monitor_candidates"]),
     (ModelCheckpoint, "_save_last_checkpoint", ["self", "trainer", "monitor_candidates"]),
+    (_TrainingEpochLoop, "_should_check_val_fx", ["self", "data_fetcher"]),
 ])
 def test_the_private_methods_used_keep_their_signatures(owner, name, parameters):
     assert list(inspect.signature(getattr(owner, name)).parameters) == parameters
@@ -59,7 +64,8 @@ def test_a_validation_at_the_step_training_stops_keeps_its_best(tmp_path):
 def test_no_other_module_reaches_into_lightning_privately():
     package = Path(lightning_internals.__file__).parent
     private = ("._monitor_candidates", "._save_topk_checkpoint", "_save_last_checkpoint", "._get_file_writer",
-               "._trainer", "._checkpoint_connector", "._parse_ckpt_path")
+               "._trainer", "._checkpoint_connector", "._parse_ckpt_path", "._should_check_val_fx", "_FitLoop",
+               "._data_fetcher")
     for path in package.rglob("*.py"):
         if path.name != "lightning_internals.py":
             source = path.read_text()
@@ -100,3 +106,39 @@ def test_an_offered_checkpoint_enters_the_top_k_and_last_is_written_only_on_dema
 def test_the_tensorboard_writer_takes_summaries(tmp_path):
     writer = tensorboard_file_writer(TensorBoardLogger(tmp_path))
     assert callable(writer.add_summary)
+
+
+def test_validation_follows_the_batches_lightning_validates_after(tmp_path):
+    seen = []
+
+    class Records(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append((trainer.global_step, validation_follows(trainer)))
+
+    trainer = L.Trainer(max_steps=7, val_check_interval=3, check_val_every_n_epoch=None, accelerator="cpu",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[Records()],
+                        default_root_dir=tmp_path)
+    trainer.fit(DomainModule(40, 30, encoder="mf", embedding_dim=4),
+                datamodule=SyntheticDataModule(num_users=40, num_items=30, batch_size=16))
+    assert [step for step, follows in seen if follows] == [3, 6]
+
+
+def test_the_fit_loop_restarts_a_finished_epoch_only_without_the_replacement(tmp_path):
+    """Lightning's own loop restarts a finished epoch under max_steps (the behaviour replaced); the
+    replacement restarts an unfinished one as Lightning does and a finished one not at all."""
+    trainer = L.Trainer(max_steps=10, accelerator="cpu", logger=False, default_root_dir=tmp_path)
+    loop = trainer.fit_loop
+    assert type(loop) is _FitLoop
+    for progress in (loop.epoch_progress.current, loop.epoch_progress.total):
+        progress.ready = progress.started = progress.processed = 1  # an epoch's end, every batch done
+    loop.epoch_loop.batch_progress.is_last_batch = True
+    loop.restarting = True
+    assert loop.restarting  # Lightning: restarts the finished epoch
+    resume_finished_epochs_as_finished(trainer)
+    assert isinstance(trainer.fit_loop, _FitLoop) and trainer.fit_loop is loop
+    loop.restarting = True
+    assert not loop.restarting and not loop.epoch_loop.restarting
+    loop.epoch_loop.batch_progress.is_last_batch = False  # max_steps stopped it inside the epoch
+    loop.restarting = True
+    assert loop.restarting

@@ -16,7 +16,11 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from lightning_bridge.run.lightning_internals import LastCheckpointOnDemand
+from lightning_bridge.run.lightning_internals import (
+    LastCheckpointOnDemand,
+    resume_finished_epochs_as_finished,
+    validation_follows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,10 @@ class RunCheckpoint(LastCheckpointOnDemand):
     step, so with validation every epoch it stays at the best epoch. Here ``last.ckpt`` is written by this
     class alone: at every train-epoch end (after validation, so every checkpoint callback's best-k
     bookkeeping and the epoch's scheduler step are in it), every ``last_every_n_train_steps`` optimizer
-    steps (a killed run loses at most that many), and at the end of training.
+    steps (a killed run loses at most that many), and at the end of training. A step whose validation
+    follows is written once every checkpoint callback has recorded that validation: Lightning resumes a
+    state saved before it as one saved after, so a run killed inside it would resume past it (at
+    ``max_steps``, stop at once) and keep an earlier best.
 
     Args:
         last_every_n_train_steps: also rewrite ``last.ckpt`` every this many optimizer steps (0: only at
@@ -45,11 +52,17 @@ class RunCheckpoint(LastCheckpointOnDemand):
         super().__init__(**kwargs)
         self.last_every_n_train_steps = last_every_n_train_steps
         self._mid_epoch_step = -1  # global step of the last mid-epoch last.ckpt
+        self._after_validation = False  # last.ckpt is due once this step's validation is recorded
 
     @property
     def state_key(self) -> str:
         """ModelCheckpoint's key, so that checkpoints written by plain ModelCheckpoints resume with theirs."""
         return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == TrainerFn.FITTING:  # an epoch-end last.ckpt resumes into the next epoch under max_steps too
+            resume_finished_epochs_as_finished(trainer)
 
     def _write_last(self, trainer: L.Trainer) -> None:
         fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
@@ -67,13 +80,30 @@ class RunCheckpoint(LastCheckpointOnDemand):
         # at the epoch end, a resumed run would take the unfinished epoch for a finished one.
         stops = trainer.should_stop or 0 <= trainer.max_steps <= step
         if (every and step % every == 0) or stops:
-            self._write_last(trainer)
+            if validation_follows(trainer):
+                self._after_validation = True
+            else:
+                self._write_last(trainer)
             self._mid_epoch_step = step
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)  # this validation's top-k save
+        if trainer.checkpoint_callbacks[-1] is self:  # the last to record the validation writes what is due
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, RunCheckpoint):
+                    callback._write_due(trainer)
+
+    def _write_due(self, trainer: L.Trainer) -> None:
+        if self._after_validation:
+            self._after_validation = False
+            self._write_last(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or self._mid_epoch_step != trainer.global_step:
+            self._after_validation = False
             self._write_last(trainer)
+        self._write_due(trainer)  # a checkpoint callback of another kind came last at the validation
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and not self.last_model_path:

@@ -13,6 +13,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loops.fit_loop import _FitLoop
+from lightning.pytorch.loops.loop import _Loop
 
 
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
@@ -31,6 +33,35 @@ def offer_checkpoint(callback: ModelCheckpoint, trainer: L.Trainer, monitor: str
 def tensorboard_file_writer(logger: TensorBoardLogger) -> Any:
     """The event-file writer under ``logger`` (the HPARAMS plugin's summaries have no public writer)."""
     return logger.experiment._get_file_writer()
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Whether the fit loop validates right after the training batch that has just ended (asked from
+    ``on_train_batch_end``): the epoch loop's own test, which needs its data fetcher."""
+    return trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
+
+
+class _FitLoopResumingFinishedEpochs(_FitLoop):
+    """Lightning's fit loop, except that a checkpoint written at the end of an epoch (every batch done)
+    resumes into the next epoch even when ``max_steps`` is set. Lightning 2.6 restarts the finished epoch
+    whenever training counts steps: it runs that epoch's end again, counts it twice and trains one epoch
+    fewer (a 3-epoch run resumed after its first epoch stopped at 18 of 27 steps)."""
+
+    @_FitLoop.restarting.setter
+    def restarting(self, restarting: bool) -> None:
+        progress = self.epoch_progress.current
+        finished = (progress.ready == progress.started == progress.processed
+                    and self.epoch_loop.batch_progress.is_last_batch)
+        if restarting and finished:
+            _Loop.restarting.fset(self, False)  # as Lightning resumes it without max_steps
+        else:
+            _FitLoop.restarting.fset(self, restarting)
+
+
+def resume_finished_epochs_as_finished(trainer: L.Trainer) -> None:
+    """Gives ``trainer`` the fit loop above; call before the checkpoint is restored (a ``setup`` hook)."""
+    if type(trainer.fit_loop) is _FitLoop:
+        trainer.fit_loop.__class__ = _FitLoopResumingFinishedEpochs
 
 
 class LastCheckpointOnDemand(ModelCheckpoint):
