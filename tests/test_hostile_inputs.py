@@ -300,31 +300,35 @@ def _validated_steps(run: Path) -> list[int]:
     return sorted({e.step for e in events.Scalars("domain/val/ndcg@10")})
 
 
-@pytest.mark.parametrize(("stops", "where", "step"), [
-    (["--trainer.max_steps", "13"], "validation", 13),  # the validation at max_steps, the run's last
-    (["--checkpoint.last_every_n_train_steps", "4"], "validation", 8),  # at a step that also writes last.ckpt
-    (["--trainer.max_steps", "24"], "training", 10),  # resumed from the first epoch's end
+@pytest.mark.parametrize(("config", "stops", "where", "step"), [
+    (TINY, ["--trainer.max_steps", "13"], "validation", 13),  # the validation at max_steps, the run's last
+    (TINY, ["--checkpoint.last_every_n_train_steps", "4"], "validation", 8),  # at a step that writes last.ckpt
+    (TINY, ["--trainer.max_steps", "24"], "training", 10),  # resumed from the first epoch's end
+    (TINY_BRIDGE, ["--trainer.max_steps", "18", "--trainer.val_check_interval", "2"], "validation", 18),
 ])
-def test_a_killed_run_resumes_to_what_the_uninterrupted_run_did(in_tmp, stops, where, step):
+def test_a_killed_run_resumes_to_what_the_uninterrupted_run_did(in_tmp, config, stops, where, step):
     """Killed inside a validation, a run resumes to that validation: Lightning takes a state saved at a step
     whose validation follows for one saved after it, so last.ckpt waits for the validation (before, a resume
     went past it, or at max_steps stopped at once, and kept an earlier best). Killed after an epoch's end
     under max_steps, it resumes into the next epoch (Lightning alone counts the finished epoch twice and
-    trains one fewer). Either way it validates, keeps and ends where the uninterrupted run did."""
+    trains one fewer). Either way it validates, keeps and ends where the uninterrupted run did, with the same
+    checkpoint files: a best the killed attempt saved after last.ckpt is saved again over it, not beside it."""
     register_class(DiesAt)  # named by the killed run's saved config
-    common = ["--config", TINY, "--trainer.max_epochs", "3", "--trainer.val_check_interval", "4", *stops]
+    common = ["--config", config, "--trainer.max_epochs", "3", "--trainer.val_check_interval", "4", *stops]
     full = main(["fit", *common, "--trainer.logger.init_args.name", "full"])
     with pytest.raises(Killed):
         main(["fit", *common, "--trainer.logger.init_args.name", "killed", "--trainer.callbacks+=slow_steps.DiesAt",
               f"--trainer.callbacks.init_args.step={step}", f"--trainer.callbacks.init_args.where={where}"])
-    run = in_tmp / "logs" / "killed" / "version_0"
+    run, full_run = in_tmp / "logs" / "killed" / "version_0", in_tmp / "logs" / "full" / "version_0"
     resumed = main(["fit", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
                     "--trainer.callbacks=[]"])
     assert resumed.trainer.global_step == full.trainer.global_step
     assert resumed.trainer.current_epoch == full.trainer.current_epoch
-    assert _validated_steps(run) == _validated_steps(in_tmp / "logs" / "full" / "version_0")
-    assert Path(resumed.trainer.checkpoint_callback.best_model_path).name == \
-        Path(full.trainer.checkpoint_callback.best_model_path).name
+    assert _validated_steps(run) == _validated_steps(full_run)
+    assert {side: Path(path).name for side, path in resumed.best_checkpoints.items()} == \
+        {side: Path(path).name for side, path in full.best_checkpoints.items()}
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == \
+        sorted(p.name for p in (full_run / "checkpoints").iterdir())
     for name, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
 

@@ -40,16 +40,20 @@ class RunCheckpoint(LastCheckpointOnDemand):
     Args:
         last_every_n_train_steps: also rewrite ``last.ckpt`` every this many optimizer steps (0: only at
             epoch ends).
+        enable_version_counter: as ``ModelCheckpoint``, but off by default: a best checkpoint that a killed
+            run saved after its ``last.ckpt`` is saved again by the resumed run under the same name, and
+            replaces it rather than sitting beside it as ``-v1``.
         **kwargs: as ``ModelCheckpoint``.
     """
 
-    def __init__(self, last_every_n_train_steps: int = 0, **kwargs: Any) -> None:
+    def __init__(self, last_every_n_train_steps: int = 0, enable_version_counter: bool = False,
+                 **kwargs: Any) -> None:
         if last_every_n_train_steps < 0:
             raise ValueError(f"checkpoint.last_every_n_train_steps must be >= 0, got {last_every_n_train_steps}")
         if kwargs.get("save_last") == "link":  # a link points at the newest top-k file, not the newest state
             raise ValueError("checkpoint.save_last='link' would make last.ckpt a link to an older top-k "
                              "checkpoint; expected true or false")
-        super().__init__(**kwargs)
+        super().__init__(enable_version_counter=enable_version_counter, **kwargs)
         self.last_every_n_train_steps = last_every_n_train_steps
         self._mid_epoch_step = -1  # global step of the last mid-epoch last.ckpt
         self._after_validation = False  # last.ckpt is due once this step's validation is recorded
