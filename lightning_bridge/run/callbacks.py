@@ -107,7 +107,8 @@ class RunCheckpoint(LastCheckpointOnDemand):
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or self._mid_epoch_step != trainer.global_step:
             self._after_validation = False
             self._write_last(trainer)
-        self._write_due(trainer)  # a checkpoint callback of another kind came last at the validation
+        else:
+            self._write_due(trainer)  # a checkpoint callback of another kind came last at the validation
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and not self.last_model_path:
