@@ -221,9 +221,9 @@ def cost_lines(plan: dict[str, Any], results: Results, pending: list[tuple[str, 
               "", f"CPU time of the finished runs on CPU: {spent:.1f} h"
               + (f"; {len(on_gpu)} more ran on a GPU, {sum(r['wall_s'] for r in on_gpu) / 3600:.1f} h wall"
                  if on_gpu else "")
-              + f". Still to run: {len(pending)} runs, about {estimate:.0f} CPU hours (medians of the "
-              "finished runs of each arm, the plan's estimates for arms not run yet; "
-              "`python bench/claim.py --pending`)."]
+              + (f". Still to run: {len(pending)} runs, about {estimate:.0f} CPU hours (medians of the "
+                 "finished runs of each arm, the plan's estimates for arms not run yet; "
+                 "`python bench/claim.py --pending`)." if pending else ". The whole plan has run.")]
     return lines
 
 
@@ -333,14 +333,21 @@ def in_short(verdicts: dict[str, str]) -> str:
     return f"In short, of the {len(verdicts)} claim{'' if len(verdicts) == 1 else 's'}: {', '.join(parts)}."
 
 
+def _progress(results: Results, pending: list[tuple[str, str, int]]) -> str:
+    """How far the plan has run, in the README's words."""
+    if not pending:
+        return f"all {len(results.records)} runs of the plan"
+    return f"{len(results.records)} runs so far, {len(pending)} still to run"
+
+
 def readme_block(plan: dict[str, Any], results: Results, pending: list[tuple[str, str, int]]) -> str:
     """The README's short results table: each claim's verdict and its gain over each control."""
     plan = with_chosen_variants(plan, results)
     rows = evaluate(plan, results)
     verdicts = claim_verdicts(plan, rows)
     lines = ["Does co-training with the LM make the recommender better? The verdicts of the pre-registered claim "
-             f"benchmark, generated with the rest of `bench/RESULTS.md` ({len(results.records)} runs so far, "
-             f"{len(pending)} still to run; the figures, statistics and every arm are there). "
+             f"benchmark, generated with the rest of `bench/RESULTS.md` ({_progress(results, pending)}; the "
+             "figures, statistics and every arm are there). "
              f"{in_short(verdicts)}", "",
              "| claim | setting, metric | treatment | verdict | gain over each control (seeds run of planned) |",
              "| --- | --- | --- | --- | --- |"]

@@ -303,6 +303,11 @@ def test_the_readme_table_is_rewritten_between_its_markers_only(fixture_results)
     assert "old" not in readme
     assert ("| domain gains from co-training on the sparsest users | sparse, sparse_ndcg@10 | B_full | supported | "
             "D1: +30.0% (5 of 10), D2: +30.0% (5 of 10) |") in readme
+    assert "(10 runs so far, 10 still to run;" in readme
+    plan["queue"][0]["seeds"] = list(range(5))  # the runs there are the whole plan
+    write_page(plan, root)
+    assert "(all 10 runs of the plan;" in (root / "README.md").read_text()
+    assert "The whole plan has run." in (root / "RESULTS.md").read_text()
 
 
 def test_an_earlier_runner_s_runs_are_found_whatever_the_arm_s_name(tmp_path):
